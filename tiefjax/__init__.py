@@ -1,0 +1,1 @@
+"""tiefjax: visual product search on JAX/Flax."""

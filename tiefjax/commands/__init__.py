@@ -1,0 +1,1 @@
+"""One module per CLI area; each exposes ``register(subparsers)`` and stays thin."""

@@ -1,0 +1,1 @@
+"""Flax networks: the AlexNet encoder, the TiefVision heads, the torchvision weight port."""
