@@ -1,0 +1,738 @@
+"""The annotation store: images, boxes (versioned), similarity triplets and detections in SQLite.
+
+One file (``tiefjax.sqlite`` in the workspace), stdlib :mod:`sqlite3` in WAL mode, so the CLI,
+the server and a training run can read while one of them writes, from several threads and
+processes. Every write is one transaction (``BEGIN IMMEDIATE``: the write lock is taken up front,
+so read-modify-write steps such as a versioned box edit cannot interleave with another writer);
+a killed writer loses only its unfinished transaction.
+
+Threads: a :class:`Store` holds **one connection shared by its threads**
+(``check_same_thread=False``) and serialises its use with a re-entrant lock, so one ``Store`` can
+serve every handler thread of a server. Separate ``Store`` objects (other threads, other
+processes) are separate connections; SQLite's file locking plus ``busy_timeout`` serialises them.
+
+Boxes carry a version for optimistic concurrency: an editor sends the version it loaded;
+:meth:`Store.put_box` raises :class:`BoxConflict` (a :class:`~tiefjax.errors.Conflict`, HTTP 409)
+with the current box when someone else saved first. Deleting a box leaves a tombstone that keeps
+the version counting, so a stale editor can never overwrite a box that was deleted and redrawn.
+
+The store knows nothing of images on disk or of JAX: the catalog registers images, the rest of
+tiefjax reads and writes annotations here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tiefjax.errors import Conflict, InvalidInput, NotFound, TiefjaxError
+
+#: Seconds a connection waits for another writer's lock before giving up.
+BUSY_TIMEOUT_S = 30.0
+
+
+# -- records --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ImageRecord:
+    """One registered catalog image: id = file stem, upright size in pixels, content hash."""
+
+    id: str
+    path: str
+    width: int
+    height: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Box:
+    """A product box in pixels of the upright original image."""
+
+    left: float
+    top: float
+    right: float
+    bottom: float
+
+    def as_tuple(self) -> tuple[float, float, float, float]:
+        return (self.left, self.top, self.right, self.bottom)
+
+    @classmethod
+    def of(cls, value: Box | Sequence[float] | Mapping[str, float]) -> Box:
+        """A Box from a Box, a (left, top, right, bottom) sequence or a mapping with those keys."""
+        if isinstance(value, Box):
+            return value
+        if isinstance(value, Mapping):
+            missing = [k for k in ("left", "top", "right", "bottom") if k not in value]
+            if missing:
+                raise InvalidInput(f"a box needs {', '.join(missing)}, got {dict(value)!r}")
+            return cls(value["left"], value["top"], value["right"], value["bottom"])
+        try:
+            left, top, right, bottom = value
+        except (TypeError, ValueError) as err:
+            raise InvalidInput(
+                f"a box needs 4 numbers (left, top, right, bottom), got {value!r}"
+            ) from err
+        return cls(left, top, right, bottom)
+
+
+@dataclass(frozen=True)
+class StoredBox:
+    """A saved box: ``version`` goes up by one on every change; ``updated_at`` is ISO-8601 UTC."""
+
+    image_id: str
+    box: Box
+    version: int
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class Triplet:
+    """``reference`` looks more like ``positive`` than like ``negative``."""
+
+    id: int
+    reference: str
+    positive: str
+    negative: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A box found by the locator (not by a person); ``fallback`` = whole image was used."""
+
+    image_id: str
+    box: Box
+    score: float
+    fallback: bool
+
+
+class StoreBusy(TiefjaxError):
+    """Another writer held the store's lock for longer than the busy timeout."""
+
+    http_status = 503
+
+
+class BoxConflict(Conflict):
+    """Someone saved or deleted the box first; ``current`` is what is stored now (or None)."""
+
+    def __init__(self, message: str, current: StoredBox | None):
+        super().__init__(message)
+        self.current = current
+
+
+# -- schema ---------------------------------------------------------------------------------------
+#: Ordered schema migrations; migration i (1-based) brings the schema from version i-1 to i.
+#: Each is an SQL script or a function of the connection (for data migrations). Append new
+#: ones; never edit a released one. All pending ones run in one transaction when a store opens.
+MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
+    # 1: images, boxes (versioned; all-NULL coordinates = deleted tombstone), triplets, meta
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE images (
+        id TEXT PRIMARY KEY,
+        path TEXT NOT NULL,
+        width INTEGER NOT NULL CHECK (width > 0),
+        height INTEGER NOT NULL CHECK (height > 0),
+        sha256 TEXT NOT NULL
+    );
+    CREATE TABLE boxes (
+        image_id TEXT PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+        left REAL, top REAL, right REAL, bottom REAL,
+        version INTEGER NOT NULL CHECK (version > 0),
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE triplets (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        reference TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        positive TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        negative TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        created_at TEXT NOT NULL,
+        UNIQUE (reference, positive, negative),
+        CHECK (reference <> positive AND reference <> negative AND positive <> negative)
+    );
+    """,
+    # 2: detections written by the locator while indexing
+    """
+    CREATE TABLE detections (
+        image_id TEXT PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+        left REAL NOT NULL, top REAL NOT NULL, right REAL NOT NULL, bottom REAL NOT NULL,
+        score REAL NOT NULL,
+        fallback INTEGER NOT NULL
+    );
+    """,
+    # 3: indexes for cascading deletes and "triplets involving this image"
+    """
+    CREATE INDEX triplets_positive ON triplets(positive);
+    CREATE INDEX triplets_negative ON triplets(negative);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def apply_migration(
+    db: sqlite3.Connection, migration: str | Callable[[sqlite3.Connection], None]
+) -> None:
+    """Run one migration inside the caller's transaction (``executescript`` would commit)."""
+    if callable(migration):
+        migration(db)
+        return
+    for statement in _statements(migration):
+        db.execute(statement)
+
+
+def _statements(script: str) -> list[str]:
+    """Split an SQL script into complete statements."""
+    statements, buffer = [], ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        raise ValueError(f"incomplete SQL statement in migration: {buffer.strip()[:60]}")
+    return statements
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _number(value: Any, name: str, where: str = "") -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(f"box {name} must be a number{where}, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise InvalidInput(f"box {name} must be a finite number{where}, got {value!r}")
+    return value
+
+
+def validate_box(box: Box | Sequence[float], width: int, height: int, image_id: str = "") -> Box:
+    """The box as floats when it lies inside a ``width`` x ``height`` image with positive area.
+
+    Raises :class:`InvalidInput` naming the rule that failed.
+    """
+    where = f" for image {image_id} ({width}x{height})" if image_id else f" ({width}x{height})"
+    box = Box.of(box)
+    left, top, right, bottom = (
+        _number(getattr(box, k), k, where) for k in ("left", "top", "right", "bottom")
+    )
+    problems = []
+    if left < 0 or top < 0:
+        problems.append("left and top must be >= 0")
+    if right > width:
+        problems.append(f"right must be <= the image width {width}")
+    if bottom > height:
+        problems.append(f"bottom must be <= the image height {height}")
+    if not left < right:
+        problems.append("left must be less than right")
+    if not top < bottom:
+        problems.append("top must be less than bottom")
+    if problems:
+        raise InvalidInput(
+            f"box ({left:g}, {top:g}, {right:g}, {bottom:g}) is invalid{where}: "
+            + "; ".join(problems)
+        )
+    return Box(left, top, right, bottom)
+
+
+def _box_fits(box: Box, width: int, height: int) -> bool:
+    try:
+        validate_box(box, width, height)
+    except InvalidInput:
+        return False
+    return True
+
+
+class Store:
+    """The SQLite annotation store of one workspace. Use as a context manager or call close()."""
+
+    def __init__(self, path: str | os.PathLike[str], timeout: float = BUSY_TIMEOUT_S):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._timeout = timeout
+        self._depth = 0  # nesting of transaction() on this connection
+        try:
+            self._db = sqlite3.connect(
+                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")  # durable across process crashes
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except BaseException as err:
+            if hasattr(self, "_db"):
+                self._db.close()
+            if not isinstance(err, sqlite3.DatabaseError):
+                raise
+            raise InvalidInput(
+                f"{self.path} is not a usable tiefjax store ({err}); restore it from a backup "
+                "or move it away and run tiefjax init again"
+            ) from err
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def schema_version(self) -> int:
+        with self._lock:
+            return self._version()
+
+    def _version(self) -> int:
+        exists = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+        ).fetchone()
+        if not exists:
+            return 0
+        row = self._db.execute("SELECT version FROM schema_version").fetchone()
+        return int(row[0]) if row else 0
+
+    def _migrate(self) -> None:
+        """Bring the schema up to date (a read first, so opening never waits for writers)."""
+        if self._schema_version_checked() == SCHEMA_VERSION:
+            return
+        with self.transaction():
+            version = self._schema_version_checked()  # another process may have migrated meanwhile
+            if version == SCHEMA_VERSION:
+                return
+            if version == 0:
+                self._db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                self._db.execute("INSERT INTO schema_version VALUES (0)")
+            for number in range(version + 1, SCHEMA_VERSION + 1):
+                apply_migration(self._db, MIGRATIONS[number - 1])
+                self._db.execute("UPDATE schema_version SET version = ?", (number,))
+
+    def _schema_version_checked(self) -> int:
+        version = self._version()
+        if version > SCHEMA_VERSION:
+            raise TiefjaxError(
+                f"{self.path} has schema version {version} but this tiefjax knows only up to "
+                f"{SCHEMA_VERSION}; upgrade tiefjax to open it"
+            )
+        return version
+
+    @contextmanager
+    def transaction(self) -> Iterator[Store]:
+        """One write transaction (``BEGIN IMMEDIATE``); store calls inside it join it.
+
+        Everything inside commits together or, on any exception, not at all.
+        """
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self
+                finally:
+                    self._depth -= 1
+                return
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as err:
+                raise StoreBusy(
+                    f"{self.path} stayed locked by another writer for {self._timeout:g} s "
+                    f"({err}); try again when it has finished"
+                ) from err
+            self._depth = 1
+            try:
+                yield self
+                self._depth = 0
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._depth = 0
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot for multi-statement reads."""
+        with self._lock:
+            if self._depth:
+                yield self._db
+                return
+            self._db.execute("BEGIN")
+            try:
+                yield self._db
+            finally:
+                self._db.execute("COMMIT")
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        with self._lock:
+            return self._db.execute(sql, params).fetchone()
+
+    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    # -- meta -------------------------------------------------------------------------------------
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        """A workspace-level setting remembered by the store (e.g. ``images_dir``)."""
+        row = self._one("SELECT value FROM meta WHERE key = ?", (key,))
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        """Set (or, with ``None``, remove) a meta value."""
+        with self.transaction():
+            if value is None:
+                self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+            else:
+                self._db.execute(
+                    "INSERT INTO meta(key, value) VALUES (?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (key, str(value)),
+                )
+
+    # -- images -----------------------------------------------------------------------------------
+    def upsert_image(self, rec: ImageRecord) -> None:
+        """Register or update one image (see :meth:`upsert_images`)."""
+        self.upsert_images([rec])
+
+    def upsert_images(self, recs: Iterable[ImageRecord]) -> None:
+        """Register or update images in one transaction.
+
+        When an image's size changes, its box is kept if it still fits and deleted otherwise;
+        when its content changes, its detection is dropped (it described the old photo).
+        """
+        with self.transaction():
+            for rec in recs:
+                self._check_record(rec)
+                old = self._db.execute(
+                    "SELECT width, height, sha256 FROM images WHERE id = ?", (rec.id,)
+                ).fetchone()
+                self._db.execute(
+                    "INSERT INTO images(id, path, width, height, sha256) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT(id) DO UPDATE SET path = excluded.path, width = excluded.width, "
+                    "height = excluded.height, sha256 = excluded.sha256",
+                    (rec.id, str(rec.path), rec.width, rec.height, rec.sha256),
+                )
+                if old is None:
+                    continue
+                if (old[0], old[1]) != (rec.width, rec.height):
+                    current = self._box_row(rec.id)
+                    if current is not None and not _box_fits(current.box, rec.width, rec.height):
+                        self._tombstone(rec.id)
+                if old[2] != rec.sha256:
+                    self._db.execute("DELETE FROM detections WHERE image_id = ?", (rec.id,))
+
+    @staticmethod
+    def _check_record(rec: ImageRecord) -> None:
+        if not isinstance(rec.id, str) or not rec.id:
+            raise InvalidInput(f"an image id must be a non-empty string, got {rec.id!r}")
+        for name in ("width", "height"):
+            value = getattr(rec, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise InvalidInput(f"image {rec.id}: {name} must be a positive integer")
+
+    def remove_images(self, ids: Iterable[str]) -> int:
+        """Remove images with their box, triplets and detection; unknown ids are ignored.
+
+        Returns how many images were removed.
+        """
+        removed = 0
+        with self.transaction():
+            for image_id in ids:
+                removed += self._db.execute("DELETE FROM images WHERE id = ?", (image_id,)).rowcount
+        return removed
+
+    def get_image(self, image_id: str) -> ImageRecord:
+        row = self._one(
+            "SELECT id, path, width, height, sha256 FROM images WHERE id = ?", (image_id,)
+        )
+        if row is None:
+            raise NotFound(f"no image with id {image_id!r} in the catalog")
+        return ImageRecord(*row)
+
+    def has_image(self, image_id: str) -> bool:
+        return self._one("SELECT 1 FROM images WHERE id = ?", (image_id,)) is not None
+
+    def list_images(self, offset: int = 0, limit: int | None = None) -> list[ImageRecord]:
+        """Images sorted by id; ``offset``/``limit`` page through them."""
+        if offset < 0 or (limit is not None and limit < 0):
+            raise InvalidInput(f"offset and limit must be >= 0, got {offset} and {limit}")
+        rows = self._all(
+            "SELECT id, path, width, height, sha256 FROM images ORDER BY id LIMIT ? OFFSET ?",
+            (-1 if limit is None else int(limit), int(offset)),
+        )
+        return [ImageRecord(*row) for row in rows]
+
+    def image_ids(self) -> list[str]:
+        return [row[0] for row in self._all("SELECT id FROM images ORDER BY id")]
+
+    def count_images(self) -> int:
+        return int(self._one("SELECT count(*) FROM images")[0])
+
+    def _size(self, image_id: str) -> tuple[int, int]:
+        row = self._db.execute(
+            "SELECT width, height FROM images WHERE id = ?", (image_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no image with id {image_id!r} in the catalog")
+        return int(row[0]), int(row[1])
+
+    # -- boxes ------------------------------------------------------------------------------------
+    def check_box(self, image_id: str, box: Box | Sequence[float]) -> Box:
+        """The validated box for ``image_id`` (else NotFound / InvalidInput); writes nothing."""
+        with self._lock:
+            width, height = self._size(image_id)
+        return validate_box(box, width, height, image_id)
+
+    def _box_row(self, image_id: str) -> StoredBox | None:
+        """Current box, or None when there is none or it was deleted (a tombstone)."""
+        row = self._db.execute(
+            "SELECT left, top, right, bottom, version, updated_at FROM boxes "
+            "WHERE image_id = ? AND left IS NOT NULL",
+            (image_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return StoredBox(image_id, Box(*row[:4]), int(row[4]), row[5])
+
+    def get_box(self, image_id: str) -> StoredBox | None:
+        """The image's box, or None when it has none (NotFound for an unknown image)."""
+        with self._lock:
+            self._size(image_id)
+            return self._box_row(image_id)
+
+    def put_box(
+        self, image_id: str, box: Box | Sequence[float], expected_version: int | None = None
+    ) -> StoredBox:
+        """Save the image's box and return it with its new version.
+
+        ``expected_version``: the version the editor started from (0 = "it had no box"), or None
+        to overwrite whatever is there. A mismatch raises :class:`BoxConflict` and changes
+        nothing. Saving the same box again keeps its version.
+        """
+        with self.transaction():
+            width, height = self._size(image_id)
+            box = validate_box(box, width, height, image_id)
+            current = self._box_row(image_id)
+            self._check_version(image_id, current, expected_version)
+            if current is not None and current.box == box:
+                return current
+            tomb = self._db.execute(
+                "SELECT version FROM boxes WHERE image_id = ?", (image_id,)
+            ).fetchone()
+            version = (int(tomb[0]) if tomb else 0) + 1
+            now = _now()
+            self._db.execute(
+                "INSERT INTO boxes(image_id, left, top, right, bottom, version, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(image_id) DO UPDATE SET "
+                "left = excluded.left, top = excluded.top, right = excluded.right, "
+                "bottom = excluded.bottom, version = excluded.version, "
+                "updated_at = excluded.updated_at",
+                (image_id, *box.as_tuple(), version, now),
+            )
+            return StoredBox(image_id, box, version, now)
+
+    @staticmethod
+    def _check_version(image_id: str, current: StoredBox | None, expected: int | None) -> None:
+        if expected is None:
+            return
+        if isinstance(expected, bool) or not isinstance(expected, int) or expected < 0:
+            raise InvalidInput(f"expected_version must be an integer >= 0, got {expected!r}")
+        have = current.version if current is not None else 0
+        if have == expected:
+            return
+        if current is None:
+            message = (
+                f"the box of {image_id} was deleted by someone else after you loaded version "
+                f"{expected}; reload and draw it again if it is still needed"
+            )
+        elif expected == 0:
+            message = (
+                f"{image_id} already has a box (version {current.version}) saved by someone "
+                "else; reload it and edit that one"
+            )
+        else:
+            message = (
+                f"the box of {image_id} was changed by someone else (you edited version "
+                f"{expected}, it is now version {current.version}); reload it and redo your edit"
+            )
+        raise BoxConflict(message, current)
+
+    def delete_box(self, image_id: str, expected_version: int | None = None) -> None:
+        """Delete the image's box (no-op when it has none); versions are checked like put_box."""
+        with self.transaction():
+            self._size(image_id)
+            current = self._box_row(image_id)
+            self._check_version(image_id, current, expected_version)
+            if current is None:
+                return
+            self._tombstone(image_id)
+
+    def _tombstone(self, image_id: str) -> None:
+        self._db.execute(
+            "UPDATE boxes SET left = NULL, top = NULL, right = NULL, bottom = NULL, "
+            "version = version + 1, updated_at = ? WHERE image_id = ?",
+            (_now(), image_id),
+        )
+
+    def boxes(self) -> dict[str, StoredBox]:
+        """Every current box by image id."""
+        rows = self._all(
+            "SELECT image_id, left, top, right, bottom, version, updated_at FROM boxes "
+            "WHERE left IS NOT NULL ORDER BY image_id"
+        )
+        return {r[0]: StoredBox(r[0], Box(*r[1:5]), int(r[5]), r[6]) for r in rows}
+
+    def count_boxes(self) -> int:
+        return int(self._one("SELECT count(*) FROM boxes WHERE left IS NOT NULL")[0])
+
+    # -- triplets ---------------------------------------------------------------------------------
+    def check_triplet(self, reference: str, positive: str, negative: str) -> None:
+        """Raise InvalidInput / NotFound unless this would be a valid triplet; writes nothing."""
+        ids = (reference, positive, negative)
+        for value in ids:
+            if not isinstance(value, str) or not value:
+                raise InvalidInput(f"triplet ids must be non-empty strings, got {value!r}")
+        if len(set(ids)) != 3:
+            raise InvalidInput(
+                f"triplet ({reference}, {positive}, {negative}) needs three different images"
+            )
+        with self._lock:
+            missing = [i for i in ids if not self.has_image(i)]
+        if missing:
+            raise NotFound(
+                f"triplet ({reference}, {positive}, {negative}): no image with id "
+                + ", ".join(repr(i) for i in missing)
+                + " in the catalog"
+            )
+
+    def add_triplet(self, reference: str, positive: str, negative: str) -> Triplet:
+        """Record that ``reference`` is more like ``positive`` than ``negative``.
+
+        Adding the same triplet again returns the stored one.
+        """
+        with self.transaction():
+            self.check_triplet(reference, positive, negative)
+            self._db.execute(
+                "INSERT INTO triplets(reference, positive, negative, created_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (reference, positive, negative, _now()),
+            )
+            row = self._db.execute(
+                "SELECT id, reference, positive, negative, created_at FROM triplets "
+                "WHERE reference = ? AND positive = ? AND negative = ?",
+                (reference, positive, negative),
+            ).fetchone()
+            return Triplet(*row)
+
+    def list_triplets(self, reference: str | None = None) -> list[Triplet]:
+        """All triplets (or those of one reference image) in the order they were added."""
+        sql = "SELECT id, reference, positive, negative, created_at FROM triplets"
+        if reference is None:
+            rows = self._all(sql + " ORDER BY id")
+        else:
+            rows = self._all(sql + " WHERE reference = ? ORDER BY id", (reference,))
+        return [Triplet(*row) for row in rows]
+
+    def delete_triplet(self, triplet_id: int) -> None:
+        """Delete one triplet by id (NotFound when there is none)."""
+        with self.transaction():
+            gone = self._db.execute("DELETE FROM triplets WHERE id = ?", (int(triplet_id),))
+            if gone.rowcount == 0:
+                raise NotFound(f"no triplet with id {triplet_id}")
+
+    def count_triplets(self) -> int:
+        return int(self._one("SELECT count(*) FROM triplets")[0])
+
+    # -- detections -------------------------------------------------------------------------------
+    def put_detections(self, detections: Iterable[Detection], replace: bool = False) -> None:
+        """Save located boxes (one per image, replacing that image's previous one).
+
+        Boxes are clipped to the image; ``replace=True`` first forgets all other detections.
+        """
+        with self.transaction():
+            if replace:
+                self._db.execute("DELETE FROM detections")
+            for det in detections:
+                width, height = self._size(det.image_id)
+                b = Box.of(det.box)
+                left, top, right, bottom = (
+                    _number(getattr(b, k), k) for k in ("left", "top", "right", "bottom")
+                )
+                clipped = Box(
+                    min(max(left, 0.0), width),
+                    min(max(top, 0.0), height),
+                    min(max(right, 0.0), width),
+                    min(max(bottom, 0.0), height),
+                )
+                box = validate_box(clipped, width, height, det.image_id)
+                score = _number(det.score, "score")
+                self._db.execute(
+                    "INSERT OR REPLACE INTO detections VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (det.image_id, *box.as_tuple(), score, int(bool(det.fallback))),
+                )
+
+    def get_detection(self, image_id: str) -> Detection | None:
+        """The locator's box for the image, or None when it has not been located."""
+        with self._lock:
+            self._size(image_id)
+            row = self._db.execute(
+                "SELECT image_id, left, top, right, bottom, score, fallback FROM detections "
+                "WHERE image_id = ?",
+                (image_id,),
+            ).fetchone()
+        return _detection(row) if row else None
+
+    def detections(self) -> dict[str, Detection]:
+        rows = self._all(
+            "SELECT image_id, left, top, right, bottom, score, fallback FROM detections "
+            "ORDER BY image_id"
+        )
+        return {row[0]: _detection(row) for row in rows}
+
+    # -- summaries --------------------------------------------------------------------------------
+    def annotations_fingerprint(self) -> str:
+        """A hash of images, boxes and triplets: equal content gives an equal fingerprint.
+
+        Prepared datasets record it and are rebuilt only when it changes. Detections and box
+        versions are not part of it (they do not change what a training set contains).
+        """
+        digest = hashlib.sha256()
+        with self._read() as db:
+            for row in db.execute("SELECT id, path, width, height, sha256 FROM images ORDER BY id"):
+                digest.update(("I\x1f" + "\x1f".join(map(str, row)) + "\n").encode())
+            for row in db.execute(
+                "SELECT image_id, left, top, right, bottom FROM boxes "
+                "WHERE left IS NOT NULL ORDER BY image_id"
+            ):
+                digest.update(("B\x1f" + "\x1f".join(map(repr, row)) + "\n").encode())
+            for row in db.execute(
+                "SELECT reference, positive, negative FROM triplets "
+                "ORDER BY reference, positive, negative"
+            ):
+                digest.update(("T\x1f" + "\x1f".join(row) + "\n").encode())
+        return digest.hexdigest()
+
+    def stats(self) -> dict[str, int]:
+        """Counts of images, boxes, triplets and detections."""
+        with self._read() as db:
+            return {
+                "images": db.execute("SELECT count(*) FROM images").fetchone()[0],
+                "boxes": db.execute("SELECT count(*) FROM boxes WHERE left IS NOT NULL").fetchone()[
+                    0
+                ],
+                "triplets": db.execute("SELECT count(*) FROM triplets").fetchone()[0],
+                "detections": db.execute("SELECT count(*) FROM detections").fetchone()[0],
+            }
+
+
+def _detection(row: Sequence[Any]) -> Detection:
+    return Detection(row[0], Box(*row[1:5]), float(row[5]), bool(row[6]))
