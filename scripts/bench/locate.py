@@ -1,0 +1,102 @@
+"""Fully convolutional box extraction vs crop-by-crop over the same windows, same photo.
+
+    .venv/bin/python scripts/bench/locate.py [--rounds 5] [--width 600 --height 800]
+
+The fully convolutional path runs the encoder once per scale and slides the heads over the
+map; the crop-by-crop path cuts every 224x224 window (stride 16) out of the resized photo,
+encodes the windows in batches of 32 and runs the heads on each 11x11 map. Heads are randomly
+initialised (timing does not depend on training). Compile time is excluded (one warm-up each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from tiefjax.images import resize_short_side  # noqa: E402
+from tiefjax.locate import LocateConfig, Locator  # noqa: E402
+from tiefjax.models import make_encode_fn  # noqa: E402
+from tiefjax.nets.alexnet import PATCH, STRIDE, WINDOW, init_encoder_params  # noqa: E402
+from tiefjax.nets.heads import BoxRegressors, CropClassifier  # noqa: E402
+
+
+def crop_by_crop(locator: Locator, encoder_params, img: Image.Image, config, batch=32) -> int:
+    """Score the same windows as the locator, one encoder pass per window; returns #windows."""
+    encode = make_encode_fn()
+    n = 0
+    for short_side in config.short_sides:
+        pixels = np.asarray(resize_short_side(img, short_side)[0])
+        rows = (pixels.shape[0] - WINDOW) // STRIDE + 1
+        cols = (pixels.shape[1] - WINDOW) // STRIDE + 1
+        crops = [
+            pixels[i * STRIDE : i * STRIDE + WINDOW, j * STRIDE : j * STRIDE + WINDOW]
+            for i in range(rows)
+            for j in range(cols)
+        ]
+        n += len(crops)
+        for start in range(0, len(crops), batch):
+            chunk = np.stack(crops[start : start + batch])
+            if len(chunk) < batch:  # fixed batch shape: no recompiles
+                chunk = np.concatenate(
+                    [chunk, np.zeros((batch - len(chunk), *chunk.shape[1:]), np.uint8)]
+                )
+            fmap = encode(encoder_params, jnp.asarray(chunk))
+            jax.block_until_ready(locator.score_features(fmap, fmap))  # same compiled heads
+    return n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--width", type=int, default=600)
+    parser.add_argument("--height", type=int, default=800)
+    args = parser.parse_args()
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 255, (args.height, args.width, 3), dtype=np.uint8))
+    encoder_params = init_encoder_params(0)
+    fmap = jnp.zeros((1, PATCH, PATCH, 256))
+    clf, reg = CropClassifier(), BoxRegressors()
+    heads = (
+        (clf, clf.init(jax.random.PRNGKey(1), fmap)["params"]),
+        (reg, reg.init(jax.random.PRNGKey(2), fmap)["params"]),
+    )
+    mean, std = np.zeros(4, np.float32), np.ones(4, np.float32)
+    config = LocateConfig()
+    locator = Locator(encoder_params, heads[0], heads[1], mean, std, config)
+
+    locator.locate(img)  # warm-up / compile
+    windows = crop_by_crop(locator, encoder_params, img, config)
+    conv_times, crop_times = [], []
+    for _ in range(args.rounds):  # interleaved rounds
+        t = time.perf_counter()
+        locator.locate(img)
+        conv_times.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        crop_by_crop(locator, encoder_params, img, config)
+        crop_times.append(time.perf_counter() - t)
+    conv, crop = statistics.median(conv_times), statistics.median(crop_times)
+    print(
+        f"machine: {platform.machine()} {os.cpu_count()} cpus, "
+        f"jax {jax.__version__} {jax.default_backend()}"
+    )
+    print(f"photo {args.width}x{args.height}, scales {config.short_sides}, {windows} windows")
+    print(f"fully convolutional: median {conv * 1000:.0f} ms (best {min(conv_times) * 1000:.0f})")
+    print(f"crop by crop:        median {crop * 1000:.0f} ms (best {min(crop_times) * 1000:.0f})")
+    print(f"speed-up: {crop / conv:.1f}x (target >= 10x)")
+
+
+if __name__ == "__main__":
+    main()

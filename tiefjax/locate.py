@@ -1,0 +1,249 @@
+"""Bounding-box extraction (OverFeat style): one encoder pass per photo and scale.
+
+The classifier and the four regressors are convolutions over the encoder map, so one pass over
+a resized photo scores every 224x224 window (stride 16) at once. Windows whose foreground
+probability passes the threshold contribute their regressed box, mapped back to the photo with
+the exact window origin ``16 * cell`` (the original used ``16 * cell + 9``). The boxes are
+combined as the original did: the mean box's centre splits the windows, and each corner is the
+mean over the windows on that corner's side (a window left of the centre sees the left edge
+best). ``combine = "weighted"`` weights those means by the foreground probability. No window
+above the threshold gives the whole photo, flagged as ``fallback``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from tiefjax.errors import InvalidInput, NotFound
+from tiefjax.images import IMAGENET_MEAN, Box, resize_short_side
+from tiefjax.models import EIGEN_CONV_OPTIONS, load_encoder, make_encode_fn
+from tiefjax.nets.alexnet import STRIDE, WINDOW
+from tiefjax.workspace import Workspace
+
+COMBINE_MODES = ("sides", "weighted")
+#: uint8 colour whose normalised value is ~0: padding that looks like "no signal" to the encoder
+_PAD_RGB = np.round(IMAGENET_MEAN * 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class LocateConfig:
+    """Settings of ``[locate]``."""
+
+    short_sides: tuple[int, ...] = field(
+        default=(320, 448),
+        metadata={"help": "photo resized so its shorter side is each of these (as [prepare])"},
+    )
+    threshold: float = field(
+        default=0.5, metadata={"help": "foreground probability a window needs to count"}
+    )
+    combine: str = field(
+        default="sides",
+        metadata={"help": "sides (the original's per-side means) or weighted (by probability)"},
+    )
+    pad_multiple: int = field(
+        default=64,
+        metadata={"help": "resized photos are padded up to a multiple of this (fewer compiles)"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.combine not in COMBINE_MODES:
+            raise InvalidInput(
+                f"[locate] combine must be one of {COMBINE_MODES}, not {self.combine!r}"
+            )
+        if not self.short_sides or min(self.short_sides) < WINDOW:
+            raise InvalidInput(f"[locate] short_sides must all be >= {WINDOW}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise InvalidInput("[locate] threshold must lie in [0, 1]")
+
+
+@dataclass(frozen=True)
+class Located:
+    """The product box of one photo, in its pixels; ``fallback`` = no window was foreground."""
+
+    box: Box
+    probability: float  # highest window foreground probability
+    fallback: bool
+    windows: int  # windows that passed the threshold
+
+    def to_json(self) -> dict[str, Any]:
+        left, top, right, bottom = self.box
+        return {
+            "box": {"left": left, "top": top, "right": right, "bottom": bottom},
+            "probability": self.probability,
+            "fallback": self.fallback,
+            "windows": self.windows,
+        }
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Every scored window of one photo, all scales together, in original-photo pixels."""
+
+    probability: np.ndarray  # (n,)
+    boxes: np.ndarray  # (n, 4) regressed product boxes
+    centres: np.ndarray  # (n, 2) window centres (x, y)
+
+
+def _pad_to(pixels: np.ndarray, multiple: int) -> np.ndarray:
+    h, w, _ = pixels.shape
+    ph, pw = -(-h // multiple) * multiple, -(-w // multiple) * multiple
+    if (ph, pw) == (h, w):
+        return pixels
+    out = np.empty((ph, pw, 3), np.uint8)
+    out[...] = _PAD_RGB
+    out[:h, :w] = pixels
+    return out
+
+
+def combine_windows(windows: Windows, mask: np.ndarray, weighted: bool = False) -> np.ndarray:
+    """The original's "expected bounding box" of the windows selected by ``mask``."""
+    boxes, centres = windows.boxes[mask], windows.centres[mask]
+    weights = windows.probability[mask] if weighted else np.ones(len(boxes))
+    mean = np.average(boxes, axis=0, weights=weights)
+    cx, cy = (mean[0] + mean[2]) / 2, (mean[1] + mean[3]) / 2
+    sides = (
+        (0, centres[:, 0] < cx),  # left edge: windows left of the centre
+        (1, centres[:, 1] < cy),  # top edge: windows above it
+        (2, centres[:, 0] > cx),  # right edge
+        (3, centres[:, 1] > cy),  # bottom edge
+    )
+    out = mean.copy()
+    for coord, side in sides:
+        if side.any():
+            out[coord] = np.average(boxes[side, coord], weights=weights[side])
+    return out
+
+
+class Locator:
+    """Trained classifier + regressors over the encoder map; reusable across many photos."""
+
+    def __init__(
+        self,
+        encoder_params: Any,
+        classifier: tuple[Any, Any],
+        regressor: tuple[Any, Any],
+        target_mean: np.ndarray,
+        target_std: np.ndarray,
+        config: LocateConfig | None = None,
+        regressor_encoder_params: Any | None = None,
+    ):
+        self.config = config or LocateConfig()
+        self._encoder_params = encoder_params
+        self._regressor_encoder_params = regressor_encoder_params
+        self._classifier_head, self._classifier_params = classifier
+        self._regressor_head, self._regressor_params = regressor
+        self._mean = jnp.asarray(target_mean, jnp.float32)
+        self._std = jnp.asarray(target_std, jnp.float32)
+        self._encode = make_encode_fn()
+
+    @classmethod
+    def load(cls, ws: Workspace, config: LocateConfig | None = None) -> Locator:
+        """The workspace's trained heads; NotFound when the classifier or regressor is missing."""
+        from tiefjax.train.artifacts import load_trained
+
+        classifier = load_trained(ws, "classifier")
+        regressor = load_trained(ws, "regressor")
+        missing = [n for n, t in (("classifier", classifier), ("regressor", regressor)) if not t]
+        if missing:
+            steps = " and ".join(f"`tiefjax train {ws.root} {n}`" for n in missing)
+            raise NotFound(f"box extraction needs a trained {' and '.join(missing)}: run {steps}")
+        assert classifier is not None and regressor is not None
+        base = None
+        if classifier.encoder_params is None or regressor.encoder_params is None:
+            base = load_encoder(ws).params
+        encoder = classifier.encoder_params if classifier.encoder_params is not None else base
+        reg_encoder = regressor.encoder_params if regressor.encoder_params is not None else base
+        return cls(
+            encoder,
+            (classifier.head, classifier.params),
+            (regressor.head, regressor.params),
+            np.asarray(regressor.meta["mean"], np.float32),
+            np.asarray(regressor.meta["std"], np.float32),
+            config or ws.section("locate", LocateConfig),
+            regressor_encoder_params=None if reg_encoder is encoder else reg_encoder,
+        )
+
+    @functools.cached_property
+    def _heads(self):  # jitted once per locator; recompiles per padded shape only
+        clf, reg = self._classifier_head, self._regressor_head
+
+        def run(clf_params, reg_params, clf_map, reg_map, mean, std):
+            probability = jax.nn.softmax(clf.apply({"params": clf_params}, clf_map), -1)[..., 1]
+            deltas = reg.apply({"params": reg_params}, reg_map) * std + mean
+            return probability, deltas
+
+        # XLA's Eigen convolution runs the 11x11 "fully connected" head layers several times
+        # faster than the default CPU backend (measured in scripts/bench/locate.py).
+        options = EIGEN_CONV_OPTIONS if jax.default_backend() == "cpu" else None
+        return jax.jit(run, compiler_options=options)
+
+    def score_features(self, clf_map: jax.Array, reg_map: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Heads on encoder maps ``(B, h, w, 256)``: foreground probability and box deltas."""
+        return self._heads(
+            self._classifier_params, self._regressor_params, clf_map, reg_map, self._mean, self._std
+        )
+
+    def score_map(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 ``(H, W, 3)`` -> foreground probability ``(h-10, w-10)`` and deltas ``(.., 4)``.
+
+        ``deltas`` are box corners relative to each window's origin, in the pixels given.
+        """
+        batch = jnp.asarray(pixels[None])
+        clf_map = self._encode(self._encoder_params, batch)
+        reg_map = clf_map
+        if self._regressor_encoder_params is not None:
+            reg_map = self._encode(self._regressor_encoder_params, batch)
+        probability, deltas = self.score_features(clf_map, reg_map)
+        return np.asarray(probability[0]), np.asarray(deltas[0])
+
+    def windows(self, img: Image.Image) -> Windows:
+        """Score every window of ``img`` at every configured scale."""
+        probs, boxes, centres = [], [], []
+        for short_side in self.config.short_sides:
+            resized, scale = resize_short_side(img, short_side)
+            pixels = np.asarray(resized)
+            probability, deltas = self.score_map(_pad_to(pixels, self.config.pad_multiple))
+            # keep windows lying wholly inside the resized photo (not in the padding)
+            rows = (pixels.shape[0] - WINDOW) // STRIDE + 1
+            cols = (pixels.shape[1] - WINDOW) // STRIDE + 1
+            probability, deltas = probability[:rows, :cols], deltas[:rows, :cols]
+            oy, ox = np.meshgrid(np.arange(rows) * STRIDE, np.arange(cols) * STRIDE, indexing="ij")
+            origin = np.stack([ox, oy, ox, oy], -1).astype(np.float32)
+            probs.append(probability.reshape(-1))
+            boxes.append(((origin + deltas) / scale).reshape(-1, 4))
+            centres.append((np.stack([ox, oy], -1) + WINDOW / 2).reshape(-1, 2) / scale)
+        return Windows(np.concatenate(probs), np.concatenate(boxes), np.concatenate(centres))
+
+    def locate(self, img: Image.Image) -> Located:
+        """The product box of ``img`` (an RGB photo) in its own pixels."""
+        found = self.windows(img)
+        keep = found.probability >= self.config.threshold
+        best = float(found.probability.max()) if found.probability.size else 0.0
+        if not keep.any():
+            return Located((0.0, 0.0, float(img.width), float(img.height)), best, True, 0)
+        box = combine_windows(found, keep, weighted=self.config.combine == "weighted")
+        box = np.clip(box, 0, [img.width, img.height, img.width, img.height])
+        left, top, right, bottom = (float(v) for v in box)
+        if right - left < 1 or bottom - top < 1:  # degenerate regression: trust the photo
+            return Located((0.0, 0.0, float(img.width), float(img.height)), best, True, 0)
+        return Located((left, top, right, bottom), best, False, int(keep.sum()))
+
+    def locate_many(self, images: Sequence[Image.Image]) -> list[Located]:
+        return [self.locate(img) for img in images]
+
+
+def box_iou(a: Box, b: Box) -> float:
+    """Intersection over union of two (left, top, right, bottom) boxes."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
