@@ -211,3 +211,13 @@ def test_load_ground_truth_into_the_store(tmp_path: Path, catalog) -> None:
         assert all(skipped.id not in t for t in stored)
         assert load_ground_truth(store, manifest, seed=0) == (n_boxes, n_triplets)  # idempotent
         assert store.count_triplets() == n_triplets
+
+
+def test_photo_counts_add_up_to_n_and_leave_no_single_photo_product():
+    from tiefjax.demo_catalog import _photo_counts
+
+    for seed in range(3):
+        for n in range(2, 60):
+            counts = _photo_counts(seed, n)
+            assert sum(counts) == n, (seed, n, counts)
+            assert min(counts) >= 2 or len(counts) == 1, (seed, n, counts)

@@ -645,7 +645,8 @@ def _photo_counts(seed: int, n: int) -> list[int]:
         c = int(rng.integers(PHOTOS_PER_PRODUCT[0], PHOTOS_PER_PRODUCT[1] + 1))
         counts.append(min(c, n - sum(counts)))
     if len(counts) > 1 and counts[-1] == 1:
-        counts[-2] += counts.pop()
+        last = counts.pop()  # pop first: `counts[-2] += counts.pop()` adds to the wrong entry
+        counts[-1] += last
     return counts
 
 
