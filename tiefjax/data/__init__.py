@@ -1,0 +1,1 @@
+"""Training-set generation: train/test split by image, crop sampling and labels, tfds builders."""
