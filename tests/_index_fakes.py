@@ -1,0 +1,73 @@
+"""Small, fast stand-ins for the index tests: catalogs of tiny photos and a fake encoder.
+
+The fake encoder maps a 224x224 window to an 11x11x256 "feature map" with a fixed random
+projection of its pooled colours, per-location normalised like the real one, so similar photos
+get similar descriptors without compiling AlexNet.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tiefjax.index.encode import FEATURE_DIM, FeatureEncoder
+
+
+class FakeEncoder(FeatureEncoder):
+    def __init__(self, batch_size: int = 4, fingerprint: str = "fake-1"):
+        self.params = None
+        self.fingerprint = fingerprint
+        self.batch_size = batch_size
+        self.source = "fake"
+        self.calls = 0
+        rng = np.random.default_rng(1)
+        self._proj = rng.standard_normal((3, 256)).astype(np.float32)
+        self._bias = rng.standard_normal((11, 11, 256)).astype(np.float32) * 0.2
+
+    def start(self, windows: np.ndarray):
+        self.calls += 1
+        assert windows.dtype == np.uint8 and windows.shape[1:] == (224, 224, 3)
+        n = len(windows)
+        x = windows[:, :220, :220].astype(np.float32).reshape(n, 11, 20, 11, 20, 3)
+        pooled = x.mean(axis=(2, 4)) / 255.0 - 0.5  # (n, 11, 11, 3)
+        fmap = np.maximum(pooled @ self._proj + self._bias, 0.0) + 1e-3
+        fmap /= np.linalg.norm(fmap, axis=-1, keepdims=True)
+        return fmap.reshape(n, FEATURE_DIM), n
+
+    @staticmethod
+    def fetch(handle):
+        return handle[0]
+
+
+def photo(seed: int, size: tuple[int, int] = (96, 72), base: tuple[int, int, int] | None = None):
+    """A small photo: a coloured blob on a background, different per seed."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    base = base or tuple(int(v) for v in rng.integers(0, 255, 3))
+    img = np.empty((h, w, 3), np.uint8)
+    img[:] = base
+    x0, y0 = int(rng.integers(0, w // 2)), int(rng.integers(0, h // 2))
+    img[y0 : y0 + h // 2, x0 : x0 + w // 2] = rng.integers(0, 255, 3)
+    img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+    return Image.fromarray(img)
+
+
+def make_catalog(folder: Path, n: int, start: int = 0) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = []
+    for i in range(start, start + n):
+        ids.append(f"p{i:03d}")
+        photo(i).save(folder / f"p{i:03d}.jpg", quality=92)
+    return ids
+
+
+def make_workspace(tmp: Path, n: int = 8):
+    from tiefjax.catalog import init_workspace
+    from tiefjax.workspace import Workspace
+
+    images = tmp / "images"
+    make_catalog(images, n)
+    init_workspace(tmp / "ws", images)
+    return Workspace(tmp / "ws"), images

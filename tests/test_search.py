@@ -1,0 +1,214 @@
+"""Searcher: ids, files, bytes, PIL; self-exclusion; neighbours; reload; errors; supervised."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from _index_fakes import FakeEncoder, make_catalog, make_workspace, photo
+from PIL import Image
+
+from tiefjax.catalog import init_workspace
+from tiefjax.errors import InvalidInput, NotFound
+from tiefjax.index import build as build_mod
+from tiefjax.index.build import build_index
+from tiefjax.index.config import IndexConfig
+from tiefjax.search import Hit, Searcher
+
+CFG = IndexConfig.tiny()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("search")
+    ws, images = make_workspace(tmp, 10)
+    build_index(ws, CFG, encoder=FakeEncoder(), locator=None, progress=False)
+    return ws, images
+
+
+@pytest.fixture()
+def searcher(built):
+    return Searcher.load(built[0], CFG, encoder=FakeEncoder())
+
+
+def test_lazy_export_and_info(built, searcher):
+    import tiefjax
+
+    assert tiefjax.Searcher is Searcher
+    assert searcher.ids == [f"p{i:03d}" for i in range(10)]
+    assert searcher.built_at and searcher.modes == ["unsupervised"]
+    info = searcher.info
+    assert info["images"] == 10 and info["modes"]["unsupervised"]["recall_at_10"] >= 0.95
+    assert info["stale"] is None
+
+
+def test_search_by_id_excludes_self_unless_asked(searcher):
+    res = searcher.search("p003", k=4)
+    assert res.query_id == "p003" and len(res.hits) == 4
+    assert "p003" not in [h.id for h in res.hits]
+    scores = [h.score for h in res.hits]
+    assert scores == sorted(scores, reverse=True)
+    mine = searcher.search("p003", k=4, include_self=True)
+    assert mine.hits[0] == Hit("p003", pytest.approx(1.0, abs=1e-4))
+    assert mine.hits[1:] == res.hits[:3]
+    assert searcher.neighbours("p003", 4) == [
+        Hit(h.id, pytest.approx(h.score, abs=1e-5)) for h in res.hits
+    ]
+    assert len(searcher.search("p003", k=50).hits) == 9  # k above the catalog size
+
+
+def test_file_bytes_and_pil_queries(built, searcher):
+    _, images = built
+    by_id = searcher.search("p002", k=3)
+    path = images / "p002.jpg"
+    assert searcher.search(path, k=3) == by_id  # same content: recognised as the catalog image
+    assert searcher.search(str(path), k=3) == by_id
+    assert searcher.search(path.read_bytes(), k=3) == by_id
+    assert searcher.search(Image.open(path), k=3) == by_id
+    # a new photo, not in the catalog: encoded
+    new = photo(2).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    res = searcher.search(new, k=3)
+    assert res.query_id is None and res.box_source == "whole" and len(res.hits) == 3
+    assert res.box == (0.0, 0.0, 96.0, 72.0) and res.fallback and res.probability is None
+    # a copy of a catalog photo under another name, re-encoded from pixels: itself first
+    copied = searcher.search(Image.open(path).convert("RGB"), k=2)
+    assert copied.hits[0].id == "p002" and copied.hits[0].score > 0.99
+
+
+def test_search_many_one_batch_and_errors_in_place(built, searcher):
+    _, images = built
+    enc = searcher._get_encoder()
+    before = enc.calls
+    queries = ["p001", photo(3), b"not an image", "nope", images / "missing.jpg", photo(4)]
+    out = searcher.search_many(queries, k=2, errors="return")
+    assert enc.calls == before + 1  # both photos in one encoder call (batch 4)
+    assert out[0].query_id == "p001" and out[1].query_id is None and out[5].hits
+    assert isinstance(out[2], InvalidInput) and "not a readable image" in str(out[2])
+    assert isinstance(out[3], NotFound) and "nope" in str(out[3])
+    assert isinstance(out[4], InvalidInput) and "missing.jpg" in str(out[4])
+    with pytest.raises(InvalidInput, match="not a readable image"):  # the first bad one
+        searcher.search_many(queries, k=2)
+
+
+def test_bad_input_errors(built, searcher, tmp_path):
+    with pytest.raises(NotFound, match="no image with id 'zzz'"):
+        searcher.search("zzz")
+    with pytest.raises(NotFound):
+        searcher.neighbours("zzz")
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 garbage")
+    with pytest.raises(InvalidInput, match="bad.jpg"):
+        searcher.search(bad)
+    with pytest.raises(InvalidInput, match="no such image file"):
+        searcher.search(tmp_path / "none.png")
+    with pytest.raises(InvalidInput, match="empty"):
+        searcher.search(b"")
+    with pytest.raises(InvalidInput, match="mode"):
+        searcher.search("p001", mode="fuzzy")
+    with pytest.raises(InvalidInput, match="k must be"):
+        searcher.search("p001", k=0)
+    with pytest.raises(InvalidInput):
+        searcher.search(12345)
+    with pytest.raises(NotFound, match="tiefjax train .* ranking"):
+        searcher.search("p001", mode="supervised")
+
+
+def test_query_before_any_index(tmp_path):
+    ws, _ = make_workspace(tmp_path, 2)
+    with pytest.raises(NotFound, match="tiefjax index"):
+        Searcher.load(ws)
+    with pytest.raises(NotFound, match="not a tiefjax workspace"):
+        Searcher.load(tmp_path / "nowhere")
+
+
+def test_thread_safe_concurrent_searches(searcher):
+    want = {i: searcher.search(photo(i), k=3) for i in range(4)}
+    got: dict[int, object] = {}
+
+    def work(i):
+        got[i] = searcher.search_many([photo(i)], k=3)[0]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == want
+
+
+def test_reload_and_incremental_reindex(tmp_path):
+    ws, images = make_workspace(tmp_path, 5)
+    build_index(ws, CFG, encoder=FakeEncoder(), locator=None, progress=False)
+    s = Searcher.load(ws, CFG, encoder=FakeEncoder())
+    assert not s.reload_if_changed()
+    (images / "p004.jpg").unlink()
+    make_catalog(images, 1, start=20)
+    init_workspace(ws.root, images)
+    build_index(ws, CFG, encoder=FakeEncoder(), locator=None, progress=False)
+    assert s.reload_if_changed()
+    assert "p020" in s.ids and "p004" not in s.ids
+    assert s.search("p020", k=2).query_id == "p020"
+    with pytest.raises(NotFound):
+        s.search("p004")
+
+
+class _Trained:
+    """A ranking net at its identity initialisation (what train would start from)."""
+
+    def __init__(self):
+        import jax
+
+        from tiefjax.nets.heads import RankingNet
+
+        self.head = RankingNet()
+        fmap = np.zeros((1, 11, 11, 256), np.float32)
+        self.params = self.head.init(jax.random.PRNGKey(0), fmap)["params"]
+        self.encoder_params = None
+        self.meta = {"task": "ranking"}
+
+
+def test_supervised_mode_with_identity_ranking_net(tmp_path, monkeypatch):
+    trained = _Trained()
+    monkeypatch.setattr(build_mod, "load_ranking", lambda ws: trained)
+    monkeypatch.setattr("tiefjax.search.load_ranking", lambda ws: trained)
+    ws, _ = make_workspace(tmp_path, 8)
+    report = build_index(ws, CFG, encoder=FakeEncoder(), locator=None, progress=False)
+    assert set(report.modes) == {"unsupervised", "supervised"}
+    s = Searcher.load(ws, CFG, encoder=FakeEncoder())
+    assert s.modes == ["unsupervised", "supervised"]
+    for q in ("p001", photo(5).rotate(3)):
+        sup = s.search(q, k=4, mode="supervised")
+        uns = s.search(q, k=4, mode="unsupervised")
+        assert [h.id for h in sup.hits] == [h.id for h in uns.hits]  # identity net = same order
+        np.testing.assert_allclose(
+            [h.score for h in sup.hits], [h.score for h in uns.hits], atol=2e-3
+        )
+    both = s.search_modes([photo(6)], k=3, modes=("unsupervised", "supervised"))[0]
+    assert set(both) == {"unsupervised", "supervised"}
+    assert len(s.neighbours("p002", 3, mode="supervised")) == 3
+
+
+def test_cli_search_and_index(built, capsys):
+    from tiefjax.cli import main
+
+    ws, _ = built
+    assert main(["search", str(ws.root), "p001", "-k", "2", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert '"query_id": "p001"' in out
+    assert main(["search", str(ws.root), "nope"]) == 2
+    assert "no image with id" in capsys.readouterr().err
+
+
+def test_cli_index(tmp_path, capsys, monkeypatch):
+    from tiefjax.cli import main
+
+    ws, _ = make_workspace(tmp_path, 4)
+    monkeypatch.setattr(
+        "tiefjax.index.encode.load_feature_encoder", lambda ws, batch_size=32: FakeEncoder()
+    )
+    assert main(["index", str(ws.root)]) == 0
+    out = capsys.readouterr().out
+    assert "indexed 4 image(s)" in out and "recall@10" in out and "tiefjax train" in out
+    assert main(["index", str(ws.root), "--json"]) == 0
+    assert '"reused": 4' in capsys.readouterr().out

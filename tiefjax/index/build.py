@@ -1,0 +1,420 @@
+"""``tiefjax index``: encode the catalog, build one index per mode, swap it in atomically.
+
+Layout under ``ws.index_dir``::
+
+    CURRENT                    name of the live build (replaced atomically)
+    index-<utc time>/          one finished build
+        build.json             when, what, settings, measured recall per mode
+        rows.json              row -> id, sha256, box, box source, probability
+        features.npy           per-location-normalised encoder maps (float16, memmap)
+        unsupervised/          vectors.npy, projection.npy, index.json, scann/, neighbours.npy
+        supervised/            the same for the ranking net's descriptor (when trained)
+    .tmp-<time>-<pid>/         a build in progress (a crash leaves only this behind)
+
+A build writes everything into the temporary folder, renames it to ``index-<time>`` and then
+replaces ``CURRENT``: readers see the old index or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tiefjax.errors import InvalidInput, NotFound
+from tiefjax.index.config import IndexConfig
+from tiefjax.index.descriptors import Projection, reduce_descriptors
+from tiefjax.index.encode import (
+    FEATURE_DIM,
+    FEATURES_DTYPE,
+    EncodeResult,
+    FeatureEncoder,
+    Previous,
+    Row,
+    ScaledRows,
+    encode_catalog,
+    folder_fingerprint,
+    unsupervised_rows,
+)
+from tiefjax.index.scann_index import VectorIndex, choose_params
+from tiefjax.workspace import Workspace, atomic_write_text
+
+MODES = ("unsupervised", "supervised")
+CURRENT = "CURRENT"
+NEIGHBOURS_DTYPE = np.dtype([("id", np.int32), ("score", np.float32)])
+
+
+@dataclass
+class IndexReport:
+    """What ``build_index`` did, for people (``summary()``) and scripts (``asdict``)."""
+
+    path: str
+    built_at: str
+    images: int
+    encoded: int
+    reused: int
+    located: int
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    modes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seconds: float = 0.0
+    supervised_note: str = ""
+
+    def summary(self) -> str:
+        lines = [
+            f"indexed {self.images} image(s) in {self.seconds:.1f}s: {self.encoded} encoded, "
+            f"{self.reused} unchanged re-used, {self.located} located, "
+            f"{len(self.errors)} skipped"
+        ]
+        for image_id, message in self.errors[:20]:
+            lines.append(f"  skipped {image_id}: {message}")
+        for mode, m in self.modes.items():
+            lines.append(
+                f"  {mode}: {m['kind']} index, dim {m['dim']}, recall@10 vs exact "
+                f"{m['recall_at_10']:.3f}, reduction recall@10 vs full "
+                f"{m['reduction_recall_at_10']:.3f}"
+            )
+        if self.supervised_note:
+            lines.append(f"  supervised: {self.supervised_note}")
+        lines.append(f"  index: {self.path}")
+        return "\n".join(lines)
+
+
+# -- build folders --------------------------------------------------------------------------------
+def current_build(ws: Workspace) -> Path | None:
+    """The live build folder, or None when no index was built yet."""
+    pointer = ws.index_dir / CURRENT
+    try:
+        name = pointer.read_text().strip()
+    except OSError:
+        return None
+    path = ws.index_dir / name
+    return path if (path / "build.json").is_file() else None
+
+
+@contextlib.contextmanager
+def _build_lock(ws: Workspace) -> Iterator[None]:
+    ws.index_dir.mkdir(parents=True, exist_ok=True)
+    with open(ws.index_dir / ".lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("tiefjax index: waiting for another index build to finish", file=sys.stderr)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _cleanup(ws: Workspace, keep: int) -> None:
+    """Remove crashed temporary builds and finished builds beyond the newest ``keep``."""
+    for tmp in ws.index_dir.glob(".tmp-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    live = current_build(ws)
+    builds = sorted(p for p in ws.index_dir.glob("index-*") if p.is_dir())
+    for old in builds[: max(0, len(builds) - max(1, keep))]:
+        if old != live:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _previous(build: Path | None, sub: str = "") -> Previous | None:
+    if build is None:
+        return None
+    folder = build / sub if sub else build
+    try:
+        meta = json.loads((build / "build.json").read_text())
+        rows = [Row.from_json(r) for r in json.loads((folder / "rows.json").read_text())]
+        features = np.load(folder / "features.npy", mmap_mode="r")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if features.shape != (len(rows), FEATURE_DIM):
+        return None
+    encoder = meta.get("ranking_encoder" if sub else "encoder", "")
+    return Previous(
+        {r.id: (i, r) for i, r in enumerate(rows)}, features, encoder, meta.get("locator")
+    )
+
+
+# -- supervised descriptors -----------------------------------------------------------------------
+def load_ranking(ws: Workspace) -> Any | None:
+    """The trained ranking net (``Trained``) or None when it was not trained yet."""
+    try:
+        from tiefjax.train.artifacts import load_trained
+    except ImportError:
+        return None
+    try:
+        return load_trained(ws, "ranking")
+    except NotFound:
+        return None
+
+
+SUPERVISED_MISSING = (
+    "supervised search needs a trained ranking net: run `tiefjax train {ws} ranking`, "
+    "then `tiefjax index {ws}`"
+)
+
+
+def make_ranking_fn(trained: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """``fn(features (B, 30976) normalised maps) -> (B, D) supervised descriptors``."""
+    import jax
+    import jax.numpy as jnp
+
+    from tiefjax.nets.heads import RankingNet
+
+    net = getattr(trained, "head", None) or RankingNet()
+    params = trained.params
+    if isinstance(params, dict) and "params" in params:
+        params = params["params"]
+
+    @jax.jit
+    def apply(rows: jax.Array) -> jax.Array:
+        fmap = rows.astype(jnp.float32).reshape(rows.shape[0], 11, 11, -1)
+        return net.apply({"params": params}, fmap)
+
+    def fn(rows: np.ndarray, batch: int = 256) -> np.ndarray:
+        n = len(rows)
+        out = []
+        for s in range(0, n, batch):
+            block = np.zeros((batch, rows.shape[1]), np.float32)
+            part = np.asarray(rows[s : s + batch], np.float32)
+            block[: len(part)] = part
+            out.append(np.asarray(apply(block))[: len(part)])
+        return np.concatenate(out) if out else np.zeros((0, FEATURE_DIM), np.float32)
+
+    return fn
+
+
+def _supervised_descriptors(features: np.ndarray, trained: Any, path: Path) -> np.ndarray:
+    fn = make_ranking_fn(trained)
+    out = None
+    for s in range(0, len(features), 1024):
+        block = fn(features[s : s + 1024])
+        if out is None:
+            out = np.lib.format.open_memmap(
+                path, mode="w+", dtype=FEATURES_DTYPE, shape=(len(features), block.shape[1])
+            )
+        out[s : s + len(block)] = block
+    if out is None:
+        out = np.lib.format.open_memmap(
+            path, mode="w+", dtype=FEATURES_DTYPE, shape=(0, FEATURE_DIM)
+        )
+    out.flush()
+    return np.load(path, mmap_mode="r")
+
+
+# -- one mode -------------------------------------------------------------------------------------
+def _build_mode(
+    full: Any, folder: Path, cfg: IndexConfig, log: Callable[[str], None]
+) -> dict[str, Any]:
+    folder.mkdir(parents=True, exist_ok=True)
+    n = len(full)
+    t0 = time.perf_counter()
+    reduced = reduce_descriptors(
+        full,
+        method=cfg.reduction,
+        dim=cfg.dim,
+        min_recall=cfg.min_reduction_recall,
+        fit_sample=cfg.fit_sample,
+        recall_sample=cfg.recall_sample,
+    )
+    if reduced.projection.basis is not None:
+        np.save(folder / "projection.npy", reduced.projection.basis)
+    index = VectorIndex.build(reduced.vectors, choose_params(n, cfg))
+    if not (cfg.leaves_to_search or cfg.reorder):
+        recall = index.autotune(cfg.target_recall, cfg.recall_sample)
+    else:
+        recall = index.measure_recall(cfg.recall_sample)
+    index.info.update(
+        {
+            "recall_at_10": round(recall, 4),
+            "reduction_recall_at_10": round(reduced.recall_at_10, 4),
+            "reduction_tried": reduced.tried,
+            "full_dim": int(full.shape[1]),
+        }
+    )
+    index.save(folder)
+    np.save(folder / "neighbours.npy", _neighbours(index, cfg.neighbours_k))
+    info = {
+        "kind": index.params.kind,
+        "dim": index.dim,
+        "recall_at_10": round(recall, 4),
+        "reduction_recall_at_10": round(reduced.recall_at_10, 4),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    log(
+        f"{folder.name}: {info['kind']} index over {n} x {info['dim']}, recall@10 vs exact "
+        f"{recall:.3f} (reduction kept {reduced.recall_at_10:.3f} of full-dim recall@10)"
+    )
+    return info
+
+
+def _neighbours(index: VectorIndex, k: int) -> np.ndarray:
+    """Top-``k`` neighbours of every row, itself excluded: structured (N, k) id/score array."""
+    n = index.size
+    k_eff = max(0, min(k, n - 1))
+    out = np.zeros((n, k_eff), NEIGHBOURS_DTYPE)
+    out["id"] = -1
+    out["score"] = -np.inf
+    for s in range(0, n, 1024):
+        rows = np.arange(s, min(n, s + 1024))
+        ids, scores = index.search(np.asarray(index.vectors[rows], np.float32), k_eff + 1)
+        for i, r in enumerate(rows):
+            keep = ids[i] != r
+            keep &= ids[i] >= 0
+            kid, ksc = ids[i][keep][:k_eff], scores[i][keep][:k_eff]
+            out["id"][r, : len(kid)] = kid
+            out["score"][r, : len(kid)] = ksc
+    return out
+
+
+# -- the build ------------------------------------------------------------------------------------
+def build_index(
+    ws: Workspace | str | os.PathLike[str],
+    config: IndexConfig | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    encoder: FeatureEncoder | None = None,
+    locator: Any = "auto",
+) -> IndexReport:
+    """Encode the catalog (incrementally) and build the unsupervised (+ supervised) indexes.
+
+    The previous index stays live until the new one is complete. Raises InvalidInput for an
+    empty catalog.
+    """
+    from tiefjax.store import Store
+
+    ws = ws if isinstance(ws, Workspace) else Workspace(ws)
+    ws.require()
+    cfg = config or ws.section("index", IndexConfig)
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    t0 = time.perf_counter()
+    with Store(ws.store_path) as store:
+        if store.count_images() == 0:
+            raise InvalidInput(
+                f"the catalog of {ws.root} has no images; add photos with "
+                f"`tiefjax init {ws.root} --images DIR`, then run `tiefjax index {ws.root}`"
+            )
+    with _build_lock(ws):
+        _cleanup(ws, cfg.keep_builds)
+        live = current_build(ws)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        tmp = ws.index_dir / f".tmp-{stamp}-{os.getpid()}"
+        tmp.mkdir(parents=True)
+        try:
+            enc = encode_catalog(
+                ws, tmp, cfg, _previous(live), encoder, locator, progress=progress, log=log
+            )
+            if not enc.rows:
+                raise InvalidInput(
+                    f"none of the {len(enc.errors)} catalog image(s) could be read; "
+                    "check the files listed above"
+                )
+            report = _finish(ws, cfg, tmp, live, enc, stamp, log)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        final = ws.index_dir / f"index-{stamp}"
+        os.replace(tmp, final)
+        _fsync_dir(ws.index_dir)
+        atomic_write_text(ws.index_dir / CURRENT, final.name + "\n")
+        _cleanup(ws, cfg.keep_builds)
+    report.path = str(final)
+    report.seconds = round(time.perf_counter() - t0, 2)
+    return report
+
+
+def _finish(
+    ws: Workspace,
+    cfg: IndexConfig,
+    tmp: Path,
+    live: Path | None,
+    enc: EncodeResult,
+    stamp: str,
+    log: Callable[[str], None],
+) -> IndexReport:
+    from tiefjax.index.encode import encoder_fingerprint
+
+    features = np.load(enc.features_path, mmap_mode="r")
+    rows_json = [r.to_json() for r in enc.rows]
+    (tmp / "rows.json").write_text(json.dumps(rows_json))
+    built_at = datetime.now(UTC).isoformat(timespec="seconds")
+    report = IndexReport(
+        str(tmp), built_at, len(enc.rows), enc.encoded, enc.reused, enc.located, enc.errors
+    )
+    report.modes["unsupervised"] = _build_mode(
+        unsupervised_rows(features), tmp / "unsupervised", cfg, log
+    )
+    meta: dict[str, Any] = {
+        "built_at": built_at,
+        "name": f"index-{stamp}",
+        "images": len(enc.rows),
+        "encoder": enc.encoder_fingerprint or encoder_fingerprint(ws),
+        "encoder_source": enc.encoder_source,
+        "locator": folder_fingerprint(ws.train_dir("classifier"), ws.train_dir("regressor")),
+        "ranking": None,
+        "ranking_encoder": None,
+        "config": asdict(cfg),
+        "encode_seconds": round(enc.seconds, 2),
+        "errors": [{"id": i, "error": m} for i, m in enc.errors],
+    }
+    trained = load_ranking(ws)
+    if trained is None:
+        report.supervised_note = SUPERVISED_MISSING.format(ws=ws.root)
+    else:
+        meta["ranking"] = folder_fingerprint(ws.train_dir("ranking"))
+        sup_features = features
+        if getattr(trained, "encoder_params", None) is not None:
+            # ranking fine-tuned the encoder: encode the same crops with that encoder too
+            fp = "ranking-" + meta["ranking"]
+            sub = encode_catalog(
+                ws,
+                tmp / "ranking_encoder",
+                cfg,
+                _previous(live, "ranking_encoder"),
+                FeatureEncoder(trained.encoder_params, fp, cfg.batch_size, "ranking"),
+                boxes_from={r.id: r for r in enc.rows},
+                progress=False,
+                log=log,
+            )
+            (tmp / "ranking_encoder" / "rows.json").write_text(
+                json.dumps([r.to_json() for r in sub.rows])
+            )
+            if len(sub.rows) != len(enc.rows):
+                raise InvalidInput("the catalog changed while it was being indexed; run again")
+            meta["ranking_encoder"] = fp
+            sup_features = np.load(sub.features_path, mmap_mode="r")
+        desc = _supervised_descriptors(sup_features, trained, tmp / "supervised_descriptors.npy")
+        report.modes["supervised"] = _build_mode(
+            ScaledRows(desc, 1.0), tmp / "supervised", cfg, log
+        )
+        del desc
+        (tmp / "supervised_descriptors.npy").unlink()
+    meta["modes"] = report.modes
+    (tmp / "build.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return report
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def load_projection(folder: Path, full_dim: int) -> Projection:
+    path = folder / "projection.npy"
+    basis = np.load(path) if path.exists() else None
+    return Projection(basis, full_dim)

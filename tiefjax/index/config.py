@@ -1,0 +1,73 @@
+"""``[index]`` settings: how the catalog is encoded, reduced and indexed.
+
+Every field has a default that suits catalogs from a hundred to a few million images; the
+index kind is chosen from the catalog size N unless ``kind`` overrides it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from tiefjax.errors import InvalidInput
+
+
+def _f(default, help: str):  # noqa: A002 - "help" is the contract's metadata key
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """Settings of ``tiefjax index`` / search (section ``[index]`` of tiefjax.toml)."""
+
+    batch_size: int = _f(32, "images per encoder call (fixed: the last batch is padded)")
+    workers: int = _f(2, "threads decoding and resizing images ahead of the encoder")
+    prefetch_depth: int = _f(64, "decoded images allowed to wait for the encoder")
+    locate: bool = _f(True, "find the product box with the trained locator when unannotated")
+    reduction: str = _f("svd", "'svd' (projection fitted on the catalog) or 'none'")
+    dim: int = _f(256, "descriptor dimension after reduction (widened until recall holds)")
+    min_reduction_recall: float = _f(
+        0.95, "recall@10 the reduced descriptors must keep against the full score"
+    )
+    fit_sample: int = _f(8192, "catalog rows used to fit the reduction")
+    kind: str = _f("auto", "'auto', 'exact', 'brute_force', 'ah' or 'tree'")
+    exact_below: int = _f(2000, "auto: exact NumPy search below this many images")
+    brute_force_below: int = _f(20000, "auto: ScaNN brute force below this many images")
+    tree_from: int = _f(50000, "auto: partition tree + AH + reorder from this many images")
+    num_leaves: int = _f(0, "tree leaves (0 = about sqrt(N))")
+    leaves_to_search: int = _f(
+        0, "tree leaves searched per query (0 = tuned at build time to reach target_recall)"
+    )
+    reorder: int = _f(0, "candidates re-scored exactly (0 = tuned at build time)")
+    target_recall: float = _f(0.95, "recall@10 vs exact search the auto-tuning aims for")
+    dims_per_block: int = _f(2, "asymmetric hashing: dimensions per 4-bit code")
+    anisotropic_threshold: float = _f(0.2, "asymmetric hashing: anisotropic loss threshold")
+    training_sample: int = _f(100000, "vectors used to train the tree and the AH codebooks")
+    neighbours_k: int = _f(50, "precomputed neighbours per catalog image (similar-by-id)")
+    recall_sample: int = _f(200, "queries used to measure recall@10 after each build")
+    keep_builds: int = _f(2, "finished index builds kept on disk (current one included)")
+
+    def __post_init__(self) -> None:
+        kinds = ("auto", "exact", "brute_force", "ah", "tree")
+        problems = []
+        if self.kind not in kinds:
+            problems.append(f"kind must be one of {', '.join(kinds)}, not {self.kind!r}")
+        if self.reduction not in ("svd", "none"):
+            problems.append(f"reduction must be 'svd' or 'none', not {self.reduction!r}")
+        for name in ("batch_size", "workers", "prefetch_depth", "dim", "fit_sample"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1")
+        for name in ("min_reduction_recall", "target_recall"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                problems.append(f"{name} must lie in [0, 1]")
+        if self.neighbours_k < 1 or self.recall_sample < 1 or self.keep_builds < 1:
+            problems.append("neighbours_k, recall_sample and keep_builds must be at least 1")
+        if problems:
+            raise InvalidInput("[index] settings: " + "; ".join(problems))
+
+    @classmethod
+    def tiny(cls) -> IndexConfig:
+        """Small, fast settings for tests."""
+        return cls(batch_size=4, workers=2, prefetch_depth=8, dim=32, recall_sample=50)
+
+    def with_(self, **changes) -> IndexConfig:
+        return replace(self, **changes)

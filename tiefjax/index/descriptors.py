@@ -1,0 +1,123 @@
+"""Descriptor reduction: an orthonormal projection fitted on the catalog, kept only if it keeps
+recall@10 against the full-dimension exact score.
+
+The unsupervised descriptor (30976-d) makes a big, slow index. Projecting onto the top right
+singular vectors of the *uncentred* catalog matrix preserves dot products with every vector in
+that span: when the basis spans the whole catalog (N <= dim) a query's dot product with each
+catalog vector is unchanged, so small catalogs lose nothing. For large catalogs the truncation is
+approximate, so every build measures recall@10 of the reduced search against exact full-dim
+search and widens the projection until it holds (or keeps the full dimension).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tiefjax.index.scann_index import _without, exact_search, l2_normalize, recall_at_k
+
+
+@dataclass
+class Projection:
+    """``basis`` (d, D) orthonormal rows, or None for the identity (no reduction)."""
+
+    basis: np.ndarray | None
+    full_dim: int
+
+    @property
+    def dim(self) -> int:
+        return self.full_dim if self.basis is None else int(self.basis.shape[0])
+
+    def apply(self, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
+        """Project rows of ``x`` (may be a memory map) and L2-normalise them: (N, dim) float32."""
+        n = x.shape[0]
+        out = np.empty((n, self.dim), np.float32)
+        for s in range(0, n, chunk):
+            block = np.asarray(x[s : s + chunk], np.float32)
+            out[s : s + chunk] = l2_normalize(block if self.basis is None else block @ self.basis.T)
+        return out
+
+
+def fit_basis(sample: np.ndarray, dim: int, seed: int = 0, power_iters: int = 2) -> np.ndarray:
+    """Top-``dim`` right singular vectors of ``sample`` (n, D) as rows (dim, D), float32.
+
+    When ``dim >= n`` the result is an orthonormal basis of the rows' span (exact).
+    Randomised SVD otherwise (Halko et al.), so it stays cheap for D = 30976.
+    """
+    s = np.asarray(sample, np.float32)
+    n, full = s.shape
+    if dim >= n:
+        q, r = np.linalg.qr(s.T)  # (D, n)
+        keep = np.abs(np.diag(r)) > 1e-6 * max(1.0, float(np.abs(np.diag(r)).max(initial=0)))
+        return np.ascontiguousarray(q[:, keep].T)
+    rng = np.random.default_rng(seed)
+    width = min(n, dim + 16)
+    y = s.T @ rng.standard_normal((n, width)).astype(np.float32)  # (D, width)
+    for _ in range(power_iters):
+        y, _ = np.linalg.qr(y)
+        y = s.T @ (s @ y)
+    q, _ = np.linalg.qr(y)
+    b = s @ q  # (n, width)
+    _, _, wt = np.linalg.svd(b, full_matrices=False)
+    return np.ascontiguousarray((q @ wt.T[:, :dim]).T)
+
+
+def reduction_recall(
+    full: np.ndarray, reduced: np.ndarray, query_rows: np.ndarray, k: int = 10
+) -> float:
+    """recall@k of exact search on ``reduced`` against exact search on ``full`` (self excluded)."""
+    q_full = np.asarray(full[query_rows], np.float32)
+    truth, _ = exact_search(full, q_full, k + 1)
+    found, _ = exact_search(reduced, reduced[query_rows], k + 1)
+    truth = _without(truth, query_rows, k)
+    found = _without(found, query_rows, k)
+    return recall_at_k(found, truth, k)
+
+
+@dataclass
+class ReductionReport:
+    projection: Projection
+    vectors: np.ndarray  # (N, dim) reduced, L2-normalised
+    recall_at_10: float  # reduced exact search vs full-dim exact search (1.0 when unreduced)
+    tried: list[tuple[int, float]]  # (dim, recall) per attempt
+
+
+def reduce_descriptors(
+    full: np.ndarray,
+    method: str = "svd",
+    dim: int = 256,
+    min_recall: float = 0.95,
+    fit_sample: int = 8192,
+    recall_sample: int = 200,
+    seed: int = 0,
+) -> ReductionReport:
+    """Fit a projection on ``full`` (N, D unit rows) and widen it until recall@10 >= min_recall.
+
+    Falls back to the full dimension when no projection narrower than D keeps the recall.
+    """
+    n, full_dim = full.shape
+    rng = np.random.default_rng(seed)
+    if method == "none" or n == 0 or dim >= full_dim:
+        proj = Projection(None, full_dim)
+        return ReductionReport(proj, proj.apply(full), 1.0, [])
+    if method != "svd":
+        raise ValueError(f"unknown reduction {method!r}; use 'svd' or 'none'")
+    fit_rows = np.sort(rng.choice(n, size=min(n, fit_sample), replace=False))
+    sample = np.asarray(full[fit_rows], np.float32)
+    query_rows = np.sort(rng.choice(n, size=min(n, recall_sample), replace=False))
+    tried: list[tuple[int, float]] = []
+    d = max(1, dim)
+    while True:
+        basis = fit_basis(sample, d, seed=seed)
+        proj = Projection(basis, full_dim)
+        vectors = proj.apply(full)
+        lossless = d >= len(fit_rows) and len(fit_rows) == n
+        recall = 1.0 if lossless and n <= 1 else reduction_recall(full, vectors, query_rows)
+        tried.append((proj.dim, round(recall, 4)))
+        if recall >= min_recall or lossless:
+            return ReductionReport(proj, vectors, recall, tried)
+        d *= 2
+        if d >= min(full_dim, len(fit_rows)) and len(fit_rows) < n or d >= full_dim:
+            proj = Projection(None, full_dim)
+            return ReductionReport(proj, proj.apply(full), 1.0, tried + [(full_dim, 1.0)])

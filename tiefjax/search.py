@@ -1,0 +1,495 @@
+"""Search the catalog: ``Searcher.load(ws).search(image, k=10)`` from a script, notebook or server.
+
+A query is a catalog image id, an image file path, image bytes or a PIL image. Photos are
+located (when the locator is trained), cropped, encoded and projected exactly like catalog
+images at build time; a catalog image (by id, or a file/bytes with the same content) uses its
+stored descriptor. It is left out of its own results unless ``include_self``.
+``search_many`` encodes many uploads in one batched encoder call (the server micro-batches into
+it). All methods are thread-safe; ``reload_if_changed`` picks up a newer build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tiefjax.errors import Conflict, InvalidInput, NotFound, TiefjaxError
+from tiefjax.images import crop_resize, load_rgb
+from tiefjax.index.build import (
+    CURRENT,
+    MODES,
+    SUPERVISED_MISSING,
+    current_build,
+    load_projection,
+    load_ranking,
+    make_ranking_fn,
+)
+from tiefjax.index.config import IndexConfig
+from tiefjax.index.descriptors import Projection
+from tiefjax.index.encode import (
+    FEATURE_DIM,
+    FeatureEncoder,
+    Row,
+    encoder_fingerprint,
+    load_feature_encoder,
+    load_locator,
+)
+from tiefjax.index.scann_index import VectorIndex, l2_normalize
+from tiefjax.nets.alexnet import PATCH, WINDOW
+from tiefjax.workspace import Workspace
+
+Query = Any  # str id | path | bytes | PIL.Image.Image
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One query's answer: the box searched with (pixels of the query image; for a catalog
+    image the box it was indexed with), the locator's foreground probability (None when it was
+    not located), ``fallback`` (the whole image was used: no locator trained, or nothing
+    confident found), where the box came from, and the hits, best first."""
+
+    box: tuple[float, float, float, float]
+    probability: float | None
+    fallback: bool
+    hits: list[Hit]
+    mode: str = "unsupervised"
+    query_id: str | None = None  # set when the query is a catalog image
+    box_source: str = "whole"  # annotation | detection | whole
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "query_id": self.query_id,
+            "mode": self.mode,
+            "box": [round(float(v), 2) for v in self.box],
+            "box_source": self.box_source,
+            "probability": None if self.probability is None else round(self.probability, 4),
+            "fallback": self.fallback,
+            "hits": [{"id": h.id, "score": round(h.score, 6)} for h in self.hits],
+        }
+
+
+@dataclass(frozen=True)
+class PreparedQuery:
+    """A resolved query: a catalog row, or a decoded RGB photo (see :meth:`Searcher.prepare`)."""
+
+    build: str
+    position: int | None
+    image: Any = None
+
+
+@dataclass
+class _ModeState:
+    index: VectorIndex
+    projection: Projection
+    neighbours: np.ndarray  # structured (N, K) id/score
+
+
+@dataclass
+class _State:
+    name: str
+    path: Path
+    meta: dict[str, Any]
+    rows: list[Row]
+    ids: list[str]
+    position: dict[str, int]
+    by_sha: dict[str, int]
+    modes: dict[str, _ModeState] = field(default_factory=dict)
+
+
+def _load_state(ws: Workspace) -> _State:
+    build = current_build(ws)
+    if build is None:
+        raise NotFound(
+            f"{ws.root} has no search index yet; build one with `tiefjax index {ws.root}`"
+        )
+    meta = json.loads((build / "build.json").read_text())
+    rows = [Row.from_json(r) for r in json.loads((build / "rows.json").read_text())]
+    ids = [r.id for r in rows]
+    state = _State(
+        build.name,
+        build,
+        meta,
+        rows,
+        ids,
+        {i: n for n, i in enumerate(ids)},
+        {r.sha256: n for n, r in enumerate(rows)},
+    )
+    for mode in MODES:
+        folder = build / mode
+        if not (folder / "index.json").is_file():
+            continue
+        index = VectorIndex.load(folder)
+        projection = load_projection(folder, int(index.info.get("full_dim", FEATURE_DIM)))
+        neighbours = np.load(folder / "neighbours.npy", mmap_mode="r")
+        state.modes[mode] = _ModeState(index, projection, neighbours)
+    return state
+
+
+class Searcher:
+    """Similar-image search over the workspace's current index build."""
+
+    def __init__(
+        self,
+        ws: Workspace,
+        state: _State,
+        config: IndexConfig,
+        encoder: FeatureEncoder | None = None,
+    ):
+        self.ws = ws
+        self.config = config
+        self._state = state
+        self._lock = threading.RLock()
+        self._encoder = encoder
+        self._locator: Any = None
+        self._locator_fp: str | None = "unloaded"
+        self._ranking: tuple[str | None, Any] | None = None
+        self._warned_stale = False
+
+    # -- construction -----------------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        ws: Workspace | str | os.PathLike[str],
+        config: IndexConfig | None = None,
+        encoder: FeatureEncoder | None = None,
+    ) -> Searcher:
+        """Open the current index of ``ws``; NotFound when no index was built yet.
+
+        ``encoder`` replaces the workspace encoder (it must be the one the index was built with).
+        """
+        ws = ws if isinstance(ws, Workspace) else Workspace(ws)
+        ws.require()
+        cfg = config or ws.section("index", IndexConfig)
+        return cls(ws, _load_state(ws), cfg, encoder)
+
+    def reload_if_changed(self) -> bool:
+        """Switch to a newer build if ``tiefjax index`` finished one; True when it did."""
+        try:
+            name = (self.ws.index_dir / CURRENT).read_text().strip()
+        except OSError:
+            return False
+        if name == self._state.name:
+            return False
+        with self._lock:
+            if name == self._state.name:
+                return False
+            self._state = _load_state(self.ws)
+            self._ranking = None
+            self._warned_stale = False
+        return True
+
+    # -- properties -------------------------------------------------------------------------------
+    @property
+    def ids(self) -> list[str]:
+        """Catalog ids in index row order (sorted)."""
+        return list(self._state.ids)
+
+    @property
+    def built_at(self) -> str:
+        return str(self._state.meta.get("built_at", ""))
+
+    @property
+    def modes(self) -> list[str]:
+        return list(self._state.modes)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        st = self._state
+        return {
+            "path": str(st.path),
+            "built_at": st.meta.get("built_at"),
+            "images": len(st.ids),
+            "modes": {m: dict(v) for m, v in st.meta.get("modes", {}).items()},
+            "encoder_source": st.meta.get("encoder_source"),
+            "errors": st.meta.get("errors", []),
+            "stale": self._stale_reason(st),
+        }
+
+    def row(self, image_id: str) -> Row:
+        """The indexed row (box, source, probability) of a catalog image."""
+        st = self._state
+        return st.rows[self._position(st, image_id)]
+
+    # -- searching --------------------------------------------------------------------------------
+    def search(
+        self, query: Query, k: int = 10, mode: str = "unsupervised", include_self: bool = False
+    ) -> SearchResult:
+        """Top-``k`` catalog images most similar to ``query`` (id, path, bytes or PIL image)."""
+        return self.search_many([query], k, mode, include_self)[0]
+
+    def search_many(
+        self,
+        queries: list[Query],
+        k: int = 10,
+        mode: str = "unsupervised",
+        include_self: bool = False,
+        errors: str = "raise",
+    ) -> list[Any]:
+        """Search many queries with one batched encoder call for all the photos among them.
+
+        ``errors="raise"`` raises the first TiefjaxError; ``errors="return"`` puts the error in
+        that query's place so one bad upload does not fail the others.
+        """
+        out = self.search_modes(queries, k, (mode,), include_self, errors)
+        return [r if isinstance(r, TiefjaxError) else r[mode] for r in out]
+
+    def prepare(self, query: Query) -> PreparedQuery:
+        """Resolve and decode one query (thread-safe; run it in worker threads to overlap)."""
+        if isinstance(query, PreparedQuery):
+            return query
+        st = self._state
+        pos, photo = self._resolve(st, query)
+        if pos is not None:
+            return PreparedQuery(st.name, pos, None)
+        name = str(query) if isinstance(query, str | os.PathLike) else "query image"
+        img = load_rgb(photo, name=name) if isinstance(photo, bytes) else photo
+        return PreparedQuery(st.name, None, img if img.mode == "RGB" else img.convert("RGB"))
+
+    def search_modes(
+        self,
+        queries: list[Query],
+        k: int = 10,
+        modes: tuple[str, ...] = ("unsupervised",),
+        include_self: bool = False,
+        errors: str = "raise",
+    ) -> list[Any]:
+        """Like :meth:`search_many` for several modes at once (photos are encoded once):
+        one ``{mode: SearchResult}`` (or error) per query."""
+        st = self._state
+        mstates = {m: self._mode(st, m) for m in modes}
+        k = self._check_k(k)
+        results: list[Any] = [None] * len(queries)
+        prepared: dict[int, PreparedQuery] = {}
+        for i, q in enumerate(queries):
+            try:
+                p = self.prepare(q)
+                if p.build != st.name and p.position is not None:  # prepared before a reload
+                    if isinstance(q, PreparedQuery):
+                        raise Conflict("the index was rebuilt while searching; search again")
+                    p = self.prepare(q)
+                prepared[i] = p
+            except TiefjaxError as err:
+                if errors == "raise":
+                    raise
+                results[i] = err
+        photos = [(i, p.image) for i, p in prepared.items() if p.position is None]
+        encoded = self._encode_photos(st, modes, photos) if photos else []
+        vectors: dict[str, dict[int, np.ndarray]] = {m: {} for m in modes}
+        rows: dict[int, tuple[Row | None, Row]] = {}
+        for i, p in prepared.items():
+            if p.position is not None:
+                rows[i] = (st.rows[p.position], st.rows[p.position])
+                for m in modes:
+                    vectors[m][i] = np.asarray(mstates[m].index.vectors[p.position], np.float32)
+        for (i, _), (vecs, row) in zip(photos, encoded, strict=True):
+            rows[i] = (None, row)
+            for m in modes:
+                vectors[m][i] = vecs[m]
+        order = sorted(rows)
+        for i in order:
+            results[i] = {}
+        for m in modes:
+            if not order:
+                break
+            q = np.stack([vectors[m][i] for i in order])
+            ids, scores = mstates[m].index.search(q, min(k + 1, len(st.ids)))
+            for j, i in enumerate(order):
+                own, row = rows[i]
+                own_pos = st.position[own.id] if own is not None else -1
+                hits = [
+                    Hit(st.ids[int(p)], float(s))
+                    for p, s in zip(ids[j], scores[j], strict=True)
+                    if p >= 0 and (include_self or int(p) != own_pos)
+                ][:k]
+                results[i][m] = SearchResult(
+                    box=tuple(float(v) for v in row.box),
+                    probability=row.probability,
+                    fallback=row.fallback,
+                    hits=hits,
+                    mode=m,
+                    query_id=own.id if own is not None else None,
+                    box_source=row.source,
+                )
+        return results
+
+    def neighbours(self, image_id: str, k: int = 10, mode: str = "unsupervised") -> list[Hit]:
+        """Precomputed most-similar catalog images of ``image_id`` (itself excluded)."""
+        st = self._state
+        ms = self._mode(st, mode)
+        k = self._check_k(k)
+        pos = self._position(st, image_id)
+        if k > ms.neighbours.shape[1] and ms.neighbours.shape[1] < len(st.ids) - 1:
+            return self.search(image_id, k, mode).hits
+        row = ms.neighbours[pos][:k]
+        return [Hit(st.ids[int(r["id"])], float(r["score"])) for r in row if r["id"] >= 0]
+
+    # -- helpers ----------------------------------------------------------------------------------
+    @staticmethod
+    def _check_k(k: int) -> int:
+        if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 1:
+            raise InvalidInput(f"k must be a positive whole number, got {k!r}")
+        return int(k)
+
+    def _mode(self, st: _State, mode: str) -> _ModeState:
+        if mode not in MODES:
+            raise InvalidInput(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
+        if mode not in st.modes:
+            if mode == "supervised" and load_ranking(self.ws) is not None:
+                raise NotFound(
+                    "the ranking net was trained after the index was built; "
+                    f"run `tiefjax index {self.ws.root}` to add the supervised index"
+                )
+            raise NotFound(SUPERVISED_MISSING.format(ws=self.ws.root))
+        return st.modes[mode]
+
+    def _position(self, st: _State, image_id: str) -> int:
+        try:
+            return st.position[image_id]
+        except (KeyError, TypeError):
+            raise NotFound(
+                f"no image with id {image_id!r} in the index (built {st.meta.get('built_at')}); "
+                f"if it was added since, run `tiefjax index {self.ws.root}`"
+            ) from None
+
+    def _resolve(self, st: _State, q: Query) -> tuple[int | None, Any]:
+        """(catalog position, None) for catalog images, else (None, bytes | PIL image)."""
+        from PIL import Image
+
+        if isinstance(q, Image.Image):
+            source = getattr(q, "filename", "")  # set by Image.open, lost by any transform
+            if source and os.path.isfile(source):
+                pos = st.by_sha.get(hashlib.sha256(Path(source).read_bytes()).hexdigest())
+                if pos is not None:
+                    return pos, None
+            return None, q
+        if isinstance(q, bytes | bytearray | memoryview):
+            data = bytes(q)
+        elif isinstance(q, str | os.PathLike):
+            path = Path(q).expanduser()
+            if isinstance(q, str) and q in st.position and not path.is_file():
+                return st.position[q], None
+            if not path.is_file():
+                if isinstance(q, str) and not path.suffix and os.sep not in q:
+                    self._position(st, q)  # raises NotFound naming the unknown id
+                raise InvalidInput(f"{q}: no such image file (and not a catalog image id)")
+            try:
+                data = path.read_bytes()
+            except OSError as err:
+                raise InvalidInput(f"{q}: cannot read the file ({err.strerror})") from err
+        else:
+            raise InvalidInput(
+                f"a query must be an image id, a file path, image bytes or a PIL image, "
+                f"not {type(q).__name__}"
+            )
+        if not data:
+            raise InvalidInput("the query image is empty (0 bytes)")
+        pos = st.by_sha.get(hashlib.sha256(data).hexdigest())
+        return (pos, None) if pos is not None else (None, data)
+
+    def _get_encoder(self) -> FeatureEncoder:
+        with self._lock:
+            if self._encoder is None:
+                self._encoder = load_feature_encoder(self.ws, self.config.batch_size)
+            return self._encoder
+
+    def _get_locator(self, st: _State) -> Any:
+        with self._lock:
+            fp = st.meta.get("locator")
+            if self._locator_fp != fp:
+                loc = load_locator(self.ws, self.config.locate)
+                self._locator = loc[0] if loc else None
+                self._locator_fp = fp
+            return self._locator
+
+    def _ranking_fn(self, st: _State) -> tuple[Any, FeatureEncoder | None]:
+        with self._lock:
+            if self._ranking is None or self._ranking[0] != st.name:
+                trained = load_ranking(self.ws)
+                if trained is None:
+                    raise NotFound(SUPERVISED_MISSING.format(ws=self.ws.root))
+                enc = None
+                if getattr(trained, "encoder_params", None) is not None:
+                    enc = FeatureEncoder(
+                        trained.encoder_params, "ranking", self.config.batch_size, "ranking"
+                    )
+                self._ranking = (st.name, (make_ranking_fn(trained), enc))
+            return self._ranking[1]
+
+    def _stale_reason(self, st: _State) -> str | None:
+        current = self._encoder.fingerprint if self._encoder else encoder_fingerprint(self.ws)
+        if st.meta.get("encoder") != current:
+            return (
+                "the encoder weights changed after this index was built; "
+                f"run `tiefjax index {self.ws.root}`"
+            )
+        return None
+
+    def _encode_photos(
+        self, st: _State, modes: tuple[str, ...], images: list[tuple[int, Any]]
+    ) -> list[tuple[dict[str, np.ndarray], Row]]:
+        """Locate, crop and encode decoded photos in one batch: ({mode: vector}, row) each."""
+        stale = self._stale_reason(st)
+        if stale and not self._warned_stale:
+            self._warned_stale = True
+            print(f"tiefjax: warning: {stale}", file=sys.stderr)
+        locator = self._get_locator(st)
+        rows: list[Row] = []
+        if locator is not None:
+            located = locator.locate_many([img for _, img in images])
+            for found in located:
+                box = tuple(float(v) for v in _as_tuple(found.box))
+                rows.append(
+                    Row("", "", box, "detection", float(found.probability), bool(found.fallback))
+                )
+        else:
+            for _, img in images:
+                whole = (0.0, 0.0, float(img.width), float(img.height))
+                rows.append(Row("", "", whole, "whole", None, True))
+        windows = np.stack(
+            [
+                np.asarray(crop_resize(img, None if r.source == "whole" else r.box, (WINDOW,) * 2))
+                for (_, img), r in zip(images, rows, strict=True)
+            ]
+        )
+        vecs: dict[str, np.ndarray] = {}
+        feats = None
+        for mode in modes:
+            ms = st.modes[mode]
+            if mode == "supervised":
+                ranking, ranking_encoder = self._ranking_fn(st)
+                if ranking_encoder is not None:
+                    desc = ranking(ranking_encoder(windows))
+                else:
+                    feats = self._get_encoder()(windows) if feats is None else feats
+                    desc = ranking(feats)
+            else:
+                feats = self._get_encoder()(windows) if feats is None else feats
+                desc = feats / np.float32(PATCH)
+            vecs[mode] = l2_normalize(ms.projection.apply(desc))
+        return [({m: vecs[m][j] for m in modes}, rows[j]) for j in range(len(images))]
+
+
+def _as_tuple(box: Any) -> tuple[float, ...]:
+    return tuple(box.as_tuple()) if hasattr(box, "as_tuple") else tuple(box)
+
+
+def image_bytes(img: Any) -> bytes:
+    """PNG bytes of a PIL image (handy for tests and callers holding decoded images)."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
