@@ -1,0 +1,174 @@
+"""The micro-batcher groups concurrent requests into one call and keeps errors per request."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from tiefjax.server.batching import MicroBatcher
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_concurrent_requests_share_one_call():
+    calls: list[tuple[object, list[int]]] = []
+
+    def fn(key, items):
+        calls.append((key, list(items)))
+        return [i * 10 for i in items]
+
+    async def main():
+        batcher = MicroBatcher(fn, max_batch=8, max_wait_ms=50)
+        results = await asyncio.gather(*(batcher.submit(i, key="m") for i in range(8)))
+        batcher.close()
+        return results
+
+    assert run(main()) == [i * 10 for i in range(8)]
+    assert len(calls) == 1 and calls[0] == ("m", list(range(8)))
+
+
+def test_max_batch_splits_and_keys_group():
+    calls: list[tuple[object, list[int]]] = []
+
+    def fn(key, items):
+        calls.append((key, list(items)))
+        return [(key, i) for i in items]
+
+    async def main():
+        batcher = MicroBatcher(fn, max_batch=4, max_wait_ms=20)
+        jobs = [batcher.submit(i, key="a" if i % 2 else "b") for i in range(10)]
+        results = await asyncio.gather(*jobs)
+        batcher.close()
+        return results, batcher.batch_sizes
+
+    results, sizes = run(main())
+    assert results == [("a" if i % 2 else "b", i) for i in range(10)]
+    assert max(sizes) <= 4 and sum(sizes) == 10
+    for key, items in calls:  # every call holds one key only
+        assert all((i % 2 == 1) == (key == "a") for i in items)
+
+
+def test_requests_arriving_while_busy_form_the_next_batch():
+    started = threading.Event()
+    release = threading.Event()
+    sizes: list[int] = []
+
+    def fn(key, items):
+        sizes.append(len(items))
+        if len(sizes) == 1:
+            started.set()
+            release.wait(5)
+        return list(items)
+
+    async def main():
+        batcher = MicroBatcher(fn, max_batch=16, max_wait_ms=1)
+        first = asyncio.ensure_future(batcher.submit(0))
+        while not started.is_set():
+            await asyncio.sleep(0.001)
+        rest = [asyncio.ensure_future(batcher.submit(i)) for i in range(1, 6)]
+        await asyncio.sleep(0.02)
+        release.set()
+        out = await asyncio.gather(first, *rest)
+        batcher.close()
+        return out
+
+    assert run(main()) == list(range(6))
+    assert sizes == [1, 5]
+
+
+def test_errors_stay_with_their_request():
+    def fn(key, items):
+        if any(i < 0 for i in items):
+            raise ValueError("negative item")
+        return [i + 1 for i in items]
+
+    async def main():
+        batcher = MicroBatcher(fn, max_batch=8, max_wait_ms=30)
+        out = await asyncio.gather(
+            *(batcher.submit(i) for i in (1, -1, 2, 3)), return_exceptions=True
+        )
+        batcher.close()
+        return out
+
+    out = run(main())
+    assert out[0] == 2 and out[2] == 3 and out[3] == 4
+    assert isinstance(out[1], ValueError)
+
+
+def test_per_item_exception_results():
+    def fn(key, items):
+        return [KeyError(i) if i == 2 else i for i in items]
+
+    async def main():
+        batcher = MicroBatcher(fn, max_batch=4, max_wait_ms=20)
+        out = await asyncio.gather(*(batcher.submit(i) for i in range(4)), return_exceptions=True)
+        batcher.close()
+        return out
+
+    out = run(main())
+    assert out[:2] == [0, 1] and out[3] == 3 and isinstance(out[2], KeyError)
+
+
+def test_a_cancelled_request_does_not_break_the_batch():
+    def fn(key, items):
+        time.sleep(0.05)
+        return list(items)
+
+    async def main():
+        batcher = MicroBatcher(fn, max_batch=4, max_wait_ms=10)
+        doomed = asyncio.ensure_future(batcher.submit(99))
+        keep = asyncio.ensure_future(batcher.submit(1))
+        await asyncio.sleep(0)
+        doomed.cancel()
+        result = await keep
+        again = await batcher.submit(2)  # still working afterwards
+        batcher.close()
+        return result, again
+
+    assert run(main()) == (1, 2)
+
+
+def test_works_across_event_loops():
+    batcher = MicroBatcher(lambda key, items: list(items), max_batch=2, max_wait_ms=1)
+    assert run(batcher.submit(1)) == 1
+    assert run(batcher.submit(2)) == 2  # a new loop (e.g. a new test client) is fine
+    batcher.close()
+
+
+def test_rejects_bad_max_batch():
+    with pytest.raises(ValueError):
+        MicroBatcher(lambda k, i: i, max_batch=0)
+
+
+def test_a_steady_trickle_joins_one_batch_until_max_delay():
+    sizes: list[int] = []
+
+    def fn(key, items):
+        sizes.append(len(items))
+        return list(items)
+
+    async def trickle(batcher, n, gap_s):
+        jobs = []
+        for i in range(n):
+            jobs.append(asyncio.ensure_future(batcher.submit(i)))
+            await asyncio.sleep(gap_s)
+        return await asyncio.gather(*jobs)
+
+    async def main():
+        # arrivals 20 ms apart with a 60 ms quiet gap: one batch, though it spans 80 ms
+        batcher = MicroBatcher(fn, max_batch=16, max_wait_ms=60, max_delay_ms=1000)
+        assert await trickle(batcher, 5, 0.02) == list(range(5))
+        # ...but never longer than max_delay after the first request
+        capped = MicroBatcher(fn, max_batch=16, max_wait_ms=60, max_delay_ms=70)
+        await trickle(capped, 8, 0.02)
+        batcher.close()
+        capped.close()
+
+    run(main())
+    assert sizes[0] == 5
+    assert len(sizes) >= 3 and sum(sizes[1:]) == 8

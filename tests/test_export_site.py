@@ -1,0 +1,141 @@
+"""The static export: layout, JSON shapes equal to the API's, atomic replacement."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import quote
+
+import pytest
+from _server_fakes import FakeSearcher, _jpeg, _png
+from PIL import Image
+from starlette.testclient import TestClient
+
+from tiefjax.catalog import init_workspace
+from tiefjax.errors import InvalidInput
+from tiefjax.export_site import export_site, static_key
+from tiefjax.server import ServerConfig, create_app
+from tiefjax.store import Store
+from tiefjax.workspace import Workspace
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory) -> Workspace:
+    root = tmp_path_factory.mktemp("exp")
+    images = root / "images"
+    images.mkdir()
+    for i in range(5):
+        (images / f"p{i}.jpg").write_bytes(_jpeg(60 + i, 50, seed=i))
+    (images / "odd name%?.png").write_bytes(_png(40, 30))
+    init_workspace(root / "ws", images)
+    ws = Workspace(root / "ws")
+    with Store(ws.store_path) as store:
+        store.put_box("p1", (1, 2, 30, 40), 0)
+    return ws
+
+
+def test_layout_and_shapes_match_the_api(ws, tmp_path):
+    with Store(ws.store_path) as store:
+        ids = store.image_ids()
+    searcher = FakeSearcher(ids)
+    out = tmp_path / "site-out"
+    report = export_site(ws, out, searcher=searcher, page_size=4, k=3)
+    assert report.images == len(ids) and report.pages == 2 and not report.skipped
+    assert (out / "index.html").is_file()
+    static = out / "static"
+    manifest = json.loads((static / "manifest.json").read_text())
+    assert manifest == {
+        "static": True, "total": len(ids), "page_size": 4,
+        "modes": ["unsupervised", "supervised"], "k": 3,
+    }  # fmt: skip
+
+    app = create_app(ws, token="t", config=ServerConfig.tiny(), searcher=searcher)
+    with TestClient(app) as api:
+        for n in range(2):
+            page = json.loads((static / "pages" / f"{n}.json").read_text())
+            assert page == api.get("/api/images", params={"offset": 4 * n, "limit": 4}).json()
+        stats = json.loads((static / "stats.json").read_text())
+        live = api.get("/api/stats").json()
+        assert stats.keys() == live.keys() and stats["images"] == live["images"] == len(ids)
+        assert stats["boxes"] == 1 and stats["index"]["modes"] == live["index"]["modes"]
+        for mode in ("unsupervised", "supervised"):
+            for image_id in ids:
+                path = static / "similar" / mode / f"{quote(image_id, safe='')}.json"
+                got = json.loads(path.read_text())
+                want = api.get(
+                    f"/api/images/{quote(image_id, safe='')}/similar",
+                    params={"mode": mode, "k": 3},
+                ).json()
+                assert got == want
+    for image_id in ids:
+        key = static_key(image_id)
+        with Image.open(static / "images" / f"{key}.jpg") as img:
+            assert img.format == "JPEG"
+        with Image.open(static / "thumbs" / f"{key}.jpg") as img:
+            assert img.format == "JPEG" and max(img.size) <= 256
+    assert static_key("odd name%?") == "odd%20name%25%3F"
+    assert (static / "images" / "odd%20name%25%3F.jpg").is_file()
+    assert not list(tmp_path.glob(".site-out*"))  # no temporary folders left
+
+
+def test_without_an_index(ws, tmp_path, monkeypatch):
+    import tiefjax.search as search_module
+
+    def no_index(_ws):
+        from tiefjax.errors import NotFound
+
+        raise NotFound("no index")
+
+    monkeypatch.setattr(search_module.Searcher, "load", staticmethod(no_index))
+    out = tmp_path / "plain"
+    report = export_site(ws, out)
+    manifest = json.loads((out / "static" / "manifest.json").read_text())
+    assert manifest["modes"] == [] and report.modes == []
+    assert not (out / "static" / "similar").exists()
+    assert json.loads((out / "static" / "stats.json").read_text())["index"] is None
+
+
+def test_replaces_an_earlier_export_and_refuses_other_folders(ws, tmp_path):
+    with Store(ws.store_path) as store:
+        searcher = FakeSearcher(store.image_ids())
+    out = tmp_path / "out"
+    export_site(ws, out, searcher=searcher)
+    (out / "static" / "stale.txt").write_text("old")
+    export_site(ws, out, searcher=searcher)
+    assert not (out / "static" / "stale.txt").exists()
+    assert (out / "static" / "manifest.json").is_file()
+
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("keep me")
+    with pytest.raises(InvalidInput):
+        export_site(ws, precious, searcher=searcher)
+    assert (precious / "thesis.tex").read_text() == "keep me"
+    with pytest.raises(InvalidInput):
+        export_site(ws, ws.root, searcher=searcher)
+
+
+def test_failure_leaves_the_earlier_export(ws, tmp_path):
+    with Store(ws.store_path) as store:
+        searcher = FakeSearcher(store.image_ids())
+    out = tmp_path / "out"
+    export_site(ws, out, searcher=searcher)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+
+    class Broken(FakeSearcher):
+        def neighbours(self, image_id, k, mode):
+            raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError):
+        export_site(ws, out, searcher=Broken(searcher.ids))
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert not list(tmp_path.glob(".out.*"))
+
+
+def test_command_line(ws, tmp_path, capsys):
+    from tiefjax.cli import main
+
+    out = tmp_path / "cli-out"
+    assert main(["export-site", str(ws.root), str(out), "--page-size", "2"]) == 0
+    assert "exported 6 images in 3 pages" in capsys.readouterr().out
+    assert json.loads((out / "static" / "manifest.json").read_text())["page_size"] == 2
+    assert main(["export-site", str(ws.root), str(out), "--k", "0"]) == 2

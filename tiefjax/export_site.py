@@ -1,0 +1,210 @@
+"""``tiefjax export-site WS OUT``: the site plus precomputed JSON, for any static file host.
+
+The gallery needs no server: catalog pages, every image's precomputed neighbours (each mode),
+the images and their thumbnails are written as files whose shapes match the API answers
+(docs/api.md, "Static export"). The site notices ``static/manifest.json`` and reads those
+instead of ``/api``; pages that need the server (upload search, editors) say so.
+
+The export is built in a temporary folder next to ``OUT`` and renamed into place, so ``OUT`` is
+either the previous export or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from tqdm import tqdm
+
+from tiefjax.errors import InvalidInput, NotFound, TiefjaxError
+from tiefjax.images import load_rgb
+from tiefjax.server.app import hits_json, image_item, index_summary, modes_of
+from tiefjax.server.site import require_site_dir
+from tiefjax.server.thumbs import image_path, thumbnail
+from tiefjax.server.uploads import sniff
+from tiefjax.store import Store
+from tiefjax.workspace import Workspace
+
+PAGE_SIZE = 48
+K = 20
+THUMB_SIZE = 256
+
+
+@dataclass
+class ExportReport:
+    """What an export wrote."""
+
+    out: str
+    images: int = 0
+    pages: int = 0
+    modes: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # "id: reason"
+
+    def summary(self) -> str:
+        modes = ", ".join(self.modes) or "none (run tiefjax index first for similar images)"
+        lines = [
+            f"exported {self.images} images in {self.pages} pages to {self.out}",
+            f"similar images: {modes}",
+        ]
+        lines += [f"  skipped {s}" for s in self.skipped]
+        lines.append(f"serve it with: python -m http.server -d {self.out}")
+        return "\n".join(lines)
+
+
+def static_key(image_id: str) -> str:
+    """The file-name key of an id: ``quote(id, safe="")`` (the site requests it URI-encoded)."""
+    return quote(image_id, safe="")
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, separators=(",", ":")), encoding="utf-8")
+
+
+def _check_out(out: Path, ws: Workspace, site: Path) -> None:
+    for protected in (ws.root, site, Path.cwd().resolve()):
+        if out == protected or protected.is_relative_to(out):
+            raise InvalidInput(f"{out} would replace {protected}; export into a new folder")
+    if out.is_relative_to(site):
+        raise InvalidInput(f"{out} is inside the site folder {site}; export somewhere else")
+    if out.exists():
+        if not out.is_dir():
+            raise InvalidInput(f"{out} exists and is not a folder; choose another OUT")
+        is_export = (out / "static" / "manifest.json").is_file()
+        if any(out.iterdir()) and not is_export:
+            raise InvalidInput(
+                f"{out} is not empty and not an earlier tiefjax export; refusing to replace it. "
+                "Choose a new or empty folder"
+            )
+
+
+def export_site(
+    ws: Workspace | str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    searcher: Any = None,
+    page_size: int = PAGE_SIZE,
+    k: int = K,
+    thumb_size: int = THUMB_SIZE,
+    workers: int = 2,
+    site_dir: str | os.PathLike[str] | None = None,
+) -> ExportReport:
+    """Write the static site for workspace ``ws`` to ``out`` (replacing an earlier export)."""
+    ws = (ws if isinstance(ws, Workspace) else Workspace(ws)).require()
+    site = Path(site_dir).resolve() if site_dir else require_site_dir()
+    out = Path(out).expanduser().resolve()
+    _check_out(out, ws, site)
+    if searcher is None:
+        from tiefjax.search import Searcher
+
+        try:
+            searcher = Searcher.load(ws)
+        except NotFound:
+            searcher = None
+    modes = modes_of(searcher) if searcher is not None else []
+    report = ExportReport(out=str(out), modes=modes)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        shutil.copytree(site, tmp, dirs_exist_ok=True)
+        static = tmp / "static"
+        with Store(ws.store_path) as store:
+            records = store.list_images()
+            boxes = store.boxes()
+            detections = store.detections()
+            counts = store.stats()
+        items = [image_item(r, boxes.get(r.id), detections.get(r.id)) for r in records]
+        report.pages = max(1, -(-len(items) // page_size))
+        for n in range(report.pages):
+            chunk = items[n * page_size : (n + 1) * page_size]
+            page = {"total": len(items), "offset": n * page_size, "limit": page_size}
+            _write_json(static / "pages" / f"{n}.json", {**page, "images": chunk})
+
+        for mode in modes:
+            for rec in tqdm(records, desc=f"neighbours ({mode})", unit="img", disable=None):
+                try:
+                    hits = hits_json(searcher.neighbours(rec.id, k, mode)[:k])
+                except NotFound:
+                    hits = []  # registered after the index was built
+                _write_json(
+                    static / "similar" / mode / f"{static_key(rec.id)}.json",
+                    {"id": rec.id, "mode": mode, "hits": hits},
+                )
+
+        (static / "images").mkdir(parents=True, exist_ok=True)
+        (static / "thumbs").mkdir(parents=True, exist_ok=True)
+        copy = _copier(ws, static, thumb_size)
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            results = pool.map(copy, records)
+            for rec, problem in tqdm(
+                zip(records, results, strict=True),
+                total=len(records),
+                desc="images",
+                unit="img",
+                disable=None,
+            ):
+                if problem:
+                    report.skipped.append(f"{rec.id}: {problem}")
+                else:
+                    report.images += 1
+
+        _write_json(static / "stats.json", {**counts, "index": index_summary(searcher)})
+        manifest = {
+            "static": True,
+            "total": len(items),
+            "page_size": page_size,
+            "modes": modes,
+            "k": k,
+        }
+        _write_json(static / "manifest.json", manifest)
+        _swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return report
+
+
+def _copier(ws: Workspace, static: Path, thumb_size: int) -> Callable[[Any], str | None]:
+    def copy(rec: Any) -> str | None:
+        key = static_key(rec.id)
+        try:
+            source = image_path(ws, rec)
+            with source.open("rb") as f:
+                is_jpeg = sniff(f.read(16)) == "jpeg"
+            target = static / "images" / f"{key}.jpg"
+            if is_jpeg:
+                shutil.copyfile(source, target)
+            else:
+                load_rgb(source, name=rec.id).save(target, "JPEG", quality=90)
+            shutil.copyfile(thumbnail(ws, rec, thumb_size), static / "thumbs" / f"{key}.jpg")
+        except TiefjaxError as err:
+            return str(err)
+        return None
+
+    return copy
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Rename the finished export over ``out``; an earlier export is removed afterwards."""
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a web server must read it
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

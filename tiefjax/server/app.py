@@ -1,0 +1,661 @@
+"""The Starlette app: the JSON API under ``/api`` (docs/api.md) and the site at ``/``.
+
+The server only wires existing functions to HTTP: the :class:`~tiefjax.store.Store` for images,
+boxes and triplets, the :class:`~tiefjax.search.Searcher` for neighbours and upload search.
+
+- Similar-by-id answers from the neighbours precomputed at index time: a lookup, no search, so
+  it runs directly on the event loop.
+- Upload searches decode in a worker thread and go through a :class:`MicroBatcher` into one
+  ``Searcher.search_many`` call per batch, in the one search thread; JAX never runs on the loop.
+- Store calls run in the thread pool (one shared, thread-safe connection).
+- The index is re-checked every ``reload_check_s`` seconds in the search thread, so a rebuilt
+  index is picked up without a restart.
+- Every error is ``{"error": {"code", "message"}}`` with its 4xx status; unexpected exceptions
+  are logged here and answered with a plain 500 — no traceback reaches a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import json
+import logging
+import math
+import os
+import secrets
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from tiefjax.errors import NotFound, TiefjaxError
+from tiefjax.server.batching import MicroBatcher
+from tiefjax.server.config import ServerConfig
+from tiefjax.server.openapi import openapi_schema
+from tiefjax.server.site import find_site_dir
+from tiefjax.server.thumbs import image_path, thumbnail
+from tiefjax.server.uploads import BadRequest, decode_upload, read_upload, sniff
+from tiefjax.store import BoxConflict, Store
+from tiefjax.workspace import Workspace
+
+log = logging.getLogger("tiefjax.server")
+
+MODES = ("unsupervised", "supervised")
+PAGE_LIMIT_MAX = 200
+SIMILAR_K_MAX = 50
+JSON_BODY_MAX = 64 * 1024
+#: Serialised similar-by-id answers kept (keyed by index build, id, mode, k).
+SIMILAR_CACHE_MAX = 20_000
+CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+    500: "internal",
+    503: "unavailable",
+}
+
+
+class Unauthorized(TiefjaxError):
+    http_status = 401
+    code = "unauthorized"
+
+
+# -- JSON helpers -----------------------------------------------------------------------------
+def error_response(status: int, message: str, code: str | None = None, **extra: Any) -> Response:
+    body = {"error": {"code": code or CODES.get(status, "error"), "message": message}, **extra}
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _dumps(value: Any) -> bytes:
+    """JSON bytes exactly as Starlette's JSONResponse renders them."""
+    return json.dumps(
+        value, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")
+
+
+def _num(value: float | None) -> float | None:
+    """A JSON-safe float: None for None, NaN and infinities."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def box_coords(box: Any) -> dict[str, float]:
+    """{left, top, right, bottom} from a store Box or a 4-sequence."""
+    if hasattr(box, "left"):
+        values = (box.left, box.top, box.right, box.bottom)
+    else:
+        values = tuple(box)
+    return dict(zip(("left", "top", "right", "bottom"), map(float, values), strict=True))
+
+
+def stored_box_json(stored: Any) -> dict[str, Any] | None:
+    if stored is None:
+        return None
+    return {"image_id": stored.image_id, **box_coords(stored.box), "version": stored.version}
+
+
+def image_item(rec: Any, stored: Any, detection: Any) -> dict[str, Any]:
+    box = None if stored is None else {**box_coords(stored.box), "version": stored.version}
+    det = None
+    if detection is not None:
+        det = {
+            **box_coords(detection.box),
+            "score": _num(detection.score),
+            "fallback": bool(detection.fallback),
+        }
+    return {"id": rec.id, "width": rec.width, "height": rec.height, "box": box, "detection": det}
+
+
+def hits_json(hits: Any) -> list[dict[str, Any]]:
+    return [{"id": str(h.id), "score": _num(h.score)} for h in hits]
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(
+            f"{name} must be a whole number from {low} to {high}, got {raw!r}"
+        ) from None
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be from {low} to {high}, got {value}")
+    return value
+
+
+def _mode_param(request: Request, default: str) -> str:
+    mode = request.query_params.get("mode") or default
+    if mode not in MODES:
+        raise BadRequest(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > JSON_BODY_MAX:
+            raise BadRequest(f"the JSON body is larger than {JSON_BODY_MAX // 1024} KB")
+        chunks.append(chunk)
+    try:
+        body = json.loads(b"".join(chunks) or b"null")
+    except (ValueError, UnicodeDecodeError) as err:
+        raise BadRequest(f"the body is not valid JSON ({err}); send a JSON object") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+def api(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """Turn every exception of an endpoint into a JSON error; log the unexpected ones."""
+
+    @functools.wraps(fn)
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except BoxConflict as err:
+            return error_response(409, str(err), current=stored_box_json(err.current))
+        except TiefjaxError as err:
+            return error_response(err.http_status, str(err), getattr(err, "code", None))
+        except Exception:
+            log.exception("unexpected error in %s %s", request.method, request.url.path)
+            return error_response(
+                500, "the server failed on this request (a bug; details are in the server log)"
+            )
+
+    return endpoint
+
+
+# -- state ------------------------------------------------------------------------------------
+class ServerState:
+    """What the handlers share: store, searcher (swapped on rebuild), batcher, token."""
+
+    def __init__(self, ws: Workspace, config: ServerConfig, token: str, searcher: Any = None):
+        self.ws = ws
+        self.config = config
+        self.token = token
+        self._token_bytes = token.encode()
+        self.store = Store(ws.store_path)
+        self.searcher = searcher
+        self.similar_cache: dict[tuple[Any, ...], bytes] = {}
+        self.search_thread = ThreadPoolExecutor(1, thread_name_prefix="tiefjax-search")
+        self.decode_pool = ThreadPoolExecutor(2, thread_name_prefix="tiefjax-decode")
+        self.batcher: MicroBatcher[tuple[Image.Image, int], Any] = MicroBatcher(
+            self._search_batch,
+            max_batch=config.batch_max,
+            max_wait_ms=config.batch_wait_ms,
+            executor=self.search_thread,
+        )
+        self._last_check = time.monotonic()
+        self._checking = threading.Lock()
+        if self.searcher is None:
+            self._load_searcher()
+
+    # searcher ------------------------------------------------------------------------------
+    def _load_searcher(self) -> None:
+        """Load the index if there is one (None until ``tiefjax index`` has run)."""
+        from tiefjax.index.config import IndexConfig
+        from tiefjax.search import Searcher  # JAX is imported only when an index is used
+
+        try:
+            index_config = self.ws.section("index", IndexConfig)
+            batch = self.encoder_batch()
+            self.searcher = Searcher.load(self.ws, index_config.with_(batch_size=batch))
+        except NotFound:
+            self.searcher = None
+
+    def encoder_batch(self) -> int:
+        """Encoder batch size for upload searches (see ServerConfig.encoder_batch)."""
+        if self.config.encoder_batch > 0:
+            return self.config.encoder_batch
+        import jax
+
+        return 1 if jax.default_backend() == "cpu" else max(1, self.config.batch_max)
+
+    def _reload(self) -> None:
+        try:
+            if self.searcher is None:
+                self._load_searcher()
+            elif self.searcher.reload_if_changed():
+                self.similar_cache.clear()
+                log.info("loaded the rebuilt index")
+        except Exception:
+            log.exception("checking for a rebuilt index failed; keeping the current one")
+        finally:
+            self._checking.release()
+
+    def maybe_reload(self) -> None:
+        """Every ``reload_check_s``, check for a rebuilt index in the search thread."""
+        now = time.monotonic()
+        if now - self._last_check < self.config.reload_check_s:
+            return
+        if not self._checking.acquire(blocking=False):
+            return
+        self._last_check = now
+        try:
+            self.search_thread.submit(self._reload)
+        except RuntimeError:  # shutting down
+            self._checking.release()
+
+    def require_searcher(self) -> Any:
+        self.maybe_reload()
+        searcher = self.searcher
+        if searcher is None:
+            raise NotFound(
+                "there is no search index yet; build one with: tiefjax index "
+                f"{self.ws.root} (the server picks it up by itself)"
+            )
+        return searcher
+
+    def _search_batch(self, mode: str, items: list[tuple[Image.Image, int]]) -> list[Any]:
+        """In the search thread: one device call for a batch of uploads of the same mode."""
+        searcher = self.searcher
+        if searcher is None:
+            raise NotFound("the search index went away; rebuild it with tiefjax index")
+        k = max(k for _, k in items)
+        results = searcher.search_many([img for img, _ in items], k=k, mode=mode, errors="return")
+        return list(results)
+
+    # auth ----------------------------------------------------------------------------------
+    def check_token(self, request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        ok = hmac.compare_digest(given.strip().encode(), self._token_bytes)
+        if scheme.lower() != "bearer" or not ok:
+            raise Unauthorized(
+                "this change needs the server's token: send 'Authorization: Bearer <token>' "
+                "(the token is printed by tiefjax serve, or set with --token / TIEFJAX_TOKEN)"
+                if not header
+                else "the token is wrong; use the one printed by tiefjax serve"
+            )
+
+    def close(self) -> None:
+        self.batcher.close()
+        self.search_thread.shutdown(wait=False, cancel_futures=True)
+        self.decode_pool.shutdown(wait=False, cancel_futures=True)
+        self.store.close()
+
+
+# -- endpoints --------------------------------------------------------------------------------
+def build_routes(state: ServerState) -> list[Route]:
+    cfg = state.config
+    store = state.store
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def stats(request: Request) -> Response:
+        state.maybe_reload()
+        searcher = state.searcher
+        counts, index = await run_in_threadpool(
+            lambda: (store.stats(), index_summary(searcher))  # info stats files: off the loop
+        )
+        return JSONResponse({**counts, "index": index})
+
+    async def images(request: Request) -> Response:
+        offset = _int_param(request, "offset", 0, 0, 2**62)
+        limit = _int_param(request, "limit", 48, 1, PAGE_LIMIT_MAX)
+
+        def page() -> dict[str, Any]:
+            total = store.count_images()
+            items = [
+                image_item(rec, store.get_box(rec.id), store.get_detection(rec.id))
+                for rec in store.list_images(offset, limit)
+            ]
+            return {"total": total, "offset": offset, "limit": limit, "images": items}
+
+        return JSONResponse(await run_in_threadpool(page))
+
+    async def image(request: Request) -> Response:
+        image_id = request.path_params["image_id"]
+
+        def item() -> dict[str, Any]:
+            rec = store.get_image(image_id)
+            return image_item(rec, store.get_box(image_id), store.get_detection(image_id))
+
+        return JSONResponse(await run_in_threadpool(item))
+
+    async def image_file(request: Request) -> Response:
+        image_id = request.path_params["image_id"]
+
+        def find() -> tuple[Path, str]:
+            path = image_path(state.ws, store.get_image(image_id))
+            with path.open("rb") as f:
+                kind = sniff(f.read(16)) or "octet-stream"
+            return path, ("application/octet-stream" if kind == "octet-stream" else f"image/{kind}")
+
+        path, media = await run_in_threadpool(find)
+        return FileResponse(path, media_type=media, headers={"Cache-Control": "no-cache"})
+
+    async def thumb(request: Request) -> Response:
+        image_id = request.path_params["image_id"]
+        default = 256 if 256 in cfg.thumb_sizes else cfg.thumb_sizes[0]
+        raw = request.query_params.get("size") or str(default)
+        if not raw.isdigit() or int(raw) not in cfg.thumb_sizes:
+            raise BadRequest(
+                f"size must be one of {', '.join(map(str, cfg.thumb_sizes))}, got {raw!r}"
+            )
+        path = await run_in_threadpool(
+            lambda: thumbnail(state.ws, store.get_image(image_id), int(raw))
+        )
+        return FileResponse(
+            path, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=3600"}
+        )
+
+    async def similar(request: Request) -> Response:
+        image_id = request.path_params["image_id"]
+        mode = _mode_param(request, "unsupervised")
+        k = _int_param(request, "k", 10, 1, SIMILAR_K_MAX)
+        searcher = state.require_searcher()
+        key = (getattr(searcher, "built_at", None), image_id, mode, k)
+        body = state.similar_cache.get(key)
+        if body is None:
+            hits = searcher.neighbours(image_id, k, mode)  # precomputed: a lookup, on the loop
+            body = _dumps({"id": image_id, "mode": mode, "hits": hits_json(hits[:k])})
+            if len(state.similar_cache) >= SIMILAR_CACHE_MAX:
+                state.similar_cache.clear()
+            state.similar_cache[key] = body
+        return Response(body, media_type="application/json")
+
+    async def search(request: Request) -> Response:
+        mode = _mode_param(request, "unsupervised")
+        k = _int_param(request, "k", 10, 1, SIMILAR_K_MAX)
+        if mode not in modes_of(state.require_searcher()):
+            raise NotFound(
+                f"there is no {mode} index; train the ranking net (tiefjax train "
+                f"{state.ws.root} ranking), run tiefjax index {state.ws.root}, or search "
+                "with mode=unsupervised"
+            )
+        data = await read_upload(request, "image", cfg.max_upload_bytes)
+        loop = asyncio.get_running_loop()  # a small pool: decoding must not starve the search
+        img = await loop.run_in_executor(
+            state.decode_pool, decode_upload, data, cfg.max_upload_pixels
+        )
+        result = await state.batcher.submit((img, k), key=mode)
+        return JSONResponse(
+            {
+                "width": img.width,
+                "height": img.height,
+                "box": box_coords(result.box),
+                "probability": _num(result.probability),
+                # no confident detection, or no locator trained: the whole photo was used
+                "fallback": bool(result.fallback) or getattr(result, "box_source", None) == "whole",
+                "mode": mode,
+                "hits": hits_json(result.hits[:k]),
+            }
+        )
+
+    async def get_box(request: Request) -> Response:
+        image_id = request.path_params["image_id"]
+        stored = await run_in_threadpool(store.get_box, image_id)
+        if stored is None:
+            raise NotFound(f"image {image_id} has no box yet; draw one in the box editor")
+        return JSONResponse(stored_box_json(stored))
+
+    async def put_box(request: Request) -> Response:
+        state.check_token(request)
+        image_id = request.path_params["image_id"]
+        body = await _json_body(request)
+        missing = [k for k in ("left", "top", "right", "bottom", "version") if k not in body]
+        if missing:
+            raise BadRequest(
+                f"the box needs {', '.join(missing)}; send {{left, top, right, bottom, version}} "
+                "with the version you loaded (0 when the image had no box)"
+            )
+        version = body["version"]
+        if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+            raise BadRequest(f"version must be a whole number >= 0, got {version!r}")
+        coords = [body[k] for k in ("left", "top", "right", "bottom")]
+        stored = await run_in_threadpool(store.put_box, image_id, coords, version)
+        return JSONResponse(stored_box_json(stored))
+
+    async def delete_box(request: Request) -> Response:
+        state.check_token(request)
+        image_id = request.path_params["image_id"]
+        raw = request.query_params.get("version")
+        if raw is None or not raw.isdigit():
+            raise BadRequest(
+                "add ?version=N with the version of the box you are deleting (from GET .../box)"
+            )
+        await run_in_threadpool(store.delete_box, image_id, int(raw))
+        return Response(status_code=204)
+
+    async def list_triplets(request: Request) -> Response:
+        reference = request.query_params.get("reference") or None
+
+        def rows() -> list[dict[str, Any]]:
+            if reference is not None:
+                store.get_image(reference)  # unknown reference -> 404, not an empty list
+            return [_triplet_json(t) for t in store.list_triplets(reference)]
+
+        return JSONResponse({"triplets": await run_in_threadpool(rows)})
+
+    async def add_triplet(request: Request) -> Response:
+        state.check_token(request)
+        body = await _json_body(request)
+        ids = [body.get(k) for k in ("reference", "positive", "negative")]
+        if not all(isinstance(i, str) and i for i in ids):
+            raise BadRequest("send {reference, positive, negative}: three image ids")
+        triplet = await run_in_threadpool(store.add_triplet, *ids)
+        return JSONResponse(_triplet_json(triplet), status_code=201)
+
+    async def delete_triplet(request: Request) -> Response:
+        state.check_token(request)
+        raw = request.path_params["tid"]
+        if not raw.isdigit():
+            raise NotFound(f"no triplet with id {raw!r} (triplet ids are numbers)")
+        await run_in_threadpool(store.delete_triplet, int(raw))
+        return Response(status_code=204)
+
+    async def candidates(request: Request) -> Response:
+        image_id = request.path_params["image_id"]
+        mode = _mode_param(request, "supervised")
+        k = _int_param(request, "k", 24, 1, SIMILAR_K_MAX)
+        searcher = state.require_searcher()
+        if mode not in modes_of(searcher):
+            mode = "unsupervised"
+
+        def judged() -> set[str]:
+            store.get_image(image_id)
+            done = set()
+            for t in store.list_triplets(image_id):
+                done.update((t.positive, t.negative))
+            return done
+
+        skip = await run_in_threadpool(judged)
+        hits = searcher.neighbours(image_id, SIMILAR_K_MAX, mode)
+        fresh = [h for h in hits if h.id not in skip and h.id != image_id][:k]
+        return JSONResponse({"id": image_id, "mode": mode, "candidates": hits_json(fresh)})
+
+    async def auth_check(request: Request) -> Response:
+        state.check_token(request)
+        return Response(status_code=204)
+
+    schema = openapi_schema()
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(schema)
+
+    def route(path: str, fn: Callable[..., Any], methods: list[str]) -> Route:
+        return Route(path, api(fn), methods=methods)
+
+    return [  # similar first: the hot path matches on the first try
+        route("/images/{image_id}/similar", similar, ["GET"]),
+        route("/health", health, ["GET"]),
+        route("/stats", stats, ["GET"]),
+        route("/openapi.json", openapi, ["GET"]),
+        route("/images", images, ["GET"]),
+        route("/images/{image_id}", image, ["GET"]),
+        route("/images/{image_id}/file", image_file, ["GET"]),
+        route("/images/{image_id}/thumb", thumb, ["GET"]),
+        route("/images/{image_id}/box", get_box, ["GET"]),
+        route("/images/{image_id}/box", put_box, ["PUT"]),
+        route("/images/{image_id}/box", delete_box, ["DELETE"]),
+        route("/search", search, ["POST"]),
+        route("/triplets", list_triplets, ["GET"]),
+        route("/triplets", add_triplet, ["POST"]),
+        route("/triplets/{tid}", delete_triplet, ["DELETE"]),
+        route("/candidates/{image_id}", candidates, ["GET"]),
+        route("/auth/check", auth_check, ["POST"]),
+    ]
+
+
+def modes_of(searcher: Any) -> list[str]:
+    """The search modes an index offers, unsupervised first."""
+    modes = getattr(searcher, "modes", None)
+    if modes is None:
+        info = getattr(searcher, "info", None) or {}
+        modes = info.get("modes") if isinstance(info, dict) else None
+    return [m for m in MODES if m in modes] if modes else ["unsupervised"]
+
+
+def index_summary(searcher: Any) -> dict[str, Any] | None:
+    """``index`` of /api/stats: when it was built, size, measured recall@10, modes, staleness."""
+    if searcher is None:
+        return None
+    info = dict(getattr(searcher, "info", None) or {})
+    built_at = getattr(searcher, "built_at", None) or info.get("built_at")
+    size = info.get("images", info.get("size"))
+    if size is None and getattr(searcher, "ids", None) is not None:
+        size = len(searcher.ids)
+    recall = info.get("recall_at_10")
+    per_mode = info.get("modes")
+    if recall is None and isinstance(per_mode, dict):
+        first = per_mode.get("unsupervised") or next(iter(per_mode.values()), {})
+        recall = first.get("recall_at_10") if isinstance(first, dict) else None
+    return {
+        "built_at": _iso(built_at),
+        "age_s": _age_s(built_at),
+        "size": size,
+        "recall_at_10": None if recall is None else _num(recall),
+        "modes": modes_of(searcher),
+        "stale": info.get("stale"),
+    }
+
+
+def _triplet_json(t: Any) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "reference": t.reference,
+        "positive": t.positive,
+        "negative": t.negative,
+        "created_at": t.created_at,
+    }
+
+
+def _timestamp(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _iso(value: Any) -> str | None:
+    ts = _timestamp(value)
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _age_s(value: Any) -> float | None:
+    ts = _timestamp(value)
+    return None if ts is None else round(max(0.0, time.time() - ts), 1)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        where = "API endpoint" if request.url.path.startswith("/api") else "page or file"
+        message = f"no {where} at {request.url.path}; see /api/openapi.json for the API"
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        message = f"{request.method} is not allowed on {request.url.path}; use {allowed}"
+    else:
+        message = exc.detail if isinstance(exc.detail, str) else "the request failed"
+    response = error_response(exc.status_code, message)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    return error_response(500, "the server failed on this request (details are in its log)")
+
+
+def resolve_token(token: str | None, config: ServerConfig) -> tuple[str, bool]:
+    """The write token and whether it was generated: argument > TIEFJAX_TOKEN > config > new."""
+    for candidate in (token, os.environ.get("TIEFJAX_TOKEN"), config.token):
+        if candidate:
+            return candidate, False
+    return secrets.token_urlsafe(24), True
+
+
+def create_app(
+    ws: Workspace | str | os.PathLike[str],
+    token: str | None = None,
+    *,
+    config: ServerConfig | None = None,
+    searcher: Any = None,
+) -> Starlette:
+    """The server app for workspace ``ws``. ``app.state.token`` is the token writes need.
+
+    ``searcher`` lets a caller hand in an already loaded :class:`~tiefjax.search.Searcher`;
+    otherwise the index is loaded when present and picked up later when built.
+    """
+    ws = ws if isinstance(ws, Workspace) else Workspace(ws)
+    ws.require()
+    config = config or ws.section("server", ServerConfig)
+    token, generated = resolve_token(token, config)
+    state = ServerState(ws, config, token, searcher)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):  # noqa: ANN202
+        yield
+        state.close()
+
+    routes: list[Any] = [Mount("/api", routes=build_routes(state))]
+    site = find_site_dir()
+    if site is not None:
+        routes.append(Mount("/", app=StaticFiles(directory=site, html=True), name="site"))
+    else:
+        log.warning("the site folder was not found; serving the API only")
+    app = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        lifespan=lifespan,
+    )
+    app.state.tiefjax = state
+    app.state.token = token
+    app.state.token_generated = generated
+    return app

@@ -1,0 +1,167 @@
+"""Micro-batching: concurrent requests share one device call instead of queueing one by one.
+
+On an accelerator an encoder pass over 16 images costs little more than a pass over one, so the
+server does not run a search per upload. :class:`MicroBatcher` collects requests until the batch
+is full (``max_batch``), or no new one arrived for ``max_wait_ms``, or ``max_delay_ms`` passed
+since the first; it groups them by key (e.g. the search mode) and hands each group to one call
+of ``fn`` in a worker thread, off the event loop. Requests arriving while that call runs gather
+for the next batch.
+
+Errors stay per request: ``fn`` may return an exception for one item, and when ``fn`` raises
+for a whole group, each item is retried alone so one bad request cannot fail its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+Q = TypeVar("Q")
+R = TypeVar("R")
+
+log = logging.getLogger(__name__)
+
+#: ``fn(key, items) -> results``: one result (or exception instance) per item, in order.
+BatchFn = Callable[[Hashable, list[Q]], Sequence["R | BaseException"]]
+
+
+@dataclass
+class _Pending(Generic[Q]):
+    key: Hashable
+    item: Q
+    future: asyncio.Future[Any]
+
+
+class MicroBatcher(Generic[Q, R]):
+    """Group concurrent :meth:`submit` calls into batched calls of ``fn`` in a worker thread."""
+
+    def __init__(
+        self,
+        fn: BatchFn,
+        *,
+        max_batch: int = 16,
+        max_wait_ms: float = 5.0,
+        executor: Executor | None = None,
+        max_delay_ms: float | None = None,
+    ):
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self.fn = fn
+        self.max_batch = int(max_batch)
+        self.max_wait_s = max(0.0, float(max_wait_ms)) / 1000.0
+        delay = 4 * float(max_wait_ms) if max_delay_ms is None else float(max_delay_ms)
+        self.max_delay_s = max(self.max_wait_s, delay / 1000.0)
+        self._gather_start: float | None = None
+        self._own_executor = executor is None
+        self.executor = executor or ThreadPoolExecutor(1, thread_name_prefix="tiefjax-batch")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: list[_Pending[Q]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._running: asyncio.Task[None] | None = None
+        #: Sizes of the batches run so far (for tests and benchmarks).
+        self.batch_sizes: list[int] = []
+
+    async def submit(self, item: Q, key: Hashable = None) -> R:
+        """Queue ``item`` and wait for its own result (or exception)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # first use, or a new event loop (e.g. a new test client)
+            self._loop, self._pending, self._timer, self._running = loop, [], None, None
+            self._gather_start = None
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending.append(_Pending(key, item, future))
+        if len(self._pending) >= self.max_batch or self.max_wait_s == 0:
+            self._kick()
+        elif self._running is None:
+            self._arm()
+        return await future
+
+    def _arm(self) -> None:
+        """(Re)start the wait: go when no request came for max_wait, at most max_delay after
+        the first one of this batch."""
+        assert self._loop is not None
+        now = self._loop.time()
+        if self._gather_start is None:
+            self._gather_start = now
+        when = min(now + self.max_wait_s, self._gather_start + self.max_delay_s)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(when, self._kick)
+
+    def _kick(self) -> None:
+        """Start a batch now unless one is running (it starts the next one when it ends)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._running is not None or not self._pending or self._loop is None:
+            return
+        self._gather_start = None
+        batch = self._pending[: self.max_batch]
+        del self._pending[: self.max_batch]
+        self._running = self._loop.create_task(self._process(batch))
+
+    async def _process(self, batch: list[_Pending[Q]]) -> None:
+        live = [p for p in batch if not p.future.done()]  # skip requests already cancelled
+        try:
+            if live:
+                self.batch_sizes.append(len(live))
+                groups: dict[Hashable, list[_Pending[Q]]] = {}
+                for p in live:
+                    groups.setdefault(p.key, []).append(p)
+                loop = asyncio.get_running_loop()
+                outcomes = await loop.run_in_executor(
+                    self.executor, self._run_groups, list(groups.items())
+                )
+                for p, outcome in outcomes:
+                    if p.future.done():
+                        continue
+                    if isinstance(outcome, BaseException):
+                        p.future.set_exception(outcome)
+                    else:
+                        p.future.set_result(outcome)
+        except BaseException as err:  # noqa: BLE001 - every waiter must hear about it
+            for p in live:
+                if not p.future.done():
+                    p.future.set_exception(err if isinstance(err, Exception) else RuntimeError())
+            if not isinstance(err, Exception):
+                raise
+        finally:
+            self._running = None
+            if len(self._pending) >= self.max_batch or (self._pending and self.max_wait_s == 0):
+                self._kick()
+            elif self._pending and self._loop is not None:
+                # Clients answered by this batch usually come straight back; give them the
+                # usual wait to join, so batches stay full under steady load.
+                self._gather_start = None
+                self._arm()
+
+    def _run_groups(
+        self, groups: list[tuple[Hashable, list[_Pending[Q]]]]
+    ) -> list[tuple[_Pending[Q], Any]]:
+        """In the worker thread: one ``fn`` call per key; retry items alone if a call fails."""
+        outcomes: list[tuple[_Pending[Q], Any]] = []
+        for key, members in groups:
+            outcomes.extend(zip(members, self._call(key, members), strict=True))
+        return outcomes
+
+    def _call(self, key: Hashable, members: list[_Pending[Q]]) -> list[Any]:
+        try:
+            results = list(self.fn(key, [p.item for p in members]))
+            if len(results) != len(members):
+                raise RuntimeError(
+                    f"batch function returned {len(results)} results for {len(members)} items"
+                )
+            return results
+        except Exception as err:
+            if len(members) == 1:
+                return [err]
+            log.info("batch of %d failed (%s); retrying one by one", len(members), err)
+            return [self._call(key, [p])[0] for p in members]
+
+    def close(self) -> None:
+        """Stop the worker thread (when this batcher created it)."""
+        if self._own_executor:
+            self.executor.shutdown(wait=False, cancel_futures=True)

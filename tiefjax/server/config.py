@@ -1,0 +1,47 @@
+"""The ``[server]`` settings section: token, upload limits, micro-batching, index reloading."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Settings of ``tiefjax serve`` (``[server]`` in ``tiefjax.toml``)."""
+
+    host: str = field(default="127.0.0.1", metadata={"help": "address to bind; 127.0.0.1 = local"})
+    port: int = field(default=8000, metadata={"help": "TCP port"})
+    token: str = field(
+        default="",
+        metadata={"help": "bearer token for writes; empty: TIEFJAX_TOKEN or a generated one"},
+    )
+    max_upload_bytes: int = field(
+        default=10 * 1024 * 1024, metadata={"help": "largest accepted upload in bytes"}
+    )
+    max_upload_pixels: int = field(
+        default=40_000_000, metadata={"help": "largest accepted upload in pixels (width*height)"}
+    )
+    batch_max: int = field(
+        default=16, metadata={"help": "most upload searches combined into one device call"}
+    )
+    batch_wait_ms: float = field(
+        default=10.0, metadata={"help": "how long a batch waits for more uploads (milliseconds)"}
+    )
+    encoder_batch: int = field(
+        default=0,
+        metadata={
+            "help": "images per encoder call for uploads; 0 = auto: 1 on CPU (a batch is no "
+            "cheaper per image there, and a lone upload pays no padding), batch_max on GPU/TPU"
+        },
+    )
+    reload_check_s: float = field(
+        default=2.0, metadata={"help": "seconds between checks for a rebuilt index"}
+    )
+    thumb_sizes: tuple[int, ...] = field(
+        default=(128, 256, 512), metadata={"help": "allowed thumbnail sizes (longest side)"}
+    )
+
+    @classmethod
+    def tiny(cls) -> ServerConfig:
+        """Small limits and instant index checks, for tests."""
+        return cls(max_upload_bytes=256 * 1024, max_upload_pixels=4_000_000, reload_check_s=0.0)
