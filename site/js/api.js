@@ -1,0 +1,289 @@
+// The one data layer of the site: the live tiefjax server (/api/...) or a static export
+// (static/...). Every URL is relative, so the site works from any sub-path of any host.
+
+const TOKEN_KEY = "tiefjax.token";
+const MODES = ["unsupervised", "supervised"];
+
+let manifest = null; // static-export manifest, or null when a server answers
+let statsCache = null;
+let tokenPrompt = null; // async (reason) => token | null, set by the app
+
+/** An API failure with the server's own message (meant for people). */
+export class ApiError extends Error {
+  constructor(status, code, message, body = null) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+    this.code = code;
+    this.body = body;
+  }
+}
+
+/** Detect static mode: an export ships static/manifest.json next to index.html. */
+export async function init() {
+  try {
+    const r = await fetch("static/manifest.json", { cache: "no-cache" });
+    if (r.ok) {
+      const j = await r.json();
+      if (j && j.static === true) manifest = j;
+    }
+  } catch {
+    manifest = null;
+  }
+  return manifest;
+}
+
+export const isStatic = () => manifest !== null;
+export const staticManifest = () => manifest;
+
+/** Python's urllib.parse.quote(id, safe="") — the key of an id in the export's file names. */
+export function staticKey(id) {
+  return encodeURIComponent(id).replace(
+    /[!'()*]/g,
+    (c) => "%" + c.charCodeAt(0).toString(16).toUpperCase(),
+  );
+}
+const staticPath = (dir, id, ext) => `static/${dir}/${encodeURIComponent(staticKey(id))}.${ext}`;
+const idPath = (id) => `api/images/${encodeURIComponent(id)}`;
+
+// ---- token --------------------------------------------------------------------------------
+
+export const getToken = () => localStorage.getItem(TOKEN_KEY) || "";
+export function setToken(token) {
+  if (token) localStorage.setItem(TOKEN_KEY, token);
+  else localStorage.removeItem(TOKEN_KEY);
+}
+export function setTokenPrompt(fn) {
+  tokenPrompt = fn;
+}
+
+/** True when the server accepts `token` (POST /api/auth/check -> 204). */
+export async function checkToken(token) {
+  const r = await fetch("api/auth/check", {
+    method: "POST",
+    headers: { Authorization: `Bearer ${token}` },
+  });
+  if (r.status === 204 || r.ok) return true;
+  if (r.status === 401 || r.status === 403) return false;
+  throw await toError(r);
+}
+
+// ---- plumbing -----------------------------------------------------------------------------
+
+async function toError(r) {
+  let body = null;
+  try {
+    body = await r.json();
+  } catch {
+    body = null;
+  }
+  const e = body && body.error;
+  const message =
+    (e && e.message) ||
+    (r.status === 404
+      ? "Not found."
+      : r.status >= 500
+        ? `The server failed (HTTP ${r.status}). Check its log and try again.`
+        : `Request failed (HTTP ${r.status}).`);
+  return new ApiError(r.status, (e && e.code) || `http_${r.status}`, message, body);
+}
+
+async function fetchJson(url, options = {}) {
+  let r;
+  try {
+    r = await fetch(url, options);
+  } catch {
+    throw new ApiError(0, "network", "Cannot reach the server. Is `tiefjax serve` still running?");
+  }
+  if (!r.ok) throw await toError(r);
+  if (r.status === 204) return null;
+  const type = r.headers.get("content-type") || "";
+  return type.includes("json") ? r.json() : null;
+}
+
+function requireServer(what) {
+  if (manifest) {
+    throw new ApiError(
+      0,
+      "static",
+      `${what} needs the tiefjax server; this is a static export of the catalog.`,
+    );
+  }
+}
+
+/** A write: needs the bearer token; asks for it when missing and again after a 401. */
+async function write(method, url, body) {
+  requireServer("Saving");
+  let token = getToken();
+  for (let attempt = 0; attempt < 3; attempt++) {
+    if (!token) {
+      token = tokenPrompt ? await tokenPrompt(attempt ? "The server rejected the token." : "") : "";
+      if (!token) throw new ApiError(401, "no_token", "Not saved: a token is needed to save.");
+    }
+    const headers = { Authorization: `Bearer ${token}` };
+    const options = { method, headers };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(body);
+    }
+    try {
+      const result = await fetchJson(url, options);
+      statsCache = null;
+      return result;
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) {
+        setToken("");
+        token = "";
+        continue;
+      }
+      throw e;
+    }
+  }
+  throw new ApiError(401, "no_token", "Not saved: the server did not accept the token.");
+}
+
+// ---- reads ----------------------------------------------------------------------------------
+
+export function imageUrl(id) {
+  return manifest ? staticPath("images", id, "jpg") : `${idPath(id)}/file`;
+}
+
+export function thumbUrl(id, size = 256) {
+  return manifest ? staticPath("thumbs", id, "jpg") : `${idPath(id)}/thumb?size=${size}`;
+}
+
+export async function stats(fresh = false) {
+  if (!statsCache || fresh) {
+    statsCache = manifest ? fetchJson("static/stats.json") : fetchJson("api/stats");
+    statsCache.catch(() => (statsCache = null));
+  }
+  return statsCache;
+}
+
+/** Search modes that have an index: ["unsupervised", "supervised"] or a subset. */
+export async function modes() {
+  if (manifest) return manifest.modes || MODES;
+  try {
+    const s = await stats();
+    return (s.index && s.index.modes) || [];
+  } catch {
+    return MODES;
+  }
+}
+
+const pageCache = new Map();
+function staticPage(n) {
+  if (!pageCache.has(n)) {
+    const p = fetchJson(`static/pages/${n}.json`);
+    p.catch(() => pageCache.delete(n));
+    pageCache.set(n, p);
+  }
+  return pageCache.get(n);
+}
+
+/** {total, offset, limit, images:[{id,width,height,box,detection}]} for any offset/limit. */
+export async function listImages(offset = 0, limit = 24) {
+  if (!manifest) return fetchJson(`api/images?offset=${offset}&limit=${limit}`);
+  const size = manifest.page_size;
+  const total = manifest.total;
+  const first = Math.floor(offset / size);
+  const last = Math.floor((Math.min(offset + limit, total) - 1) / size);
+  const pages = [];
+  for (let n = first; n <= last; n++) pages.push(staticPage(n));
+  const images = (await Promise.all(pages)).flatMap((p) => p.images);
+  const start = offset - first * size;
+  return { total, offset, limit, images: images.slice(start, start + limit) };
+}
+
+let catalog = null;
+
+/** Every image record (server pages through /api/images; the export through its pages).
+ * Cached: editors share the list and update its boxes as they save. */
+export async function allImages(fresh = false) {
+  if (!catalog || fresh) {
+    catalog = loadAll();
+    catalog.catch(() => (catalog = null));
+  }
+  return catalog;
+}
+
+async function loadAll() {
+  const out = [];
+  let offset = 0;
+  for (;;) {
+    const page = await listImages(offset, 200);
+    out.push(...page.images);
+    offset += page.images.length;
+    if (!page.images.length || offset >= page.total) return out;
+  }
+}
+
+export async function getImage(id) {
+  if (!manifest) return fetchJson(idPath(id));
+  for (const rec of await allImages()) if (rec.id === id) return rec;
+  throw new ApiError(404, "not_found", `No image "${id}" in this catalog.`);
+}
+
+/** The stored box {left, top, right, bottom, version} of an image, or null. */
+export async function getBox(id) {
+  requireServer("The box editor");
+  try {
+    const res = await fetchJson(`${idPath(id)}/box`);
+    if (!res || typeof res !== "object") return null;
+    const b = "left" in res ? res : res.box;
+    return b && typeof b === "object" && "left" in b ? { ...b, version: b.version ?? res.version ?? 0 } : null;
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 404) return null;
+    throw e;
+  }
+}
+
+/** {id, mode, hits:[{id, score}]} */
+export async function similar(id, mode = "unsupervised", k = 10) {
+  if (manifest) {
+    const r = await fetchJson(staticPath(`similar/${mode}`, id, "json"));
+    return { ...r, hits: (r.hits || []).slice(0, k) };
+  }
+  return fetchJson(`${idPath(id)}/similar?mode=${encodeURIComponent(mode)}&k=${k}`);
+}
+
+/** Upload search: {width, height, box, probability, fallback, mode, hits}. */
+export async function search(file, mode = "unsupervised", k = 12) {
+  requireServer("Search by upload");
+  const form = new FormData();
+  form.append("image", file, file.name || "pasted-image");
+  return fetchJson(`api/search?mode=${encodeURIComponent(mode)}&k=${k}`, {
+    method: "POST",
+    body: form,
+  });
+}
+
+export async function candidates(id, mode = "supervised", k = 24) {
+  requireServer("The similarity editor");
+  return fetchJson(`api/candidates/${encodeURIComponent(id)}?mode=${encodeURIComponent(mode)}&k=${k}`);
+}
+
+export async function listTriplets(reference) {
+  requireServer("The similarity editor");
+  return (await fetchJson(`api/triplets?reference=${encodeURIComponent(reference)}`)).triplets;
+}
+
+// ---- writes ---------------------------------------------------------------------------------
+
+/** PUT a box in natural image pixels; version = the version read (0 when there was none). */
+export function putBox(id, box, version) {
+  const { left, top, right, bottom } = box;
+  return write("PUT", `${idPath(id)}/box`, { left, top, right, bottom, version });
+}
+
+export function deleteBox(id, version) {
+  return write("DELETE", `${idPath(id)}/box?version=${version}`, { version });
+}
+
+export function addTriplet(reference, positive, negative) {
+  return write("POST", "api/triplets", { reference, positive, negative });
+}
+
+export function deleteTriplet(tid) {
+  return write("DELETE", `api/triplets/${encodeURIComponent(tid)}`);
+}

@@ -1,0 +1,125 @@
+// Search by picture: drag & drop, file picker or paste; shows the detected box and the results.
+
+import * as api from "./api.js";
+import { el, errorText, figure, fmt, hitCard, modeToggle, notice, staticNotice } from "./ui.js";
+
+const ACCEPT = "image/jpeg,image/png,image/webp";
+let mode = "unsupervised";
+let last = null; // {file, url, result} survives a mode switch
+
+export async function render(main, ctx) {
+  main.append(el("div.page-head", {}, el("h1", {}, "Search by picture")));
+  if (api.isStatic()) {
+    main.append(staticNotice("Search by upload"));
+    return;
+  }
+  const available = await api.modes();
+  if (!ctx.alive()) return;
+  if (!available.includes(mode)) mode = available[0] || "unsupervised";
+
+  const input = el("input#search-file.visually-hidden", { type: "file", accept: ACCEPT });
+  const drop = el(
+    "label.dropzone#dropzone",
+    { for: "search-file", tabindex: "0", "aria-describedby": "drop-help" },
+    el("span.drop-icon", { "aria-hidden": "true" }, "⤓"),
+    el("strong", {}, "Drop a product photo here"),
+    el("span#drop-help.muted", {}, "or click to choose a file, or paste an image (Ctrl+V). JPEG, PNG or WebP."),
+  );
+  const toggleSlot = el("div.toolbar");
+  const status = el("div#search-status", { "aria-live": "polite" });
+  const query = el("section.panel.reference#search-query", { "aria-label": "Your picture", hidden: true });
+  const results = el("section.results#search-results", { "aria-label": "Results" });
+  main.querySelector(".page-head").append(toggleSlot);
+  main.append(el("div.search-top", {}, input, drop), status, el("div.split", {}, query, results));
+
+  const drawToggle = () =>
+    toggleSlot.replaceChildren(
+      el("span.label", {}, "Mode"),
+      modeToggle(mode, available, (m) => {
+        mode = m;
+        drawToggle();
+        if (last) run(last.file);
+      }),
+    );
+  drawToggle();
+
+  let seq = 0;
+  async function run(file) {
+    const mine = ++seq;
+    if (!file) return;
+    if (file.type && !ACCEPT.split(",").includes(file.type)) {
+      status.replaceChildren(notice(`"${file.name || "pasted data"}" is ${file.type}, not a JPEG, PNG or WebP picture.`, "error"));
+      return;
+    }
+    if (!last || last.file !== file) {
+      if (last) URL.revokeObjectURL(last.url);
+      last = { file, url: URL.createObjectURL(file), result: null };
+    }
+    status.replaceChildren(el("p.muted.busy", {}, `Searching (${mode})…`));
+    results.setAttribute("aria-busy", "true");
+    try {
+      const res = await api.search(file, mode, 12);
+      if (mine !== seq || !ctx.alive()) return;
+      last.result = res;
+      show(res);
+      status.replaceChildren();
+    } catch (e) {
+      if (mine !== seq || !ctx.alive()) return;
+      query.hidden = true;
+      results.replaceChildren();
+      status.replaceChildren(notice(errorText(e), "error"));
+    } finally {
+      results.setAttribute("aria-busy", "false");
+    }
+  }
+
+  function show(res) {
+    const what = res.fallback
+      ? "No product found with confidence — the whole picture was used."
+      : `Product found (p = ${fmt(res.probability)}).`;
+    query.hidden = false;
+    query.replaceChildren(
+      el("div.frame.large", {}, figure(last.url, res.width, res.height, [{ box: res.box, kind: res.fallback ? "detected" : "query", label: what }], "your picture with the detected product box")),
+      el("h2.ref-name", {}, last.file.name || "pasted image"),
+      el("p.muted#search-detection", {}, `${res.width} × ${res.height} px · ${what}`),
+    );
+    const grid = el("div.grid.hits#search-grid", { role: "list", "aria-label": "Similar catalog images" });
+    res.hits.forEach((hit, i) => {
+      const card = hitCard(hit, i + 1, { mode: res.mode || mode });
+      card.setAttribute("role", "listitem");
+      grid.append(card);
+    });
+    results.replaceChildren(res.hits.length ? grid : notice("No similar images in the catalog.", "info"));
+  }
+
+  input.addEventListener("change", () => run(input.files[0]));
+  drop.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") {
+      e.preventDefault();
+      input.click();
+    }
+  });
+  for (const type of ["dragenter", "dragover"]) {
+    drop.addEventListener(type, (e) => {
+      e.preventDefault();
+      drop.classList.add("over");
+    });
+  }
+  for (const type of ["dragleave", "dragend"]) drop.addEventListener(type, () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    const file = [...(e.dataTransfer?.files || [])][0];
+    if (file) run(file);
+    else status.replaceChildren(notice("Drop a picture file (JPEG, PNG or WebP).", "error"));
+  });
+  const onPaste = (e) => {
+    const item = [...(e.clipboardData?.items || [])].find((i) => i.kind === "file" && i.type.startsWith("image/"));
+    if (!item) return;
+    e.preventDefault();
+    run(item.getAsFile());
+  };
+  document.addEventListener("paste", onPaste);
+  if (last && last.result) show(last.result);
+  return () => document.removeEventListener("paste", onPaste);
+}

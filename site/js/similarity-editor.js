@@ -1,0 +1,260 @@
+// Similarity editor: mark candidates "more similar" (blue) or "less similar" (red) to the
+// reference; saving stores one triplet (reference, more, less) for every pair.
+
+import * as api from "./api.js";
+import { el, errorText, fmt, modeToggle, notice, staticNotice, typing } from "./ui.js";
+
+const K = 24;
+let mode = "supervised";
+const href = (id) => `#/similarity/${encodeURIComponent(id)}`;
+
+export async function render(main, ctx) {
+  main.append(el("div.page-head", {}, el("h1", {}, "Similarity editor")));
+  if (api.isStatic()) {
+    main.append(staticNotice("The similarity editor"));
+    return;
+  }
+  const [catalog, available] = await Promise.all([api.allImages(), api.modes()]);
+  if (!ctx.alive()) return;
+  if (!catalog.length) {
+    main.append(notice("The catalog is empty: add images with `tiefjax init`.", "info"));
+    return;
+  }
+  const id = ctx.parts[0];
+  if (!id) {
+    location.replace(href(catalog[0].id));
+    return;
+  }
+  const index = catalog.findIndex((r) => r.id === id);
+  if (index < 0) {
+    main.append(notice(`No image "${id}" in the catalog.`, "error"));
+    return;
+  }
+  if (!available.includes(mode)) mode = available.includes("supervised") ? "supervised" : available[0] || "supervised";
+  const rec = catalog[index];
+
+  const marks = new Map(); // id -> "more" | "less"
+  let saving = false;
+
+  const head = main.querySelector(".page-head");
+  const toggleSlot = el("div.toolbar");
+  head.append(el("p.muted", {}, `Reference ${index + 1} of ${catalog.length}`), toggleSlot);
+
+  const countEl = el("span#sim-count.status-pill", { role: "status", "aria-live": "polite" });
+  const saveBtn = el("button.btn.primary#sim-save", { type: "button", onclick: () => save(), title: "Save triplets (s)" }, "Save triplets", el("kbd", {}, "s"));
+  const clearBtn = el("button.btn#sim-clear", { type: "button", onclick: () => { marks.clear(); paint(); } }, "Clear marks");
+  const messageEl = el("div#sim-message", { "aria-live": "assertive" });
+  const grid = el("div.grid.candidates#sim-grid", { role: "group", "aria-label": "Candidates" });
+  const storedEl = el("section.panel.stored#sim-stored", { "aria-label": "Stored triplets" });
+
+  const reference = el(
+    "section.panel.reference#sim-reference",
+    { "aria-label": "Reference image", dataset: { id } },
+    el("div.frame.large", {}, el("img.ref-img", { src: api.imageUrl(id), alt: `Reference image ${id}`, width: rec.width, height: rec.height })),
+    el("h2.ref-name", { title: id }, id),
+    el(
+      "p.actions",
+      {},
+      el("a.btn", { href: href(catalog[(index - 1 + catalog.length) % catalog.length].id), title: "Previous reference (p)" }, "‹ Previous", el("kbd", {}, "p")),
+      el("a.btn", { href: href(catalog[(index + 1) % catalog.length].id), title: "Next reference (n)" }, "Next ›", el("kbd", {}, "n")),
+    ),
+  );
+
+  main.append(
+    el(
+      "div.split",
+      {},
+      el("div.side", {}, reference, storedEl),
+      el(
+        "section.results",
+        { "aria-label": "Candidates to judge" },
+        el(
+          "p.hint",
+          {},
+          "Click: ",
+          el("span.legend.more", {}, "more similar"),
+          " · Shift-click or right-click: ",
+          el("span.legend.less", {}, "less similar"),
+          " · click again to unmark. Keys on a focused image: ",
+          el("kbd", {}, "m"), " more, ", el("kbd", {}, "l"), " less, ", el("kbd", {}, "0"), " unmark.",
+        ),
+        el("div.toolbar.editor-tools", {}, countEl, saveBtn, clearBtn),
+        messageEl,
+        grid,
+      ),
+    ),
+  );
+
+  const say = (text, kind = "info") => messageEl.replaceChildren(text ? notice(text, kind) : "");
+
+  function paint() {
+    const more = [...marks.values()].filter((m) => m === "more").length;
+    const less = marks.size - more;
+    for (const card of grid.querySelectorAll(".candidate")) {
+      const m = marks.get(card.dataset.id) || "";
+      card.dataset.mark = m;
+      card.setAttribute("aria-pressed", m ? "true" : "false");
+      const tag = card.querySelector(".mark-tag");
+      tag.textContent = m === "more" ? "more similar" : m === "less" ? "less similar" : "";
+    }
+    countEl.textContent = `${more} more · ${less} less → ${more * less} triplet${more * less === 1 ? "" : "s"}`;
+    saveBtn.disabled = saving || more * less === 0;
+  }
+
+  function mark(cid, what) {
+    if (marks.get(cid) === what || what === null) marks.delete(cid);
+    else marks.set(cid, what);
+    say("");
+    paint();
+  }
+
+  paint();
+
+  const drawToggle = () =>
+    toggleSlot.replaceChildren(
+      el("span.label", {}, "Candidates from"),
+      modeToggle(mode, available, (m) => {
+        mode = m;
+        drawToggle();
+        loadCandidates();
+      }),
+    );
+  drawToggle();
+
+  async function loadCandidates() {
+    grid.setAttribute("aria-busy", "true");
+    grid.replaceChildren(el("p.muted", {}, "Loading candidates…"));
+    try {
+      const res = await api.candidates(id, mode, K);
+      if (!ctx.alive()) return;
+      if (res.mode && res.mode !== mode && available.includes(res.mode)) {
+        mode = res.mode; // the server fell back (e.g. no supervised index yet)
+        drawToggle();
+      }
+      marks.clear();
+      grid.replaceChildren();
+      if (!res.candidates.length) grid.append(notice("No candidates left: every neighbour of this image has been judged.", "info"));
+      for (const c of res.candidates) {
+        const label = `${c.id}, score ${fmt(c.score)}`;
+        const card = el(
+          "button.card.candidate",
+          {
+            type: "button",
+            dataset: { id: c.id, mark: "" },
+            "aria-pressed": "false",
+            "aria-label": label,
+            onclick: (e) => mark(c.id, e.shiftKey ? "less" : "more"),
+            oncontextmenu: (e) => {
+              e.preventDefault();
+              mark(c.id, "less");
+            },
+            onkeydown: (e) => {
+              const what = { m: "more", 1: "more", l: "less", 2: "less", 0: null, x: null }[e.key];
+              if (what !== undefined && !e.ctrlKey && !e.metaKey && !e.altKey) {
+                e.preventDefault();
+                e.stopPropagation();
+                mark(c.id, what);
+              }
+            },
+          },
+          el("div.frame", {}, el("img.thumb", { src: api.thumbUrl(c.id), alt: "", loading: "lazy" })),
+          el("div.caption", {}, el("span.name", { title: c.id }, c.id), el("span.score", {}, fmt(c.score))),
+          el("span.mark-tag", { "aria-hidden": "true" }),
+        );
+        grid.append(card);
+      }
+      paint();
+    } catch (e) {
+      if (!ctx.alive()) return;
+      grid.replaceChildren(notice(errorText(e), "error"));
+    } finally {
+      grid.setAttribute("aria-busy", "false");
+    }
+  }
+
+  async function loadStored() {
+    try {
+      const triplets = await api.listTriplets(id);
+      if (!ctx.alive()) return;
+      const rows = triplets.map((t) =>
+        el(
+          "li.triplet",
+          { dataset: { tid: t.id } },
+          el("img.mini.more", { src: api.thumbUrl(t.positive, 128), alt: `more similar: ${t.positive}`, title: `more similar: ${t.positive}` }),
+          el("span.vs", { "aria-hidden": "true" }, "≻"),
+          el("img.mini.less", { src: api.thumbUrl(t.negative, 128), alt: `less similar: ${t.negative}`, title: `less similar: ${t.negative}` }),
+          el("span.triplet-text", {}, el("span.name", {}, t.positive), el("span.muted", {}, ` over ${t.negative}`)),
+          el("button.btn.small.danger", { type: "button", "aria-label": `Delete triplet ${t.positive} over ${t.negative}`, onclick: () => remove(t) }, "Delete"),
+        ),
+      );
+      storedEl.replaceChildren(
+        el("h2", {}, `Stored for this reference (${triplets.length})`),
+        rows.length ? el("ul.triplets#sim-triplets", {}, rows) : el("p.muted", {}, "None yet."),
+      );
+    } catch (e) {
+      storedEl.replaceChildren(notice(errorText(e), "error"));
+    }
+  }
+
+  async function remove(t) {
+    try {
+      await api.deleteTriplet(t.id);
+      say("Triplet deleted.", "success");
+      ctx.refreshStats();
+      await loadStored();
+    } catch (e) {
+      say(errorText(e), "error");
+    }
+  }
+
+  async function save() {
+    const more = [...marks].filter(([, m]) => m === "more").map(([k]) => k);
+    const less = [...marks].filter(([, m]) => m === "less").map(([k]) => k);
+    if (!more.length || !less.length) {
+      say("Mark at least one image more similar (click) and one less similar (shift-click).", "warn");
+      return;
+    }
+    saving = true;
+    paint();
+    let done = 0;
+    try {
+      for (const p of more) {
+        for (const n of less) {
+          await api.addTriplet(id, p, n); // the real reference id, never an empty string
+          done++;
+        }
+      }
+      say(`Saved ${done} triplet${done === 1 ? "" : "s"}.`, "success");
+      ctx.refreshStats();
+      await Promise.all([loadStored(), loadCandidates()]);
+    } catch (e) {
+      say(`${done ? `Saved ${done}, then failed: ` : ""}${errorText(e)}`, "error");
+    } finally {
+      saving = false;
+      paint();
+    }
+  }
+
+  const onKey = (event) => {
+    if (typing(event) || event.altKey || event.ctrlKey || event.metaKey) return;
+    if (document.querySelector("dialog[open]")) return;
+    const cards = [...grid.querySelectorAll(".candidate")];
+    const i = cards.indexOf(document.activeElement);
+    if (event.key === "s") {
+      event.preventDefault();
+      save();
+    } else if (event.key === "n" || event.key === "p") {
+      event.preventDefault();
+      const step = event.key === "n" ? 1 : -1;
+      location.hash = href(catalog[(index + step + catalog.length) % catalog.length].id);
+    } else if (["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown"].includes(event.key) && cards.length) {
+      event.preventDefault();
+      const perRow = Math.max(1, cards.filter((c) => c.offsetTop === cards[0].offsetTop).length);
+      const delta = { ArrowLeft: -1, ArrowRight: 1, ArrowUp: -perRow, ArrowDown: perRow }[event.key];
+      cards[i < 0 ? 0 : Math.max(0, Math.min(cards.length - 1, i + delta))].focus();
+    }
+  };
+  document.addEventListener("keydown", onKey);
+  await Promise.all([loadCandidates(), loadStored()]);
+  return () => document.removeEventListener("keydown", onKey);
+}

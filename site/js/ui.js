@@ -1,0 +1,206 @@
+// Small DOM helpers shared by the pages: element builder, image-with-boxes figures, notices.
+
+import * as api from "./api.js";
+
+const SVG = "http://www.w3.org/2000/svg";
+
+/** el("div.card#x", {attrs, on*: handlers}, children...) */
+export function el(spec, attrs = {}, ...children) {
+  const tag = spec.match(/^[a-z0-9]*/i)[0] || "div";
+  const id = (spec.match(/#([\w-]+)/) || [])[1];
+  const classes = [...spec.matchAll(/\.([\w-]+)/g)].map((m) => m[1]);
+  const node = document.createElement(tag);
+  if (id) node.id = id;
+  if (classes.length) node.className = classes.join(" ");
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key.startsWith("on") && typeof value === "function") {
+      node.addEventListener(key.slice(2).toLowerCase(), value);
+    } else if (key === "dataset") {
+      Object.assign(node.dataset, value);
+    } else if (key === "text") {
+      node.textContent = value;
+    } else {
+      node.setAttribute(key, value === true ? "" : value);
+    }
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function svg(tag, attrs = {}) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  return node;
+}
+
+/**
+ * An image scaled to fit its container with boxes drawn in natural pixels.
+ * boxes: [{box:{left,top,right,bottom}, kind:"annotated"|"detected"|"query"|"conflict", label}]
+ */
+export function figure(src, width, height, boxes = [], label = "") {
+  const root = svg("svg", {
+    viewBox: `0 0 ${width} ${height}`,
+    preserveAspectRatio: "xMidYMid meet",
+    role: "img",
+    "aria-label": label,
+    class: "figure",
+  });
+  const title = svg("title");
+  title.textContent = label;
+  root.append(title);
+  root.append(svg("image", { href: src, x: 0, y: 0, width, height }));
+  const stroke = Math.max(2, Math.round(Math.max(width, height) / 110));
+  for (const b of boxes) {
+    if (!b || !b.box) continue;
+    const { left, top, right, bottom } = b.box;
+    const rect = svg("rect", {
+      x: left,
+      y: top,
+      width: Math.max(0, right - left),
+      height: Math.max(0, bottom - top),
+      class: `box box-${b.kind}`,
+      "stroke-width": stroke,
+    });
+    if (b.kind === "detected" || b.kind === "conflict") {
+      rect.setAttribute("stroke-dasharray", `${stroke * 3} ${stroke * 2}`);
+    }
+    if (b.label) {
+      const t = svg("title");
+      t.textContent = b.label;
+      rect.append(t);
+    }
+    root.append(rect);
+  }
+  return root;
+}
+
+/** The boxes of an image record: the annotated box solid, else the detection dashed. */
+export function recordBoxes(rec) {
+  const out = [];
+  if (rec.box) out.push({ box: rec.box, kind: "annotated", label: "annotated box" });
+  if (rec.detection) {
+    const d = rec.detection;
+    const what = d.fallback ? "no product found: whole image" : `detected product (p=${fmt(d.score)})`;
+    out.push({ box: d, kind: "detected", label: what });
+  }
+  return out;
+}
+
+export const fmt = (x, digits = 3) =>
+  typeof x === "number" && Number.isFinite(x) ? x.toFixed(digits) : "–";
+
+/** A notice box; kind: info | error | warn | success. */
+export function notice(text, kind = "info") {
+  return el(`p.notice.${kind}`, { role: kind === "error" ? "alert" : "status" }, text);
+}
+
+export function errorText(e) {
+  return e && e.message ? e.message : String(e);
+}
+
+/** The plain message shown where a page needs the live server. */
+export function staticNotice(what) {
+  return el(
+    "section.panel.static-note",
+    { "aria-label": "Needs the server" },
+    el("h2", {}, `${what} needs the tiefjax server`),
+    el(
+      "p",
+      {},
+      "This is a static export of the catalog: browsing and similar images work, but ",
+      `${what.toLowerCase()} runs on the server. Start it with `,
+      el("code", {}, "tiefjax serve WORKSPACE"),
+      " and open the address it prints.",
+    ),
+    el("p", {}, el("a.btn", { href: "#/gallery" }, "Back to the gallery")),
+  );
+}
+
+/** Route hash for an image's similar-images view. */
+export const imageHref = (id, mode) =>
+  `#/image/${encodeURIComponent(id)}${mode ? `?mode=${encodeURIComponent(mode)}` : ""}`;
+
+/** A result card: thumbnail + rank + score, linking to that image's neighbours. */
+export function hitCard(hit, rank, { mode, rec = null, href = null } = {}) {
+  const w = rec ? rec.width : 3;
+  const h = rec ? rec.height : 4;
+  const label = `${hit.id}, rank ${rank}, score ${fmt(hit.score)}`;
+  const img = rec
+    ? figure(api.thumbUrl(hit.id), w, h, recordBoxes(rec), label)
+    : el("img.thumb", { src: api.thumbUrl(hit.id), alt: label, loading: "lazy" });
+  return el(
+    "a.card.hit",
+    { href: href || imageHref(hit.id, mode), dataset: { id: hit.id }, "aria-label": label },
+    el("div.frame", {}, img),
+    el(
+      "div.caption",
+      {},
+      el("span.rank", {}, `#${rank}`),
+      el("span.name", { title: hit.id }, hit.id),
+      el("span.score", { title: "similarity score" }, fmt(hit.score)),
+    ),
+  );
+}
+
+/** Segmented control for search modes; disabled modes have no index. */
+export function modeToggle(current, available, onChange) {
+  const group = el("div.segmented", { role: "radiogroup", "aria-label": "Similarity mode" });
+  for (const m of ["unsupervised", "supervised"]) {
+    const on = m === current;
+    const ok = available.includes(m);
+    group.append(
+      el(
+        "button.seg",
+        {
+          type: "button",
+          role: "radio",
+          "aria-checked": on ? "true" : "false",
+          disabled: !ok,
+          title: ok ? `${m} similarity` : `no ${m} index has been built`,
+          dataset: { mode: m },
+          onclick: () => !on && onChange(m),
+        },
+        m,
+      ),
+    );
+  }
+  return group;
+}
+
+/** Parse "#/a/b?x=1" into {parts:["a","b"], query: URLSearchParams}. */
+export function parseHash(hash = location.hash) {
+  const raw = hash.replace(/^#\/?/, "");
+  const q = raw.indexOf("?");
+  const path = q >= 0 ? raw.slice(0, q) : raw;
+  const query = new URLSearchParams(q >= 0 ? raw.slice(q + 1) : "");
+  const parts = path.split("/").filter(Boolean).map((p) => {
+    try {
+      return decodeURIComponent(p);
+    } catch {
+      return p; // a hand-typed "%" that is not an escape: take it literally
+    }
+  });
+  return { parts, query };
+}
+
+/** True when a key event comes from a text field (page shortcuts stay out of the way). */
+export function typing(event) {
+  const t = event.target;
+  return (
+    t instanceof HTMLElement &&
+    (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName)) &&
+    !(t instanceof HTMLInputElement && ["radio", "checkbox", "button"].includes(t.type))
+  );
+}
+
+export function relativeAge(seconds) {
+  if (typeof seconds !== "number") return "";
+  if (seconds < 90) return `${Math.round(seconds)} s ago`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min ago`;
+  if (seconds < 172800) return `${Math.round(seconds / 3600)} h ago`;
+  return `${Math.round(seconds / 86400)} days ago`;
+}

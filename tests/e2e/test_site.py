@@ -1,0 +1,421 @@
+"""The site in a real browser (Debian chromium via Playwright) against the real server.
+
+Screenshots of every page land in test-artifacts/e2e/ (gitignored; CI keeps them).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pytest
+from playwright.sync_api import expect
+
+from .conftest import ODD_ID, TOKEN, shot
+
+pytestmark = pytest.mark.browser
+
+
+def open_page(page, base: str, route: str) -> None:  # noqa: ANN001
+    page.goto(base + route)
+    page.wait_for_selector("body[data-ready='true']")
+
+
+def enc(image_id: str) -> str:
+    """An id as JavaScript's encodeURIComponent writes it into a route."""
+    return quote(image_id, safe="!~*'()")
+
+
+def wait_route(page, prefix: str) -> None:  # noqa: ANN001
+    """Wait until the (decoded) location hash starts with ``prefix``."""
+    page.wait_for_function("p => decodeURIComponent(location.hash).startsWith(p)", arg=prefix)
+
+
+def give_token(page) -> None:  # noqa: ANN001
+    """Answer the token dialog the editors open on their first write."""
+    dialog = page.locator("#token-dialog")
+    expect(dialog).to_be_visible()
+    page.fill("#token-input", TOKEN)
+    page.click("#token-save")
+    expect(dialog).to_be_hidden()
+
+
+# ---- gallery ----------------------------------------------------------------------------------
+
+
+def test_gallery_click_shows_neighbours(page, server_url, catalog) -> None:  # noqa: ANN001
+    open_page(page, server_url, "#/gallery")
+    cards = page.locator("#gallery-grid .card")
+    expect(cards).to_have_count(len(catalog.ids))
+    # product boxes are drawn over the thumbnails (annotated ground truth: solid)
+    expect(page.locator("#gallery-grid rect.box-annotated")).to_have_count(len(catalog.annotated))
+    expect(page.locator("footer")).to_contain_text(f"{len(catalog.ids)} images")
+    shot(page, "gallery")
+
+    first = catalog.ids[0]
+    assert first == ODD_ID  # spaces, %, +, parentheses and non-ASCII survive the round trip
+    cards.first.click()
+    wait_route(page, f"#/image/{first}")
+    hits = page.locator("#similar-grid .card")
+    expect(hits.first).to_be_visible()
+    assert 1 <= hits.count() <= len(catalog.ids) - 1
+    ids = [hits.nth(i).get_attribute("data-id") for i in range(hits.count())]
+    assert first not in ids and set(ids) <= set(catalog.ids)
+    scores = [float(s) for s in page.locator("#similar-grid .score").all_inner_texts()]
+    assert scores == sorted(scores, reverse=True)
+    expect(page.locator(".reference .ref-name")).to_have_text(first)
+    # only the unsupervised index exists: the supervised toggle is disabled, not broken
+    expect(page.locator(".seg[data-mode='supervised']")).to_be_disabled()
+    shot(page, "similar")
+
+    # a neighbour's card opens its own neighbours; Esc goes back to the gallery
+    hits.first.click()
+    wait_route(page, f"#/image/{ids[0]}")
+    expect(page.locator("#similar-grid .card").first).to_be_visible()
+    page.keyboard.press("Escape")
+    wait_route(page, "#/gallery")
+    expect(cards).to_have_count(len(catalog.ids))
+    # every image and thumbnail loaded (the only 404 is the probe for a static export)
+    assert [u for _, u in page.bad_responses if not u.endswith("static/manifest.json")] == []
+
+
+def test_gallery_keyboard_paging_and_deep_links(page, server_url, catalog) -> None:  # noqa: ANN001
+    n = len(catalog.ids)
+    assert 12 < n <= 24
+    open_page(page, server_url, "#/gallery?page=5&size=12")
+    wait_route(page, "#/gallery?page=2&size=12")  # past the end -> the last page
+    expect(page.locator("#gallery-grid .card")).to_have_count(n - 12)
+
+    open_page(page, server_url, "#/gallery?page=1&size=12")
+    cards = page.locator("#gallery-grid .card")
+    expect(cards).to_have_count(12)
+    page.keyboard.press("ArrowRight")  # focus enters the grid
+    page.keyboard.press("ArrowRight")
+    expect(cards.nth(1)).to_be_focused()
+    page.keyboard.press("Enter")
+    wait_route(page, f"#/image/{catalog.ids[1]}")
+    expect(page.locator("#similar-grid .card").first).to_be_visible()
+    page.keyboard.press("Escape")
+    wait_route(page, "#/gallery?page=1&size=12")
+    expect(cards.nth(1)).to_be_focused()  # focus returns to the image just seen
+    page.keyboard.press("End")
+    page.keyboard.press("ArrowLeft")
+    expect(cards.nth(10)).to_be_focused()
+    shot(page, "gallery-keyboard-focus")
+    page.keyboard.press("PageDown")
+    wait_route(page, "#/gallery?page=2&size=12")
+    expect(cards).to_have_count(n - 12)
+    expect(cards.first).to_be_focused()
+    page.keyboard.press("PageUp")
+    wait_route(page, "#/gallery?page=1&size=12")
+    expect(cards).to_have_count(12)
+
+    # the page size selector keeps the first image in view
+    page.select_option("#page-size", "24")
+    wait_route(page, "#/gallery?page=1")
+    expect(cards).to_have_count(n)
+
+    # a deep link straight to an image's neighbours
+    open_page(page, server_url, f"#/image/{enc(catalog.ids[3])}?mode=unsupervised")
+    expect(page.locator(".reference .ref-name")).to_have_text(catalog.ids[3])
+    expect(page.locator("#similar-grid .card").first).to_be_visible()
+    shot(page, "similar-deep-link")
+
+
+# ---- search by upload --------------------------------------------------------------------------
+
+
+def test_upload_shows_box_and_results(page, server_url, catalog) -> None:  # noqa: ANN001
+    query = catalog.ids[3]
+    width, height = catalog.size(query)
+    open_page(page, server_url, "#/search")
+    page.set_input_files("#search-file", str(catalog.image_file(query)))
+    grid = page.locator("#search-grid .card")
+    expect(grid.first).to_be_visible()
+    assert grid.count() >= 5
+    # the detected box (here: the whole image, the locator is untrained) is drawn on the query
+    expect(page.locator("#search-query svg rect.box")).to_have_count(1)
+    expect(page.locator("#search-detection")).to_contain_text(f"{width} × {height} px")
+    scores = [float(s) for s in page.locator("#search-grid .score").all_inner_texts()]
+    assert scores == sorted(scores, reverse=True)
+    shot(page, "search")
+
+    # a file that is not an image: the server's own message, no crash
+    page.set_input_files(
+        "#search-file",
+        files=[{"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"this is not a JPEG"}],
+    )
+    error = page.locator("#search-status .notice.error")
+    expect(error).to_be_visible()
+    assert "JPEG" in error.inner_text() or "image" in error.inner_text().lower()
+    shot(page, "search-error")
+
+    # drag & drop and paste work too (a File built in the page from a catalog image)
+    for event in ("drop", "paste"):
+        page.evaluate(
+            """async ([id, event]) => {
+                const url = `api/images/${encodeURIComponent(id)}/file`;
+                const blob = await (await fetch(url)).blob();
+                const dt = new DataTransfer();
+                dt.items.add(new File([blob], `${event}.jpg`, { type: "image/jpeg" }));
+                if (event === "drop") {
+                    const zone = document.querySelector("#dropzone");
+                    zone.dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true }));
+                } else {
+                    document.dispatchEvent(new ClipboardEvent("paste", { clipboardData: dt }));
+                }
+            }""",
+            [catalog.ids[5], event],
+        )
+        expect(page.locator("#search-query .ref-name")).to_have_text(f"{event}.jpg")
+        expect(page.locator("#search-grid .card").first).to_be_visible()
+        expect(page.locator("#search-status .notice")).to_have_count(0)
+
+
+# ---- box editor --------------------------------------------------------------------------------
+
+
+def drag(page, locator, start: tuple[float, float], end: tuple[float, float]) -> None:  # noqa: ANN001
+    """Drag between two points given as fractions of the element's size."""
+    box = locator.bounding_box()
+    x0, y0 = box["x"] + start[0] * box["width"], box["y"] + start[1] * box["height"]
+    x1, y1 = box["x"] + end[0] * box["width"], box["y"] + end[1] * box["height"]
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=4)
+    page.mouse.move(x1, y1, steps=4)
+    page.mouse.up()
+
+
+def test_draw_and_save_box_persists(page, server_url, catalog) -> None:  # noqa: ANN001
+    from tiefjax.store import Store
+
+    image_id = sorted(catalog.annotated)[3]
+    with Store(catalog.ws.store_path) as store:
+        before = store.get_box(image_id)
+        rec = store.get_image(image_id)
+    assert before is not None  # ground truth
+
+    open_page(page, server_url, f"#/boxes/{enc(image_id)}")
+    page.wait_for_selector("#box-stage[data-ready='true']")
+    expect(page.locator("#box-status")).to_have_attribute("data-state", "saved")
+    expect(page.locator("#box-progress")).to_contain_text(f"of {len(catalog.ids)} annotated")
+
+    page.keyboard.press("c")  # clear, then draw a new box by dragging
+    expect(page.locator("#box-selection")).to_be_hidden()
+    img = page.locator("#box-stage img")
+    drag(page, img, (0.1, 0.2), (0.6, 0.7))
+    expect(page.locator("#box-status")).to_have_attribute("data-state", "unsaved")
+    # then adjust it with the bottom-right handle
+    handle = page.locator("#box-selection .h-se")
+    hb = handle.bounding_box()
+    ib = img.bounding_box()
+    page.mouse.move(hb["x"] + hb["width"] / 2, hb["y"] + hb["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(ib["x"] + 0.8 * ib["width"], ib["y"] + 0.9 * ib["height"], steps=5)
+    page.mouse.up()
+    shot(page, "box-editor-unsaved")
+
+    page.keyboard.press("s")
+    give_token(page)  # first write asks for the token once
+    expect(page.locator("#box-status")).to_have_attribute("data-state", "saved")
+
+    with Store(catalog.ws.store_path) as store:
+        saved = store.get_box(image_id)
+    assert saved.version == before.version + 1
+    w, h = rec.width, rec.height
+    box = saved.box
+    for value in (box.left, box.top, box.right, box.bottom):
+        assert float(value) == round(float(value)), "coordinates are whole image pixels"
+    assert abs(box.left - 0.1 * w) <= 3 and abs(box.top - 0.2 * h) <= 3
+    assert abs(box.right - 0.8 * w) <= 3 and abs(box.bottom - 0.9 * h) <= 3
+    shot(page, "box-editor-saved")
+
+    page.reload()
+    page.wait_for_selector("#box-stage[data-ready='true']")
+    expect(page.locator("#box-status")).to_have_attribute("data-state", "saved")
+    left, top, right, bottom = (int(v) for v in (box.left, box.top, box.right, box.bottom))
+    expect(page.locator("#box-coords")).to_contain_text(
+        f"left {left}, top {top}, right {right}, bottom {bottom}"
+    )
+    # the token was kept: the next save does not ask again
+    page.keyboard.press("c")
+    page.keyboard.press("s")
+    expect(page.locator("#box-status")).to_have_attribute("data-state", "empty")
+    with Store(catalog.ws.store_path) as store:
+        assert store.get_box(image_id) is None
+        store.put_box(image_id, before.box, None)  # put the ground truth back
+
+
+def test_box_conflict_is_reported(page, server_url, catalog) -> None:  # noqa: ANN001
+    from tiefjax.store import Box, Store
+
+    annotated = sorted(catalog.annotated)
+    image_id, following, todo = annotated[4], annotated[5], annotated[7]
+    with Store(catalog.ws.store_path) as store:
+        todo_box = store.get_box(todo)
+        store.delete_box(todo)
+    # a stale token in the browser: the first save is refused (401) and the dialog asks again
+    page.add_init_script("localStorage.setItem('tiefjax.token', 'stale-token')")
+    open_page(page, server_url, f"#/boxes/{enc(image_id)}")
+    page.wait_for_selector("#box-stage[data-ready='true']")
+    with Store(catalog.ws.store_path) as store:  # someone else saves meanwhile
+        other = store.put_box(image_id, Box(10, 20, 300, 400), None)
+    page.keyboard.press("c")
+    drag(page, page.locator("#box-stage img"), (0.2, 0.2), (0.5, 0.5))
+    page.keyboard.press("s")
+    expect(page.locator("#token-reason")).to_contain_text("rejected")
+    give_token(page)
+    expect(page.locator("#box-status")).to_have_attribute("data-state", "conflict")
+    expect(page.locator("#box-conflict")).to_contain_text(f"version {other.version}")
+    shot(page, "box-editor-conflict")
+    page.click("#box-reload")
+    expect(page.locator("#box-status")).to_have_attribute("data-state", "saved")
+    expect(page.locator("#box-coords")).to_contain_text("left 10, top 20, right 300, bottom 400")
+
+    # n moves on to the next image, u jumps to the next one without a box
+    page.keyboard.press("n")
+    wait_route(page, f"#/boxes/{following}")
+    page.wait_for_selector("#box-stage[data-ready='true']")
+    page.keyboard.press("u")
+    wait_route(page, f"#/boxes/{todo}")
+    page.wait_for_selector("#box-stage[data-ready='true']")
+    expect(page.locator("#box-status")).to_have_attribute("data-state", "empty")
+    with Store(catalog.ws.store_path) as store:
+        store.put_box(todo, todo_box.box, None)
+
+
+# ---- similarity editor -------------------------------------------------------------------------
+
+
+def test_similarity_editor_writes_triplets(page, server_url, catalog) -> None:  # noqa: ANN001
+    from tiefjax.store import Store
+
+    ref = catalog.ids[0]
+    with Store(catalog.ws.store_path) as store:
+        before = {(t.reference, t.positive, t.negative) for t in store.list_triplets()}
+
+    open_page(page, server_url, f"#/similarity/{enc(ref)}")
+    cards = page.locator("#sim-grid .candidate")
+    expect(cards.first).to_be_visible()
+    assert cards.count() >= 4
+    ids = [cards.nth(i).get_attribute("data-id") for i in range(4)]
+    cards.nth(0).click()  # more similar
+    cards.nth(1).click()
+    cards.nth(2).click(modifiers=["Shift"])  # less similar
+    cards.nth(3).click(button="right")  # less similar
+    expect(cards.nth(0)).to_have_attribute("data-mark", "more")
+    expect(cards.nth(2)).to_have_attribute("data-mark", "less")
+    expect(cards.nth(3)).to_have_attribute("data-mark", "less")
+    expect(page.locator("#sim-count")).to_contain_text("4 triplets")
+    shot(page, "similarity-editor-marked")
+
+    page.click("#sim-save")
+    give_token(page)
+    expect(page.locator("#sim-message")).to_contain_text("Saved 4 triplets")
+    expected = {(ref, p, n) for p in ids[:2] for n in ids[2:]}
+    with Store(catalog.ws.store_path) as store:
+        stored = store.list_triplets(reference=ref)
+        now = {(t.reference, t.positive, t.negative) for t in store.list_triplets()}
+    assert expected <= {(t.reference, t.positive, t.negative) for t in stored}
+    assert now - before == expected - before
+    assert all(t.reference == ref for t in stored), "the real reference id, never empty"
+    assert not any(t.reference == "" for t in store_triplets(catalog))
+
+    # the stored triplets are listed; judged images leave the candidates
+    rows = page.locator("#sim-triplets .triplet")
+    expect(rows).to_have_count(len(stored))
+    remaining = [cards.nth(i).get_attribute("data-id") for i in range(cards.count())]
+    assert not set(ids) & set(remaining)
+    shot(page, "similarity-editor-saved")
+
+    # delete one from the list
+    victim = next(t for t in stored if (t.positive, t.negative) == (ids[0], ids[2]))
+    page.locator(f"#sim-triplets .triplet[data-tid='{victim.id}'] button").click()
+    expect(rows).to_have_count(len(stored) - 1)
+    with Store(catalog.ws.store_path) as store:
+        assert victim.id not in {t.id for t in store.list_triplets(reference=ref)}
+
+
+def store_triplets(catalog):  # noqa: ANN001, ANN201
+    from tiefjax.store import Store
+
+    with Store(catalog.ws.store_path) as store:
+        return store.list_triplets()
+
+
+# ---- static export -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def static_url(catalog, tmp_path_factory):  # noqa: ANN001, ANN201
+    """The static export served by `python -m http.server` from a sub-path."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    export_site = pytest.importorskip("tiefjax.export_site")
+    root = tmp_path_factory.mktemp("static-host")
+    # small export pages, so a gallery page is stitched together from several of them
+    export_site.export_site(catalog.ws, root / "shop" / "catalog", page_size=5)
+    from .conftest import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "-d", str(root)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/shop/catalog/"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(url + "static/manifest.json", timeout=2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("python -m http.server did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_static_export_gallery_and_similar(page, static_url, catalog) -> None:  # noqa: ANN001
+    open_page(page, static_url, "")
+    expect(page.locator("#mode-badge")).to_have_text("static export")
+    cards = page.locator("#gallery-grid .card")
+    expect(cards).to_have_count(len(catalog.ids))
+    expect(page.locator("#gallery-grid rect.box").first).to_be_attached()
+    expect(page.locator("footer")).to_contain_text("static export")
+    shot(page, "static-gallery")
+
+    cards.first.click()  # the odd id: its export files are found through the quoted key
+    wait_route(page, f"#/image/{ODD_ID}")
+    hits = page.locator("#similar-grid .card")
+    expect(hits.first).to_be_visible()
+    assert hits.count() >= 5
+    # thumbnails really load from static/thumbs/
+    loaded = page.evaluate(
+        "() => [...document.querySelectorAll('#similar-grid img')]"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
+    assert loaded
+    assert page.bad_responses == []  # every page, image, thumbnail and similar list was there
+    shot(page, "static-similar")
+
+    open_page(page, static_url, "#/gallery?page=2&size=12")
+    expect(cards).to_have_count(len(catalog.ids) - 12)
+    names = page.locator("#gallery-grid .card .name").all_inner_texts()
+    assert names == catalog.ids[12:]
+
+    # a deep link straight into an image works too, and the server-only pages say so
+    open_page(page, static_url, f"#/image/{enc(catalog.ids[3])}")
+    expect(page.locator("#similar-grid .card").first).to_be_visible()
+    for route, what in [("#/search", "Search by upload"), ("#/boxes", "The box editor"),
+                        ("#/similarity", "The similarity editor")]:  # fmt: skip
+        open_page(page, static_url, route)
+        expect(page.locator(".static-note")).to_contain_text(f"{what} needs the tiefjax server")
+    shot(page, "static-editor-notice")
