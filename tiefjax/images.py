@@ -8,6 +8,7 @@ in worker threads (Pillow releases the GIL) with the device work of the caller.
 from __future__ import annotations
 
 import io
+import math
 import os
 import queue
 import threading
@@ -25,7 +26,8 @@ from tiefjax.errors import InvalidInput
 #: ImageNet statistics used by torchvision's AlexNet (RGB, on [0, 1] pixel values).
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP")
+#: Pillow formats accepted; MPO is how Pillow names camera JPEGs carrying extra frames.
+SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 #: Refuse images above this many pixels (decompression bombs); Pillow's own limit is similar.
 MAX_PIXELS = 64_000_000
@@ -35,30 +37,52 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+def _label(source: str | os.PathLike[str] | bytes, name: str | None) -> str:
+    return name or (str(source) if not isinstance(source, bytes) else "uploaded image")
+
+
 def open_image(source: str | os.PathLike[str] | bytes, name: str | None = None) -> Image.Image:
     """Open a file path or in-memory bytes as an image, lazily; clear error when it is not one."""
-    label = name or (str(source) if not isinstance(source, bytes) else "uploaded image")
+    label = _label(source, name)
     try:
-        img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we check below
+            img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     except FileNotFoundError as err:
         raise InvalidInput(f"{label}: file not found") from err
-    except (Image.UnidentifiedImageError, OSError) as err:
+    except Image.DecompressionBombError as err:
+        raise InvalidInput(
+            f"{label}: more than the {MAX_PIXELS:,} pixels allowed (a decompression bomb?)"
+        ) from err
+    except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise InvalidInput(
             f"{label}: not a readable image ({err.__class__.__name__}); "
             "use a JPEG, PNG or WebP file"
         ) from err
+    problem = None
     if img.format not in SUPPORTED_FORMATS:
-        raise InvalidInput(f"{label}: {img.format} images are not supported; use JPEG, PNG or WebP")
-    if img.width * img.height > MAX_PIXELS:
-        raise InvalidInput(
+        problem = f"{label}: {img.format} images are not supported; use JPEG, PNG or WebP"
+    elif img.width * img.height > MAX_PIXELS:
+        problem = (
             f"{label}: {img.width}x{img.height} pixels is more than the {MAX_PIXELS:,} allowed"
         )
+    if problem is not None:
+        img.close()
+        raise InvalidInput(problem)
     return img
 
 
+def _orientation(img: Image.Image) -> int:
+    try:
+        value = img.getexif().get(0x0112, 1)
+    except Exception:  # a broken EXIF block: treat as upright rather than refuse the photo
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
 def _oriented_size(img: Image.Image) -> tuple[int, int]:
-    orientation = img.getexif().get(0x0112, 1)
-    return (img.height, img.width) if orientation in (5, 6, 7, 8) else (img.width, img.height)
+    rotated = _orientation(img) in (5, 6, 7, 8)
+    return (img.height, img.width) if rotated else (img.width, img.height)
 
 
 def image_size(source: str | os.PathLike[str] | bytes) -> tuple[int, int]:
@@ -74,44 +98,74 @@ def load_rgb(
 ) -> Image.Image:
     """Decode fully into an upright RGB image (EXIF orientation applied).
 
-    Grayscale, CMYK, palette and alpha images become RGB (alpha composited on white).
-    ``target_size`` (width, height) lets JPEG decoding use draft mode when the result will be at
-    least 2x smaller; the returned image is then still larger than or equal to the target.
+    Grayscale (8 or 16 bit), CMYK, palette and alpha images become RGB (alpha composited on
+    white). ``target_size`` (width, height) lets JPEG decoding use draft mode when the result
+    will be at least 2x smaller; the returned image is then still larger than or equal to the
+    target.
     """
-    label = name or (str(source) if not isinstance(source, bytes) else "uploaded image")
-    img = open_image(source, name=label)
+    label = _label(source, name)
+    return _decode(open_image(source, name=label), label, target_size)
+
+
+def _decode(img: Image.Image, label: str, target_size: tuple[int, int] | None) -> Image.Image:
+    """Load an opened image (draft-decoding JPEGs towards ``target_size``) as upright RGB."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            if target_size is not None and img.format == "JPEG":
-                tw, th = target_size
-                if _oriented_size(img) != img.size:  # stored rotated: draft in stored axes
+            orientation = _orientation(img)
+            if target_size is not None and img.format in ("JPEG", "MPO"):
+                tw, th = (max(1, int(v)) for v in target_size)
+                if orientation in (5, 6, 7, 8):  # stored rotated: draft in stored axes
                     tw, th = th, tw
                 img.draft("RGB", (tw, th))
             img.load()
-        img = ImageOps.exif_transpose(img)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as err:
+            out = ImageOps.exif_transpose(img) if orientation != 1 else img
+            out = _to_rgb(out)
+    except Exception as err:  # anything a damaged file makes Pillow raise
+        img.close()
         raise InvalidInput(
-            f"{label}: the image data is corrupt or truncated ({err}); re-export or remove the file"
+            f"{label}: the image data is corrupt or truncated "
+            f"({err.__class__.__name__}: {err}); re-export or remove the file"
         ) from err
-    return _to_rgb(img)
+    if out is not img:
+        img.close()
+    return out
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode == "RGB":
         return img
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    if img.mode.startswith("I") or img.mode == "F":  # 16-bit grayscale PNG: scale, don't clip
+        wide = np.asarray(img, dtype=np.float32)
+        peak = 65535.0 if img.mode.startswith("I") else max(float(wide.max()), 1.0)
+        img = Image.fromarray(np.clip(wide * (255.0 / peak) + 0.5, 0, 255).astype(np.uint8))
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        img.mode == "P" and "transparency" in img.info
+    ):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return img.convert("RGB")
 
 
+def clip_box(box: Box, width: int, height: int, label: str = "box") -> Box:
+    """``box`` clipped to a ``width`` x ``height`` image; InvalidInput when nothing is left."""
+    left, top, right, bottom = (float(v) for v in box)
+    clipped = (max(0.0, left), max(0.0, top), min(float(width), right), min(float(height), bottom))
+    if not (clipped[0] < clipped[2] and clipped[1] < clipped[3]):
+        raise InvalidInput(
+            f"{label} ({left:g}, {top:g}, {right:g}, {bottom:g}) is empty or outside the "
+            f"{width}x{height} image; boxes are (left, top, right, bottom) in pixels"
+        )
+    return clipped
+
+
 def crop_resize(img: Image.Image, box: Box | None, size: tuple[int, int]) -> Image.Image:
-    """Crop ``box`` (pixels, may be fractional) and resize to ``size`` (width, height)."""
+    """Crop ``box`` (pixels, may be fractional, clipped to the image) and resize to ``size``."""
     if box is None:
         return img.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)
-    return img.resize(size, Image.Resampling.BILINEAR, box=tuple(map(float, box)))
+    box = clip_box(box, img.width, img.height)
+    return img.resize(size, Image.Resampling.BILINEAR, box=box)
 
 
 def load_window(
@@ -120,12 +174,30 @@ def load_window(
     size: int = 224,
     name: str | None = None,
 ) -> np.ndarray:
-    """Decode, crop ``box`` (original-image pixels) and resize to ``size``x``size`` uint8 RGB."""
+    """Decode, crop ``box`` (original-image pixels) and resize to ``size``x``size`` uint8 RGB.
+
+    JPEGs are draft-decoded at the smallest DCT scale that still leaves the box at least
+    ``size`` pixels on each side, so small windows of big photos decode several times faster.
+    """
+    label = _label(source, name)
+    img = open_image(source, name=label)
     if box is None:
-        img = load_rgb(source, target_size=(size, size), name=name)
-        return np.asarray(crop_resize(img, None, (size, size)))
-    full = load_rgb(source, name=name)
-    return np.asarray(crop_resize(full, box, (size, size)))
+        full = _decode(img, label, (size, size))
+        return np.asarray(crop_resize(full, None, (size, size)))
+    width, height = _oriented_size(img)
+    try:
+        left, top, right, bottom = clip_box(box, width, height)
+    except InvalidInput:
+        img.close()
+        raise
+    need = (
+        math.ceil(width * size / (right - left)),
+        math.ceil(height * size / (bottom - top)),
+    )
+    full = _decode(img, label, need)
+    sx, sy = full.width / width, full.height / height
+    scaled = (left * sx, top * sy, right * sx, bottom * sy)
+    return np.asarray(crop_resize(full, scaled, (size, size)))
 
 
 def resize_short_side(img: Image.Image, short_side: int) -> tuple[Image.Image, float]:
@@ -141,11 +213,18 @@ def normalize(pixels: np.ndarray) -> np.ndarray:
 
 
 def list_image_files(folder: str | os.PathLike[str]) -> list[Path]:
-    """Image files (by suffix) directly inside ``folder``, sorted by name."""
+    """Image files (by suffix) directly inside ``folder``, sorted by name.
+
+    Hidden files are skipped (macOS ``._photo.jpg`` resource forks are not images).
+    """
     root = Path(folder)
     if not root.is_dir():
         raise InvalidInput(f"{root} is not a folder of images")
-    return sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(
+        p
+        for p in root.iterdir()
+        if not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    )
 
 
 def prefetch(
@@ -154,10 +233,13 @@ def prefetch(
     """Ordered ``(item, fn(item))`` with ``fn`` running ahead in ``workers`` threads.
 
     At most ``depth`` results wait in memory, so a million files stream. An exception raised by
-    ``fn`` for one item is yielded in place of its result (the caller reports and skips it).
+    ``fn`` for one item is yielded in place of its result (the caller reports and skips it); an
+    exception raised while iterating ``items`` is re-raised to the caller after the items before
+    it. Closing the iterator early cancels the work not yet started.
     """
-    pending: queue.Queue[tuple[T, Future[R]] | None] = queue.Queue(maxsize=depth)
+    pending: queue.Queue[tuple[T, Future[R]] | None] = queue.Queue(maxsize=max(1, depth))
     stop = threading.Event()
+    source_error: list[BaseException] = []
 
     def feed(pool: ThreadPoolExecutor) -> None:
         try:
@@ -165,23 +247,37 @@ def prefetch(
                 if stop.is_set():
                     break
                 pending.put((item, pool.submit(fn, item)))
+        except BaseException as err:  # handed to the consumer, not lost in this thread
+            source_error.append(err)
         finally:
             pending.put(None)
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        feeder = threading.Thread(target=feed, args=(pool,), daemon=True)
-        feeder.start()
-        try:
-            while (entry := pending.get()) is not None:
-                item, future = entry
-                try:
-                    yield item, future.result()
-                except Exception as err:  # reported per item by the caller
-                    yield item, err
-        finally:
-            stop.set()
-            while feeder.is_alive():  # unblock the feeder so the pool can shut down
-                try:
-                    pending.get_nowait()
-                except queue.Empty:
-                    feeder.join(timeout=0.01)
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="tiefjax-prefetch")
+    feeder = threading.Thread(target=feed, args=(pool,), daemon=True)
+    feeder.start()
+    try:
+        while (entry := pending.get()) is not None:
+            item, future = entry
+            try:
+                yield item, future.result()
+            except Exception as err:  # reported per item by the caller
+                yield item, err
+        if source_error:
+            raise source_error[0]
+    finally:
+        stop.set()
+        while feeder.is_alive():  # unblock the feeder so the pool can shut down
+            try:
+                entry = pending.get_nowait()
+                if entry is not None:
+                    entry[1].cancel()
+            except queue.Empty:
+                feeder.join(timeout=0.01)
+        while True:  # cancel what is queued but not started
+            try:
+                entry = pending.get_nowait()
+            except queue.Empty:
+                break
+            if entry is not None:
+                entry[1].cancel()
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,188 @@
+"""The workspace's encoder: ported ImageNet weights or a seeded random init, and a fast encode fn.
+
+Every command that encodes images calls :func:`load_encoder`; without ported weights it still
+works (random init, seed 0) and says so once on stderr, so nobody mistakes random features for
+ImageNet ones.
+
+Speed on CPU: XLA's CPU compiler sends convolutions to YNNPACK by default; XLA's own (Eigen)
+convolutions are faster for conv2..conv5 while YNNPACK is as fast or faster for the stride-4
+first block. :func:`make_encode_fn` therefore compiles block 1 and the rest as two programs, each
+with its better backend (see docs/benchmarks.md and scripts/bench/encoder.py). On GPUs it is one
+plain ``jax.jit``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from tiefjax.errors import InvalidInput
+from tiefjax.images import normalize
+from tiefjax.nets.alexnet import CONV_LAYERS, AlexNetEncoder, ImageNetHead, init_encoder_params
+from tiefjax.nets.port import ENCODER_DIR, HEAD_DIR, META_NAME
+from tiefjax.workspace import Workspace
+
+RANDOM_SEED = 0
+#: XLA CPU option that turns off YNNPACK fusions, leaving convolutions to XLA's Eigen kernels.
+EIGEN_CONV_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+_warned: set[str] = set()
+
+Source = Literal["imagenet", "random"]
+EncodeFn = Callable[[Any, Any], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderWeights:
+    """Encoder params plus where they came from; ``imagenet_head`` only when asked for."""
+
+    params: Any
+    source: Source
+    imagenet_head: Any = None
+
+
+def _restore(path: Any, target: Any) -> Any:
+    import orbax.checkpoint as ocp
+
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), target)
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            return ckptr.restore(path, abstract)
+    except Exception as err:
+        raise InvalidInput(
+            f"{path} could not be read ({err.__class__.__name__}: {str(err)[:200]}); "
+            "re-run `tiefjax port WORKSPACE alexnet.pth`"
+        ) from err
+
+
+def _head_target() -> Any:
+    features = jax.ShapeDtypeStruct((1, 11, 11, 256), jnp.float32)
+    shapes = jax.eval_shape(lambda f: ImageNetHead().init(jax.random.PRNGKey(0), f), features)
+    return shapes["params"]
+
+
+def load_encoder(
+    ws: Workspace, announce: bool = True, with_imagenet_head: bool = False
+) -> EncoderWeights:
+    """The encoder params of ``ws``: ported ImageNet weights, else a seeded random init.
+
+    Only a finalised checkpoint at ``models/encoder`` counts; orbax's unfinished temporary
+    folders are never read. ``announce`` prints the random-init warning (once per workspace and
+    process). ``with_imagenet_head`` also restores the 1000-class head when it was ported.
+    """
+    path = ws.models_dir / ENCODER_DIR
+    for _ in range(20):  # a running `tiefjax port` swaps old for new between two renames
+        if path.is_dir() or not any(ws.models_dir.glob(f".{ENCODER_DIR}.old-*")):
+            break
+        time.sleep(0.05)
+    if not path.is_dir():
+        if announce and str(ws.root) not in _warned:
+            _warned.add(str(ws.root))
+            print(
+                f"tiefjax: warning: running without ImageNet weights (random encoder, seed "
+                f"{RANDOM_SEED}) - features and results will not be meaningful. Get torchvision's "
+                f"AlexNet weights and use `tiefjax port {ws.root} alexnet.pth`.",
+                file=sys.stderr,
+            )
+        return EncoderWeights(init_encoder_params(RANDOM_SEED), "random")
+    target = jax.eval_shape(lambda: init_encoder_params(RANDOM_SEED))
+    params = _restore(path, target)
+    head = None
+    if with_imagenet_head and (ws.models_dir / HEAD_DIR).is_dir():
+        head = _restore(ws.models_dir / HEAD_DIR, _head_target())
+    return EncoderWeights(params, "imagenet", head)
+
+
+def encoder_metadata(ws: Workspace) -> dict[str, Any]:
+    """``models/encoder.json`` (empty when nothing was ported)."""
+    path = ws.models_dir / META_NAME
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _block(params: Any, x: jax.Array, index: int, dtype: Any) -> jax.Array:
+    """Layer ``index`` of :data:`CONV_LAYERS` exactly as :class:`AlexNetEncoder` applies it."""
+    name, feats, kernel, stride, pad, pool = CONV_LAYERS[index]
+    conv = nn.Conv(
+        feats,
+        (kernel, kernel),
+        strides=(stride, stride),
+        padding=((pad, pad), (pad, pad)),
+        dtype=dtype,
+        param_dtype=jnp.float32,
+    )
+    x = nn.relu(conv.apply({"params": params[name]}, x))
+    if pool:
+        s = 1 if index == len(CONV_LAYERS) - 1 else 2
+        x = nn.max_pool(x, window_shape=(3, 3), strides=(s, s), padding="VALID")
+    return x
+
+
+def _first_block(params: Any, images: jax.Array, dtype: Any) -> jax.Array:
+    return _block(params, normalize(images).astype(dtype), 0, dtype)
+
+
+def _other_blocks(params: Any, x: jax.Array, dtype: Any) -> jax.Array:
+    for i in range(1, len(CONV_LAYERS)):
+        x = _block(params, x, i, dtype)
+    return x.astype(jnp.float32)
+
+
+def _whole(params: Any, images: jax.Array, dtype: Any) -> jax.Array:
+    fmap = AlexNetEncoder(dtype=dtype).apply({"params": params}, normalize(images))
+    return fmap.astype(jnp.float32)
+
+
+def make_encode_fn(dtype: Any = jnp.float32, split: bool | None = None) -> EncodeFn:
+    """``fn(params, uint8 NHWC batch) -> float32 (B, h, w, 256)`` feature maps, jitted.
+
+    Normalisation (ImageNet mean/std) happens on the device, so callers ship uint8. ``split``
+    (default: on when the default backend is the CPU) compiles block 1 and the rest separately
+    with their faster XLA CPU convolution backends; the numbers equal the single program's to
+    float rounding. Inside another ``jax.jit`` it traces as one plain program (give that outer
+    jit ``compiler_options=EIGEN_CONV_OPTIONS`` for most of the CPU speed-up).
+    """
+    if split is None:
+        split = jax.default_backend() == "cpu"
+    return _build_encode_fn(jnp.dtype(dtype), bool(split))
+
+
+@functools.cache
+def _build_encode_fn(dtype: Any, split: bool) -> EncodeFn:
+    if not split:
+        return jax.jit(functools.partial(_whole, dtype=dtype))
+    first = jax.jit(functools.partial(_first_block, dtype=dtype))
+    rest = jax.jit(
+        functools.partial(_other_blocks, dtype=dtype), compiler_options=EIGEN_CONV_OPTIONS
+    )
+
+    def encode(params: Any, images: Any) -> jax.Array:
+        if any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves((params, images))):
+            return _whole(params, images, dtype)  # traced by an outer jit: one program
+        return rest(params, first(params, images))
+
+    return encode
+
+
+#: Name used in the module contracts.
+encode_fn = make_encode_fn
+
+
+@functools.cache
+def _head_fn() -> Callable[[Any, jax.Array], jax.Array]:
+    return jax.jit(lambda p, f: ImageNetHead().apply({"params": p}, f))
+
+
+def imagenet_logits(head_params: Any, features: jax.Array) -> jax.Array:
+    """1000 ImageNet logits from 224x224 feature maps ``(B, 11, 11, 256)``."""
+    return _head_fn()(head_params, features)
