@@ -142,3 +142,20 @@ def test_real_encoder_descriptor_is_the_original_score(tmp_path):
     original = np.einsum("hwc,hwc->hw", unit[0], unit[1]).mean()
     ours = (feats[0] / 11) @ (feats[1] / 11)
     assert ours == pytest.approx(original, abs=1e-4)
+
+
+def test_trained_fingerprint_ignores_metrics_log_but_follows_final(tmp_path):
+    """Resuming a finished training rewrites metrics.jsonl; that must not look like new heads."""
+    from tiefjax.index.encode import trained_fingerprint
+    from tiefjax.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    untrained = trained_fingerprint(ws, "ranking")
+    train_dir = ws.train_dir("ranking")
+    train_dir.mkdir(parents=True)
+    (train_dir / "final.json").write_text('{"dir": "final-10-aaaa"}')
+    first = trained_fingerprint(ws, "ranking")
+    (train_dir / "metrics.jsonl").write_text('{"step": 10}\n')
+    assert trained_fingerprint(ws, "ranking") == first != untrained
+    (train_dir / "final.json").write_text('{"dir": "final-20-bbbb"}')
+    assert trained_fingerprint(ws, "ranking") != first

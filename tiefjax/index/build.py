@@ -44,7 +44,7 @@ from tiefjax.index.encode import (
     Row,
     ScaledRows,
     encode_catalog,
-    folder_fingerprint,
+    trained_fingerprint,
     unsupervised_rows,
 )
 from tiefjax.index.scann_index import VectorIndex, choose_params
@@ -361,7 +361,7 @@ def _finish(
         "images": len(enc.rows),
         "encoder": enc.encoder_fingerprint or encoder_fingerprint(ws),
         "encoder_source": enc.encoder_source,
-        "locator": folder_fingerprint(ws.train_dir("classifier"), ws.train_dir("regressor")),
+        "locator": trained_fingerprint(ws, "classifier", "regressor"),
         "ranking": None,
         "ranking_encoder": None,
         "config": asdict(cfg),
@@ -372,7 +372,7 @@ def _finish(
     if trained is None:
         report.supervised_note = SUPERVISED_MISSING.format(ws=ws.root)
     else:
-        meta["ranking"] = folder_fingerprint(ws.train_dir("ranking"))
+        meta["ranking"] = trained_fingerprint(ws, "ranking")
         sup_features = features
         if getattr(trained, "encoder_params", None) is not None:
             # ranking fine-tuned the encoder: encode the same crops with that encoder too

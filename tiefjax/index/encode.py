@@ -89,6 +89,19 @@ def folder_fingerprint(*folders: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def trained_fingerprint(ws: Workspace, *tasks: str) -> str:
+    """Stamp of trained heads: their ``final.json`` (names a unique checkpoint per training).
+
+    Not the whole training folder: resuming an already finished run rewrites its metrics log,
+    which must not make the index re-locate or re-embed anything.
+    """
+    digest = hashlib.sha256()
+    for task in tasks:
+        final = ws.train_dir(task) / "final.json"
+        digest.update(task.encode() + (final.read_bytes() if final.is_file() else b"untrained"))
+    return digest.hexdigest()[:16]
+
+
 def encoder_fingerprint(ws: Workspace) -> str:
     from tiefjax.models import ENCODER_DIR
 
@@ -116,8 +129,7 @@ def load_locator(ws: Workspace, enabled: bool = True):
         locator = Locator.load(ws)
     except NotFound:
         return None
-    fp = folder_fingerprint(ws.train_dir("classifier"), ws.train_dir("regressor"))
-    return locator, fp
+    return locator, trained_fingerprint(ws, "classifier", "regressor")
 
 
 # -- rows -----------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import threading
 import time
 from dataclasses import asdict, dataclass, replace
@@ -245,10 +246,27 @@ class VectorIndex:
         vectors = np.load(folder / "vectors.npy", mmap_mode="r" if mmap else None)
         searcher = None
         if params.kind != "exact":
-            import scann
-
-            searcher = scann.scann_ops_pybind.load_searcher(str(folder / "scann"))
+            searcher = _load_scann(folder / "scann")
         return cls(vectors, params, searcher, meta)
+
+
+_ASSET_PATH = re.compile(r'asset_path: "([^"]*)"')
+
+
+def _load_scann(folder: Path):
+    """Load a serialised ScaNN searcher from wherever its folder is now.
+
+    ScaNN writes absolute asset paths into ``scann_assets.pbtxt``; builds are written to a
+    temporary folder and renamed into place, so the paths are re-pointed at ``folder`` here
+    (in memory: the files on disk are never changed by a reader).
+    """
+    import scann  # noqa: F401 - registers scann_pybind
+    import scann_pybind
+    from scann.scann_ops.py.scann_ops_pybind import ScannSearcher
+
+    text = (folder / "scann_assets.pbtxt").read_text()
+    text = _ASSET_PATH.sub(lambda m: f'asset_path: "{folder / Path(m.group(1)).name}"', text)
+    return ScannSearcher(scann_pybind.ScannNumpy(str(folder), text), None)
 
 
 def _build_scann(vectors: np.ndarray, params: IndexParams, threads: int = 0):
