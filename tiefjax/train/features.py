@@ -1,0 +1,318 @@
+"""Frozen-encoder feature cache: encode every crop of a split once, train the heads on features.
+
+With the encoder frozen (the default), a training step only needs the 11x11x256 feature map of
+each crop, so every split is encoded once and kept under ``ws.cache_dir/features`` as memory-mapped
+``.npy`` files (float16, half the disk of float32; heads compute in float32). The folder name
+carries a key of the encoder's weights and the prepared data, so new weights or a re-prepared
+dataset get new features while unchanged ones are reused. Folders are written under a temporary
+name and renamed when complete: an interrupted encoding leaves nothing that gets read.
+
+Images are content-addressed: an identical crop is encoded once, however many triplets or sets
+use it (the regression crops are the classifier's foreground crops, so whichever head trains
+second reuses the first one's features).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from tiefjax.errors import InvalidInput, TiefjaxError
+from tiefjax.images import prefetch
+from tiefjax.workspace import Workspace, atomic_write_text
+
+FEATURE_DTYPE = np.float16
+IMAGE_KEYS = ("image", "reference", "positive", "negative")
+CACHE_VERSION = 1
+ENCODE_BATCH = 32
+
+
+class FeatureSource:
+    """Random-access examples whose image fields are rows of one feature array.
+
+    ``columns[key][i]`` is the row of ``features`` holding field ``key`` of example ``i``;
+    ``extras[key][i]`` are the other numeric fields (``label``, ``target``).
+    """
+
+    def __init__(
+        self,
+        features: np.ndarray,
+        columns: Mapping[str, np.ndarray],
+        extras: Mapping[str, np.ndarray] | None = None,
+    ):
+        self.features = features
+        self.columns = {k: np.asarray(v, np.int64) for k, v in columns.items()}
+        self.extras = dict(extras or {})
+        lengths = {len(v) for v in [*self.columns.values(), *self.extras.values()]}
+        if len(lengths) > 1:
+            raise ValueError(f"columns of different lengths: {lengths}")
+        self._n = lengths.pop() if lengths else 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        index = int(index)
+        if not 0 <= index < self._n:
+            raise IndexError(index)
+        out = {k: np.asarray(self.features[rows[index]]) for k, rows in self.columns.items()}
+        out.update({k: v[index] for k, v in self.extras.items()})
+        return out
+
+
+def params_fingerprint(params: Any) -> str:
+    """A short hash of a parameter pytree's shapes and values."""
+    h = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        arr = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{jax.tree_util.keystr(path)}:{arr.dtype}:{arr.shape};".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()[:16]
+
+
+def dataset_fingerprint(ws: Workspace, dataset: str, split: str, src: Any) -> str:
+    """What the prepared split is: the source's own ``fingerprint`` or the prepared build's id
+    when there is one, else the names, sizes and modification times of ``dataset``'s files."""
+    own = getattr(src, "fingerprint", None)
+    if not own:
+        try:
+            from tiefjax.prepare import prepared_state
+
+            own = prepared_state(ws).get("build")  # changes whenever the sets are rebuilt
+        except (ImportError, TiefjaxError):
+            own = None
+    if isinstance(own, str) and own:
+        return hashlib.sha256(f"{own}:{dataset}:{split}:{len(src)}".encode()).hexdigest()[:16]
+    h = hashlib.sha256(f"{dataset}:{split}:{len(src)}".encode())
+    root = ws.datasets_dir
+    if root.exists():
+        for p in sorted(root.rglob("*")):
+            if p.is_file() and dataset in str(p.relative_to(root)):
+                st = p.stat()
+                h.update(f"{p.relative_to(root)}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:16]
+
+
+EncodeFn = Callable[[Any, np.ndarray], Any]
+
+
+def default_encode_fn() -> EncodeFn:
+    """The workspace encoder's fast jitted encode function (``tiefjax.models``)."""
+    from tiefjax.models import make_encode_fn
+
+    return make_encode_fn()
+
+
+def pixel_key(pixels: np.ndarray) -> bytes:
+    """Content address of an image: identical crops share one feature row, across sets too."""
+    h = hashlib.sha1(f"{pixels.shape}".encode())
+    h.update(np.ascontiguousarray(pixels).tobytes())
+    return h.digest()
+
+
+Reuse = Callable[[bytes], np.ndarray | None]
+
+
+def encode_source(
+    src: Any,
+    params: Any,
+    *,
+    encode: EncodeFn | None = None,
+    mirror_triplets: bool = False,
+    batch_size: int = ENCODE_BATCH,
+    reuse: Reuse | None = None,
+    desc: str = "encode",
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+    """Encode every image field of ``src`` -> ``(features, columns, extras, keys)``.
+
+    Identical images (by content) are encoded once; ``reuse(key)`` may return features already
+    computed elsewhere (another set's cache) instead. ``keys`` are the rows' content addresses.
+    ``mirror_triplets`` appends, for every triplet, ``(reference, mirrored reference, negative)``.
+    """
+    n = len(src)
+    rows: dict[bytes, int] = {}
+    done: dict[int, np.ndarray] = {}
+    pending: list[tuple[int, np.ndarray]] = []
+    columns: dict[str, list[int]] = {}
+    extras: dict[str, list[Any]] = {}
+    mirrored: list[tuple[int, int, int]] = []
+    encoded = 0
+
+    def flush(final: bool = False) -> None:
+        nonlocal encode, encoded
+        encode = encode or default_encode_fn()
+        # the last batch is padded so that one compiled program serves every call
+        while len(pending) >= batch_size or (final and pending):
+            take = pending[:batch_size]
+            del pending[:batch_size]
+            batch = np.stack([px for _, px in take])
+            if len(take) < batch_size:
+                pad = np.zeros((batch_size - len(take), *batch.shape[1:]), batch.dtype)
+                batch = np.concatenate([batch, pad])
+            fmap = np.asarray(encode(params, batch)).astype(FEATURE_DTYPE)
+            for j, (row, _) in enumerate(take):
+                done[row] = fmap[j]
+            encoded += len(take)
+
+    def row_of(pixels: np.ndarray) -> int:
+        pixels = np.asarray(pixels)
+        if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[-1] != 3:
+            raise InvalidInput(f"expected uint8 HxWx3 images, got {pixels.dtype} {pixels.shape}")
+        key = pixel_key(pixels)
+        if key not in rows:
+            row = rows[key] = len(rows)
+            known = reuse(key) if reuse is not None else None
+            if known is not None:
+                done[row] = np.asarray(known, FEATURE_DTYPE)
+            else:
+                pending.append((row, pixels))
+                if len(pending) >= batch_size:
+                    flush()
+        return rows[key]
+
+    bar = tqdm(total=n, desc=desc, disable=None, leave=False, file=sys.stderr)
+    with bar:
+        for _, ex in prefetch(lambda i: src[i], range(n), workers=2, depth=64):
+            if isinstance(ex, BaseException):
+                raise ex
+            for k, v in ex.items():
+                if k in IMAGE_KEYS:
+                    columns.setdefault(k, []).append(row_of(v))
+                elif isinstance(v, np.ndarray | np.number | int | float) and not isinstance(
+                    v, bool
+                ):
+                    extras.setdefault(k, []).append(np.asarray(v))
+            if mirror_triplets and {"reference", "negative"} <= ex.keys():
+                flipped = row_of(np.asarray(ex["reference"])[:, ::-1])
+                mirrored.append((columns["reference"][-1], flipped, columns["negative"][-1]))
+            bar.update(1)
+            bar.set_postfix(encoded=encoded, refresh=False)
+        flush(final=True)
+    if not rows:
+        raise InvalidInput("nothing to encode: the split has no images")
+    features = np.stack([done[r] for r in range(len(rows))])
+    keys = np.array(list(rows), dtype="S20")
+    cols = {k: np.asarray(v, np.int64) for k, v in columns.items()}
+    ext = {k: np.stack(v) for k, v in extras.items()}
+    if mirrored:
+        m = np.asarray(mirrored, np.int64)
+        for j, k in enumerate(("reference", "positive", "negative")):
+            cols[k] = np.concatenate([cols[k], m[:, j]])
+        cols = {k: v for k, v in cols.items() if k in ("reference", "positive", "negative")}
+        ext = {k: np.concatenate([v, v]) for k, v in ext.items()}
+    return features, cols, ext, keys
+
+
+def _reuse_from(cache_root: Path, encoder_fp: str, skip: Path) -> Reuse:
+    """Look up features by content address in the other complete caches of the same encoder."""
+    index: dict[bytes, tuple[Path, int]] = {}
+    for folder in sorted(cache_root.glob("*-*")) if cache_root.exists() else []:
+        if folder == skip or folder.name.startswith(".") or not (folder / "keys.npy").exists():
+            continue
+        try:
+            meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+            if meta.get("encoder") != encoder_fp:
+                continue
+            for row, key in enumerate(np.load(folder / "keys.npy")):
+                index.setdefault(bytes(key), (folder, row))
+        except (OSError, ValueError):
+            continue
+    arrays: dict[Path, np.ndarray] = {}
+
+    def reuse(key: bytes) -> np.ndarray | None:
+        hit = index.get(key)
+        if hit is None:
+            return None
+        folder, row = hit
+        if folder not in arrays:
+            arrays[folder] = np.load(folder / "features.npy", mmap_mode="r")
+        return np.array(arrays[folder][row])
+
+    return reuse
+
+
+def cached_features(
+    src: Any,
+    params: Any,
+    *,
+    cache_root: str | os.PathLike[str],
+    name: str,
+    fingerprint: str,
+    encode: EncodeFn | None = None,
+    mirror_triplets: bool = False,
+) -> FeatureSource:
+    """Features of ``src`` from ``cache_root/<name>-<key>``, encoding them first when missing.
+
+    ``key`` hashes the encoder ``params``, the data ``fingerprint`` and the options; older
+    folders of the same ``name`` are removed once a new one is complete.
+    """
+    cache_root = Path(cache_root)
+    ident = {
+        "version": CACHE_VERSION,
+        "encoder": params_fingerprint(params),
+        "data": fingerprint,
+        "mirror_triplets": mirror_triplets,
+        "dtype": np.dtype(FEATURE_DTYPE).name,
+    }
+    key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    folder = cache_root / f"{name}-{key}"
+    if not (folder / "meta.json").exists():
+        features, cols, ext, keys = encode_source(
+            src,
+            params,
+            encode=encode,
+            mirror_triplets=mirror_triplets,
+            reuse=_reuse_from(cache_root, ident["encoder"], folder),
+            desc=f"encode {name}",
+        )
+        tmp = cache_root / f".{name}-{key}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        np.save(tmp / "features.npy", features)
+        np.save(tmp / "keys.npy", keys)
+        for k, v in cols.items():
+            np.save(tmp / f"col_{k}.npy", v)
+        for k, v in ext.items():
+            np.save(tmp / f"extra_{k}.npy", v)
+        atomic_write_text(tmp / "meta.json", json.dumps({**ident, "examples": len(src)}) + "\n")
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+        for old in cache_root.glob(f"{name}-*"):
+            if old != folder and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+    features = np.load(folder / "features.npy", mmap_mode="r")
+    cols = {p.stem[4:]: np.load(p) for p in folder.glob("col_*.npy")}
+    ext = {p.stem[6:]: np.load(p) for p in folder.glob("extra_*.npy")}
+    return FeatureSource(features, cols, ext)
+
+
+def split_features(
+    ws: Workspace,
+    dataset: str,
+    split: str,
+    src: Any,
+    encoder_params: Any,
+    *,
+    mirror_triplets: bool = False,
+    encode: EncodeFn | None = None,
+) -> FeatureSource:
+    """Cached encoder features of a prepared split of ``ws`` (see :func:`cached_features`)."""
+    return cached_features(
+        src,
+        encoder_params,
+        cache_root=ws.cache_dir / "features",
+        name=f"{dataset}-{split}",
+        fingerprint=dataset_fingerprint(ws, dataset, split, src),
+        encode=encode,
+        mirror_triplets=mirror_triplets,
+    )

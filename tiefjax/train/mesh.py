@@ -1,0 +1,130 @@
+"""Data parallelism: one ``data`` mesh axis over every device, batch sharded, params replicated.
+
+The same code runs on one CPU, N GPUs and several hosts. ``jax.jit`` with ``NamedSharding`` in and
+out shardings does the rest: gradients of the mean loss over the sharded batch are all-reduced by
+XLA. Tests force several CPU devices with ``XLA_FLAGS=--xla_force_host_platform_device_count=4``.
+
+Several hosts: start the same command on every host with either
+
+- ``JAX_COORDINATOR_ADDRESS=host0:1234 JAX_NUM_PROCESSES=N JAX_PROCESS_ID=i`` (process ``i`` of
+  ``N``; the coordinator is process 0), or
+- ``TIEFJAX_DISTRIBUTED=auto`` on clusters JAX detects itself (Slurm, Cloud TPU, ...),
+
+and :func:`maybe_initialize_distributed` calls ``jax.distributed.initialize`` before anything
+touches a device. Each process then reads only its own slice of every global batch
+(:meth:`DataMesh.put_batch`), and checkpoints are written cooperatively by orbax.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from tiefjax.errors import TiefjaxError
+
+DATA_AXIS = "data"
+
+_initialized = False
+
+
+def maybe_initialize_distributed() -> bool:
+    """Join a multi-host run when the environment asks for one; True when it did.
+
+    Must run before any JAX computation. Safe to call more than once.
+    """
+    global _initialized
+    if _initialized:
+        return True
+    addr = os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if addr:
+        try:
+            n = int(os.environ["JAX_NUM_PROCESSES"])
+            pid = int(os.environ["JAX_PROCESS_ID"])
+        except (KeyError, ValueError) as err:
+            raise TiefjaxError(
+                "JAX_COORDINATOR_ADDRESS is set but JAX_NUM_PROCESSES / JAX_PROCESS_ID are missing "
+                "or not integers; set all three on every host (process ids 0..N-1)."
+            ) from err
+        jax.distributed.initialize(coordinator_address=addr, num_processes=n, process_id=pid)
+    elif os.environ.get("TIEFJAX_DISTRIBUTED", "").lower() == "auto":
+        jax.distributed.initialize()
+    else:
+        return False
+    _initialized = True
+    return True
+
+
+@dataclass(frozen=True)
+class DataMesh:
+    """A 1-D device mesh over all devices with the shardings the training loop needs."""
+
+    mesh: Mesh
+
+    @property
+    def n_devices(self) -> int:
+        return self.mesh.devices.size
+
+    @property
+    def process_count(self) -> int:
+        return jax.process_count()
+
+    @property
+    def process_index(self) -> int:
+        return jax.process_index()
+
+    @property
+    def batch_sharding(self) -> NamedSharding:
+        """Leading (batch) axis split over the ``data`` axis."""
+        return NamedSharding(self.mesh, PartitionSpec(DATA_AXIS))
+
+    @property
+    def replicated(self) -> NamedSharding:
+        """A full copy on every device (parameters, optimiser state, scalars)."""
+        return NamedSharding(self.mesh, PartitionSpec())
+
+    def check_batch_size(self, global_batch: int) -> int:
+        """The per-process batch size; a clear error when the devices can't share the batch."""
+        n = self.n_devices
+        if global_batch <= 0 or global_batch % n:
+            lo = max(n, global_batch // n * n)
+            raise TiefjaxError(
+                f"batch size {global_batch} cannot be split evenly over {n} devices; "
+                f"use a multiple of {n} (e.g. --batch-size {lo} or {lo + n})."
+            )
+        return global_batch // self.process_count
+
+    def put_batch(self, local: Mapping[str, np.ndarray], global_batch: int) -> dict[str, jax.Array]:
+        """This process's rows of a global batch -> global arrays sharded on ``data``."""
+        local_n = self.check_batch_size(global_batch)
+        out = {}
+        for key, value in local.items():
+            value = np.asarray(value)
+            if value.shape[0] != local_n:
+                raise ValueError(f"{key}: expected {local_n} local rows, got {value.shape[0]}")
+            shape = (global_batch, *value.shape[1:])
+            out[key] = jax.make_array_from_process_local_data(self.batch_sharding, value, shape)
+        return out
+
+    def replicate(self, tree: Any) -> Any:
+        """Place a host pytree on every device (the same values on every process)."""
+        return jax.device_put(tree, self.replicated)
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> DataMesh:
+    """A ``data`` mesh over ``devices`` (default: every device of every process)."""
+    maybe_initialize_distributed()
+    devs = np.asarray(list(devices) if devices is not None else jax.devices())
+    return DataMesh(Mesh(devs, (DATA_AXIS,)))
+
+
+def to_host(x: jax.Array) -> np.ndarray:
+    """A replicated (or single-process) array as numpy, also in multi-host runs."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return np.asarray(x.addressable_data(0))
+    return np.asarray(x)
