@@ -76,6 +76,11 @@ def test_inputs_and_modes(setup, tmp_path):
     assert len(input_files(str(new / "*.jpg"))) == 6
     with pytest.raises(InvalidInput):
         input_files(tmp_path / "nothing-here")
+    with pytest.raises(InvalidInput, match="no photos found"):
+        input_files(str(new / "*.png"))  # a pattern matching nothing is not a silent no-op
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InvalidInput, match="no photos found"):
+        input_files(tmp_path / "empty")
     with pytest.raises(InvalidInput, match="mode"):
         score(ws, new, tmp_path / "x.jsonl", modes=("bogus",), searcher=searcher)
 

@@ -46,14 +46,21 @@ def input_files(inputs: str | os.PathLike[str]) -> list[Path]:
     """Image files of a folder, a glob pattern or a single file, sorted."""
     text = str(inputs)
     path = Path(text).expanduser()
-    if path.is_dir():
-        return list_image_files(path)
     if path.is_file():
         return [path]
-    if glob.has_magic(text):
+    if path.is_dir():
+        files = list_image_files(path)
+    elif glob.has_magic(text):
         found = sorted(Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True))
-        return [p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-    raise InvalidInput(f"{inputs}: no such folder, file or glob pattern")
+        files = [p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    else:
+        raise InvalidInput(f"{inputs}: no such folder, file or glob pattern")
+    if not files:
+        raise InvalidInput(
+            f"{inputs}: no photos found (looked for {', '.join(IMAGE_SUFFIXES)} files); "
+            "check the folder or quote the glob pattern"
+        )
+    return files
 
 
 def done_ids(out: Path) -> set[str]:

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
             found = locator.locate(load_rgb(path))
         except TiefjaxError as err:
             failed += 1
-            print(json.dumps({"image": path, "error": str(err)}) if args.json else f"{path}: {err}")
+            print(json.dumps({"image": path, "error": str(err)}) if args.json else str(err))
             continue
         if args.json:
             print(json.dumps({"image": path, **found.to_json()}))
