@@ -48,6 +48,16 @@ def _store(ws: Path) -> Store:
     return Store(Workspace(ws).store_path)
 
 
+@pytest.fixture
+def ws_with_box_on_a(tmp_path: Path, photos: Path) -> Path:
+    """A workspace registered from ``photos`` in which image ``a`` has a box."""
+    ws = tmp_path / "ws"
+    init_workspace(ws, photos)
+    with _store(ws) as store:
+        store.put_box("a", (1, 1, 10, 10))
+    return ws
+
+
 def test_registers_ids_sizes_hashes_and_settings(tmp_path: Path, photos: Path) -> None:
     report = init_workspace(tmp_path / "ws", photos)
     assert sorted(report.added) == ["a", "b", "c"] and not report.skipped
@@ -101,12 +111,9 @@ def test_duplicate_stems_are_skipped(tmp_path: Path, photos: Path) -> None:
 
 
 def test_duplicate_of_a_registered_stem_keeps_the_registered_file(
-    tmp_path: Path, photos: Path
+    ws_with_box_on_a: Path, photos: Path
 ) -> None:
-    ws = tmp_path / "ws"
-    init_workspace(ws, photos)
-    with _store(ws) as store:
-        store.put_box("a", (1, 1, 10, 10))
+    ws = ws_with_box_on_a
     _photo(photos / "a.png", seed=9)
     report = init_workspace(ws)
     assert [Path(s.path).name for s in report.skipped] == ["a.png"]
@@ -160,12 +167,9 @@ def test_moved_folder_updates_paths(tmp_path: Path, photos: Path) -> None:
 
 
 def test_registered_file_that_became_corrupt_keeps_its_annotations(
-    tmp_path: Path, photos: Path
+    ws_with_box_on_a: Path, photos: Path
 ) -> None:
-    ws = tmp_path / "ws"
-    init_workspace(ws, photos)
-    with _store(ws) as store:
-        store.put_box("a", (1, 1, 10, 10))
+    ws = ws_with_box_on_a
     _truncated(photos / "a.jpg", "JPEG")
     report = init_workspace(ws)
     assert not report.removed and [Path(s.path).name for s in report.skipped] == ["a.jpg"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -56,13 +58,31 @@ def _fc_regressors(params: dict, window: np.ndarray, hidden: int, hidden2: int) 
     return np.stack(outs, axis=-1)
 
 
+def _check_conv_equals_fc(
+    net,
+    *,
+    init_seed: int,
+    fmap_seed: int,
+    outputs: int,
+    fc: Callable[[dict, np.ndarray], np.ndarray],
+) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Init ``net`` on an 11x11 window and check its single output position against ``fc``.
+
+    Returns the params, the input feature maps and the conv output.
+    """
+    params = net.init(jax.random.PRNGKey(init_seed), jnp.zeros((1, 11, 11, C)))["params"]
+    x = _fmap(fmap_seed)
+    out = np.asarray(net.apply({"params": params}, x))
+    assert out.shape == (3, 1, 1, outputs)
+    np.testing.assert_allclose(out[:, 0, 0], fc(params, x), rtol=1e-5, atol=1e-5)
+    return params, x, out
+
+
 def test_classifier_conv_equals_fc_and_slides():
     net = CropClassifier(hidden=32, hidden2=8)
-    params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 11, 11, C)))["params"]
-    x = _fmap(1)
-    out = np.asarray(net.apply({"params": params}, x))
-    assert out.shape == (3, 1, 1, 2)
-    np.testing.assert_allclose(out[:, 0, 0], _fc_classifier(params, x), rtol=1e-5, atol=1e-5)
+    params, _, _ = _check_conv_equals_fc(
+        net, init_seed=0, fmap_seed=1, outputs=2, fc=_fc_classifier
+    )
 
     big = _fmap(2, h=14, w=13)
     slid = np.asarray(net.apply({"params": params}, big))
@@ -75,11 +95,9 @@ def test_classifier_conv_equals_fc_and_slides():
 
 def test_regressors_are_four_independent_fc_nets():
     net = BoxRegressors(hidden=8, hidden2=4)
-    params = net.init(jax.random.PRNGKey(1), jnp.zeros((1, 11, 11, C)))["params"]
-    x = _fmap(3)
-    out = np.asarray(net.apply({"params": params}, x))
-    assert out.shape == (3, 1, 1, 4)
-    np.testing.assert_allclose(out[:, 0, 0], _fc_regressors(params, x, 8, 4), rtol=1e-5, atol=1e-5)
+    params, x, out = _check_conv_equals_fc(
+        net, init_seed=1, fmap_seed=3, outputs=4, fc=lambda p, w: _fc_regressors(p, w, 8, 4)
+    )
     # independence: perturbing net 2's first-layer units changes only output 2
     p2 = jax.tree.map(lambda a: a, params)
     k = np.array(p2["fc1"]["kernel"])

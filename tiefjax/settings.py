@@ -1,7 +1,8 @@
 """The settings file template: every section's settings, commented out, with their defaults.
 
-Each area keeps its settings dataclass next to its code; this module only lists them so that
-``tiefjax init`` can write a ``tiefjax.toml`` that documents every knob.
+Each area keeps its settings dataclass next to its code (fields made with :func:`setting`, which
+carries the help text); this module only lists them so that ``tiefjax init`` can write a
+``tiefjax.toml`` that documents every knob.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ HEADER = """\
 # tiefjax workspace settings. Every setting is shown with its default, commented out:
 # uncomment a line and change the value to override it. Unknown names are rejected.
 """
+
+
+def setting(default: Any, help: str) -> Any:  # noqa: A002 - "help" is the metadata key read below
+    """A settings dataclass field: its default, and the help text the template shows beside it."""
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
 def section_class(path: str) -> type:

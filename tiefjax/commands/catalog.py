@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from tiefjax.errors import InvalidInput
+
+_T = TypeVar("_T")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,9 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="All-or-nothing: every row is checked first; any bad row is reported "
         "(with its line) and nothing is written. Imported boxes replace current ones.",
     )
-    p.add_argument("workspace", type=Path)
-    p.add_argument("file", type=Path, help="a .json or .csv file made by tiefjax export")
-    p.add_argument("--format", choices=("json", "csv"), default=None, help="default: by suffix")
+    _add_file_arguments(p, "a .json or .csv file made by tiefjax export")
     p.set_defaults(func=_import)
 
     p = sub.add_parser(
@@ -36,9 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="export boxes and triplets to a JSON or CSV file",
         description="Writes every box and triplet of the workspace (CSV: one file, kind column).",
     )
-    p.add_argument("workspace", type=Path)
-    p.add_argument("file", type=Path, help="output .json or .csv file")
-    p.add_argument("--format", choices=("json", "csv"), default=None, help="default: by suffix")
+    _add_file_arguments(p, "output .json or .csv file")
     p.set_defaults(func=_export)
 
     p = sub.add_parser(
@@ -53,6 +53,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_demo_catalog)
 
 
+def _add_file_arguments(p: argparse.ArgumentParser, file_help: str) -> None:
+    """``workspace file [--format]``: what :func:`_with_store` hands to import and export."""
+    p.add_argument("workspace", type=Path)
+    p.add_argument("file", type=Path, help=file_help)
+    p.add_argument("--format", choices=("json", "csv"), default=None, help="default: by suffix")
+
+
 def _init(args: argparse.Namespace) -> int:
     from tiefjax.catalog import init_workspace
 
@@ -61,26 +68,28 @@ def _init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _import(args: argparse.Namespace) -> int:
-    from tiefjax.annotations_io import import_annotations
+def _with_store(args: argparse.Namespace, action: Callable[..., _T]) -> _T:
+    """``action(store, args.file, args.format)`` on the store of an existing workspace."""
     from tiefjax.store import Store
     from tiefjax.workspace import Workspace
 
     ws = Workspace(args.workspace).require()
     with Store(ws.store_path) as store:
-        report = import_annotations(store, args.file, args.format)
+        return action(store, args.file, args.format)
+
+
+def _import(args: argparse.Namespace) -> int:
+    from tiefjax.annotations_io import import_annotations
+
+    report = _with_store(args, import_annotations)
     print(report.summary())
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
     from tiefjax.annotations_io import export_annotations
-    from tiefjax.store import Store
-    from tiefjax.workspace import Workspace
 
-    ws = Workspace(args.workspace).require()
-    with Store(ws.store_path) as store:
-        report = export_annotations(store, args.file, args.format)
+    report = _with_store(args, export_annotations)
     print(
         f"exported {report.boxes} box(es) and {report.triplets} triplet(s) "
         f"to {report.path} ({report.format})"

@@ -123,6 +123,14 @@ def _builder_class(name: str) -> type:
                 shape=(WINDOW, WINDOW, 3), encoding_format=self._image_format
             )
 
+        def _info_with(self, features: dict[str, Any]) -> Any:
+            """The set's ``DatasetInfo``: its ``features``, described by the class docstring."""
+            return _Info(
+                builder=self,
+                description=self.__doc__,
+                features=tfds.features.FeaturesDict(features),
+            )
+
         # tfds looks for a checksums file next to the builder's module and, for a module inside
         # a package, needs the `importlib_resources` backport for that (not installed, and not
         # needed: we download nothing). No code path, no lookup.
@@ -149,16 +157,12 @@ def _builder_class(name: str) -> type:
         name = "classification"
 
         def _info(self) -> Any:
-            return _Info(
-                builder=self,
-                description=self.__doc__,
-                features=tfds.features.FeaturesDict(
-                    {
-                        "image": self._image(),
-                        "label": tfds.features.ClassLabel(names=["background", "foreground"]),
-                        "image_id": tfds.features.Text(),
-                    }
-                ),
+            return self._info_with(
+                {
+                    "image": self._image(),
+                    "label": tfds.features.ClassLabel(names=["background", "foreground"]),
+                    "image_id": tfds.features.Text(),
+                }
             )
 
     class Regression(_Builder, skip_registration=True):  # type: ignore[call-arg]
@@ -167,16 +171,12 @@ def _builder_class(name: str) -> type:
         name = "regression"
 
         def _info(self) -> Any:
-            return _Info(
-                builder=self,
-                description=self.__doc__,
-                features=tfds.features.FeaturesDict(
-                    {
-                        "image": self._image(),
-                        "target": tfds.features.Tensor(shape=(4,), dtype=np.float32),
-                        "image_id": tfds.features.Text(),
-                    }
-                ),
+            return self._info_with(
+                {
+                    "image": self._image(),
+                    "target": tfds.features.Tensor(shape=(4,), dtype=np.float32),
+                    "image_id": tfds.features.Text(),
+                }
             )
 
     class Triplets(_Builder, skip_registration=True):  # type: ignore[call-arg]
@@ -187,11 +187,7 @@ def _builder_class(name: str) -> type:
         def _info(self) -> Any:
             images = {k: self._image() for k in ("reference", "positive", "negative")}
             ids = {f"{k}_id": tfds.features.Text() for k in images}
-            return _Info(
-                builder=self,
-                description=self.__doc__,
-                features=tfds.features.FeaturesDict({**images, **ids}),
-            )
+            return self._info_with({**images, **ids})
 
     _BUILDERS.update(classification=Classification, regression=Regression, triplets=Triplets)
     return _BUILDERS[name]

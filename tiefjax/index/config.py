@@ -6,45 +6,42 @@ index kind is chosen from the catalog size N unless ``kind`` overrides it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from tiefjax.errors import InvalidInput
-
-
-def _f(default, help: str):  # noqa: A002 - "help" is the contract's metadata key
-    return field(default=default, metadata={"help": help})
+from tiefjax.settings import setting
 
 
 @dataclass(frozen=True)
 class IndexConfig:
     """Settings of ``tiefjax index`` / search (section ``[index]`` of tiefjax.toml)."""
 
-    batch_size: int = _f(32, "images per encoder call (fixed: the last batch is padded)")
-    workers: int = _f(2, "threads decoding and resizing images ahead of the encoder")
-    prefetch_depth: int = _f(64, "decoded images allowed to wait for the encoder")
-    locate: bool = _f(True, "find the product box with the trained locator when unannotated")
-    reduction: str = _f("svd", "'svd' (projection fitted on the catalog) or 'none'")
-    dim: int = _f(256, "descriptor dimension after reduction (widened until recall holds)")
-    min_reduction_recall: float = _f(
+    batch_size: int = setting(32, "images per encoder call (fixed: the last batch is padded)")
+    workers: int = setting(2, "threads decoding and resizing images ahead of the encoder")
+    prefetch_depth: int = setting(64, "decoded images allowed to wait for the encoder")
+    locate: bool = setting(True, "find the product box with the trained locator when unannotated")
+    reduction: str = setting("svd", "'svd' (projection fitted on the catalog) or 'none'")
+    dim: int = setting(256, "descriptor dimension after reduction (widened until recall holds)")
+    min_reduction_recall: float = setting(
         0.95, "recall@10 the reduced descriptors must keep against the full score"
     )
-    fit_sample: int = _f(8192, "catalog rows used to fit the reduction")
-    kind: str = _f("auto", "'auto', 'exact', 'brute_force', 'ah' or 'tree'")
-    exact_below: int = _f(2000, "auto: exact NumPy search below this many images")
-    brute_force_below: int = _f(20000, "auto: ScaNN brute force below this many images")
-    tree_from: int = _f(50000, "auto: partition tree + AH + reorder from this many images")
-    num_leaves: int = _f(0, "tree leaves (0 = about sqrt(N))")
-    leaves_to_search: int = _f(
+    fit_sample: int = setting(8192, "catalog rows used to fit the reduction")
+    kind: str = setting("auto", "'auto', 'exact', 'brute_force', 'ah' or 'tree'")
+    exact_below: int = setting(2000, "auto: exact NumPy search below this many images")
+    brute_force_below: int = setting(20000, "auto: ScaNN brute force below this many images")
+    tree_from: int = setting(50000, "auto: partition tree + AH + reorder from this many images")
+    num_leaves: int = setting(0, "tree leaves (0 = about sqrt(N))")
+    leaves_to_search: int = setting(
         0, "tree leaves searched per query (0 = tuned at build time to reach target_recall)"
     )
-    reorder: int = _f(0, "candidates re-scored exactly (0 = tuned at build time)")
-    target_recall: float = _f(0.95, "recall@10 vs exact search the auto-tuning aims for")
-    dims_per_block: int = _f(2, "asymmetric hashing: dimensions per 4-bit code")
-    anisotropic_threshold: float = _f(0.2, "asymmetric hashing: anisotropic loss threshold")
-    training_sample: int = _f(100000, "vectors used to train the tree and the AH codebooks")
-    neighbours_k: int = _f(50, "precomputed neighbours per catalog image (similar-by-id)")
-    recall_sample: int = _f(200, "queries used to measure recall@10 after each build")
-    keep_builds: int = _f(2, "finished index builds kept on disk (current one included)")
+    reorder: int = setting(0, "candidates re-scored exactly (0 = tuned at build time)")
+    target_recall: float = setting(0.95, "recall@10 vs exact search the auto-tuning aims for")
+    dims_per_block: int = setting(2, "asymmetric hashing: dimensions per 4-bit code")
+    anisotropic_threshold: float = setting(0.2, "asymmetric hashing: anisotropic loss threshold")
+    training_sample: int = setting(100000, "vectors used to train the tree and the AH codebooks")
+    neighbours_k: int = setting(50, "precomputed neighbours per catalog image (similar-by-id)")
+    recall_sample: int = setting(200, "queries used to measure recall@10 after each build")
+    keep_builds: int = setting(2, "finished index builds kept on disk (current one included)")
 
     def __post_init__(self) -> None:
         kinds = ("auto", "exact", "brute_force", "ah", "tree")

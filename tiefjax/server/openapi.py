@@ -30,15 +30,19 @@ def _q(name: str, schema: dict[str, Any], description: str, required: bool = Fal
     }
 
 
+def _object(**properties: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": properties}
+
+
 _ID = {"name": "image_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _MODE = {"type": "string", "enum": ["unsupervised", "supervised"]}
+_K = _q("k", {"type": "integer", "minimum": 1, "maximum": 50}, "how many")
 _AUTH = [{"bearer": []}]
 _NUM = {"type": "number"}
-_BOX4 = {
-    "type": "object",
-    "required": ["left", "top", "right", "bottom"],
-    "properties": {k: _NUM for k in ("left", "top", "right", "bottom")},
-}
+_SIDES = {k: _NUM for k in ("left", "top", "right", "bottom")}
+_BOX4 = {"type": "object", "required": list(_SIDES), "properties": _SIDES}
+_HITS = {"type": "array", "items": _ref("Hit")}
+_TRIPLET_IDS = {k: {"type": "string"} for k in ("reference", "positive", "negative")}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -57,7 +61,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "image_id": {"type": "string"},
-            **{k: _NUM for k in ("left", "top", "right", "bottom")},
+            **_SIDES,
             "version": {"type": "integer"},
         },
     },
@@ -71,7 +75,7 @@ SCHEMAS: dict[str, Any] = {
                 "nullable": True,
                 "type": "object",
                 "properties": {
-                    **{k: _NUM for k in ("left", "top", "right", "bottom")},
+                    **_SIDES,
                     "version": {"type": "integer"},
                 },
             },
@@ -79,7 +83,7 @@ SCHEMAS: dict[str, Any] = {
                 "nullable": True,
                 "type": "object",
                 "properties": {
-                    **{k: _NUM for k in ("left", "top", "right", "bottom")},
+                    **_SIDES,
                     "score": _NUM,
                     "fallback": {"type": "boolean"},
                 },
@@ -91,16 +95,29 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "id": {"type": "integer"},
-            **{k: {"type": "string"} for k in ("reference", "positive", "negative")},
+            **_TRIPLET_IDS,
             "created_at": {"type": "string", "format": "date-time"},
         },
     },
 }
 
 
+def _neighbours_of_image(summary: str, mode_description: str, list_key: str) -> dict[str, Any]:
+    """A GET by image id that answers ``{id, mode, <list_key>: [Hit]}`` from an index."""
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": [_ID, _q("mode", _MODE, mode_description), _K],
+            "responses": {
+                "200": _json(_object(id={"type": "string"}, mode=_MODE, **{list_key: _HITS})),
+                "404": _err("unknown id or no index"),
+            },
+        }
+    }
+
+
 def openapi_schema() -> dict[str, Any]:
     """The OpenAPI 3.0 document; paths are relative to the server root."""
-    hits = {"type": "array", "items": _ref("Hit")}
     paths: dict[str, Any] = {
         "/api/health": {"get": {"summary": "Liveness", "responses": {"200": _json({})}}},
         "/api/stats": {
@@ -118,15 +135,12 @@ def openapi_schema() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": _json(
-                        {
-                            "type": "object",
-                            "properties": {
-                                "total": {"type": "integer"},
-                                "offset": {"type": "integer"},
-                                "limit": {"type": "integer"},
-                                "images": {"type": "array", "items": _ref("ImageItem")},
-                            },
-                        }
+                        _object(
+                            total={"type": "integer"},
+                            offset={"type": "integer"},
+                            limit={"type": "integer"},
+                            images={"type": "array", "items": _ref("ImageItem")},
+                        )
                     ),
                     "400": _err("bad offset/limit"),
                 },
@@ -163,36 +177,13 @@ def openapi_schema() -> dict[str, Any]:
                 },
             }
         },
-        "/api/images/{image_id}/similar": {
-            "get": {
-                "summary": "Precomputed nearest catalog images",
-                "parameters": [
-                    _ID,
-                    _q("mode", _MODE, "which index"),
-                    _q("k", {"type": "integer", "minimum": 1, "maximum": 50}, "how many"),
-                ],
-                "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "properties": {
-                                "id": {"type": "string"},
-                                "mode": _MODE,
-                                "hits": hits,
-                            },
-                        }
-                    ),
-                    "404": _err("unknown id or no index"),
-                },
-            }
-        },
+        "/api/images/{image_id}/similar": _neighbours_of_image(
+            "Precomputed nearest catalog images", "which index", "hits"
+        ),
         "/api/search": {
             "post": {
                 "summary": "Search by an uploaded photo (locates the product first)",
-                "parameters": [
-                    _q("mode", _MODE, "which index"),
-                    _q("k", {"type": "integer", "minimum": 1, "maximum": 50}, "how many"),
-                ],
+                "parameters": [_q("mode", _MODE, "which index"), _K],
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -207,18 +198,15 @@ def openapi_schema() -> dict[str, Any]:
                 },
                 "responses": {
                     "200": _json(
-                        {
-                            "type": "object",
-                            "properties": {
-                                "width": {"type": "integer"},
-                                "height": {"type": "integer"},
-                                "box": _BOX4,
-                                "probability": _NUM,
-                                "fallback": {"type": "boolean"},
-                                "mode": _MODE,
-                                "hits": hits,
-                            },
-                        }
+                        _object(
+                            width={"type": "integer"},
+                            height={"type": "integer"},
+                            box=_BOX4,
+                            probability=_NUM,
+                            fallback={"type": "boolean"},
+                            mode=_MODE,
+                            hits=_HITS,
+                        )
                     ),
                     "400": _err("bad form"),
                     "413": _err("too many bytes or pixels"),
@@ -279,12 +267,7 @@ def openapi_schema() -> dict[str, Any]:
                 "summary": "Stored similarity triplets",
                 "parameters": [_q("reference", {"type": "string"}, "only this reference")],
                 "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "properties": {"triplets": {"type": "array", "items": _ref("Triplet")}},
-                        }
-                    )
+                    "200": _json(_object(triplets={"type": "array", "items": _ref("Triplet")}))
                 },
             },
             "post": {
@@ -297,10 +280,7 @@ def openapi_schema() -> dict[str, Any]:
                             "schema": {
                                 "type": "object",
                                 "required": ["reference", "positive", "negative"],
-                                "properties": {
-                                    k: {"type": "string"}
-                                    for k in ("reference", "positive", "negative")
-                                },
+                                "properties": _TRIPLET_IDS,
                             }
                         }
                     },
@@ -323,29 +303,11 @@ def openapi_schema() -> dict[str, Any]:
                 "responses": {"204": {"description": "deleted"}, "404": _err("unknown id")},
             }
         },
-        "/api/candidates/{image_id}": {
-            "get": {
-                "summary": "Neighbours of a reference not yet judged in a stored triplet",
-                "parameters": [
-                    _ID,
-                    _q("mode", _MODE, "preferred index (falls back to unsupervised)"),
-                    _q("k", {"type": "integer", "minimum": 1, "maximum": 50}, "how many"),
-                ],
-                "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "properties": {
-                                "id": {"type": "string"},
-                                "mode": _MODE,
-                                "candidates": hits,
-                            },
-                        }
-                    ),
-                    "404": _err("unknown id or no index"),
-                },
-            }
-        },
+        "/api/candidates/{image_id}": _neighbours_of_image(
+            "Neighbours of a reference not yet judged in a stored triplet",
+            "preferred index (falls back to unsupervised)",
+            "candidates",
+        ),
         "/api/auth/check": {
             "post": {
                 "summary": "Check a token",

@@ -33,14 +33,16 @@ from tiefjax.errors import InvalidInput
 from tiefjax.images import normalize
 from tiefjax.nets.alexnet import FEATURE_CHANNELS, PATCH, AlexNetEncoder
 from tiefjax.nets.heads import BoxRegressors, CropClassifier, RankingNet
+from tiefjax.settings import setting
 
 TASKS = ("classifier", "regressor", "ranking")
 #: prepared dataset each task trains on (``tiefjax.prepare.load_split``)
 DATASETS = {"classifier": "classification", "regressor": "regression", "ranking": "triplets"}
 
 
-def _f(default: Any, help: str) -> Any:  # noqa: A002 - "help" is the metadata key by convention
-    return field(default=default, metadata={"help": help})
+def _steps(default: int) -> Any:
+    """The ``steps`` setting; each task only changes its default."""
+    return setting(default, "optimiser steps in total (a re-run with more steps continues)")
 
 
 # -- configs ----------------------------------------------------------------------------------
@@ -52,23 +54,27 @@ def _f(default: Any, help: str) -> Any:  # noqa: A002 - "help" is the metadata k
 class TrainConfig:
     """Settings shared by every task (sections ``[train.classifier]`` etc.)."""
 
-    steps: int = _f(300, "optimiser steps in total (a re-run with more steps continues)")
-    batch_size: int = _f(64, "global batch size; must be a multiple of the device count")
-    learning_rate: float = _f(1e-3, "peak learning rate of the heads (AdamW)")
-    encoder_learning_rate: float = _f(1e-5, "peak learning rate of the encoder when fine-tuned")
-    warmup_steps: int = _f(20, "linear warm-up steps before the cosine decay")
-    end_lr_fraction: float = _f(0.05, "learning rate at the last step, as a fraction of the peak")
-    weight_decay: float = _f(1e-4, "AdamW weight decay")
-    finetune_encoder: bool = _f(False, "train the encoder too (on images, slow on CPU)")
-    eval_every: int = _f(100, "evaluate on the test split every N steps (and at the end)")
-    log_every: int = _f(20, "write averaged training metrics every N steps")
-    checkpoint_every: int = _f(100, "save a checkpoint every N steps (and at the end)")
-    keep_checkpoints: int = _f(
+    steps: int = _steps(300)
+    batch_size: int = setting(64, "global batch size; must be a multiple of the device count")
+    learning_rate: float = setting(1e-3, "peak learning rate of the heads (AdamW)")
+    encoder_learning_rate: float = setting(
+        1e-5, "peak learning rate of the encoder when fine-tuned"
+    )
+    warmup_steps: int = setting(20, "linear warm-up steps before the cosine decay")
+    end_lr_fraction: float = setting(
+        0.05, "learning rate at the last step, as a fraction of the peak"
+    )
+    weight_decay: float = setting(1e-4, "AdamW weight decay")
+    finetune_encoder: bool = setting(False, "train the encoder too (on images, slow on CPU)")
+    eval_every: int = setting(100, "evaluate on the test split every N steps (and at the end)")
+    log_every: int = setting(20, "write averaged training metrics every N steps")
+    checkpoint_every: int = setting(100, "save a checkpoint every N steps (and at the end)")
+    keep_checkpoints: int = setting(
         1, "recent checkpoints kept (a new one is complete before the old one goes)"
     )
-    seed: int = _f(0, "seed of the initial params and of the data order")
-    num_threads: int = _f(2, "input pipeline threads")
-    prefetch: int = _f(4, "batches prepared ahead of the device")
+    seed: int = setting(0, "seed of the initial params and of the data order")
+    num_threads: int = setting(2, "input pipeline threads")
+    prefetch: int = setting(4, "batches prepared ahead of the device")
 
     @classmethod
     def tiny(cls, **overrides: Any) -> TrainConfig:
@@ -109,10 +115,10 @@ class TrainConfig:
 class ClassifierConfig(TrainConfig):
     """Crop classifier (foreground / background)."""
 
-    steps: int = _f(600, "optimiser steps in total (a re-run with more steps continues)")
-    hidden: int = _f(512, "units of the 11x11 (fully connected) layer")
-    hidden2: int = _f(256, "units of the second layer")
-    balance_classes: bool = _f(True, "weight each batch so both classes count equally")
+    steps: int = _steps(600)
+    hidden: int = setting(512, "units of the 11x11 (fully connected) layer")
+    hidden2: int = setting(256, "units of the second layer")
+    balance_classes: bool = setting(True, "weight each batch so both classes count equally")
 
     @classmethod
     def _tiny_extra(cls) -> dict[str, Any]:
@@ -123,10 +129,12 @@ class ClassifierConfig(TrainConfig):
 class RegressorConfig(TrainConfig):
     """Four box-corner regressors."""
 
-    steps: int = _f(400, "optimiser steps in total (a re-run with more steps continues)")
-    hidden: int = _f(128, "units of each regressor's 11x11 (fully connected) layer (orig. 512)")
-    hidden2: int = _f(64, "units of each regressor's second layer (original: 128)")
-    activation: str = _f("relu", "hidden activation: relu, tanh (the original) or gelu")
+    steps: int = _steps(400)
+    hidden: int = setting(
+        128, "units of each regressor's 11x11 (fully connected) layer (orig. 512)"
+    )
+    hidden2: int = setting(64, "units of each regressor's second layer (original: 128)")
+    activation: str = setting("relu", "hidden activation: relu, tanh (the original) or gelu")
 
     @classmethod
     def _tiny_extra(cls) -> dict[str, Any]:
@@ -137,12 +145,12 @@ class RegressorConfig(TrainConfig):
 class RankingConfig(TrainConfig):
     """Deep-ranking projection on similarity triplets."""
 
-    steps: int = _f(200, "optimiser steps in total (a re-run with more steps continues)")
-    batch_size: int = _f(32, "global batch size (triplets); a multiple of the device count")
-    learning_rate: float = _f(1e-4, "peak learning rate of the projection (AdamW)")
-    weight_decay: float = _f(0.0, "AdamW weight decay (pulls the identity init towards zero)")
-    margin: float = _f(0.1, "hinge margin on cosine similarities (embeddings are unit length)")
-    mirror_triplets: bool = _f(
+    steps: int = _steps(200)
+    batch_size: int = setting(32, "global batch size (triplets); a multiple of the device count")
+    learning_rate: float = setting(1e-4, "peak learning rate of the projection (AdamW)")
+    weight_decay: float = setting(0.0, "AdamW weight decay (pulls the identity init towards zero)")
+    margin: float = setting(0.1, "hinge margin on cosine similarities (embeddings are unit length)")
+    mirror_triplets: bool = setting(
         False, "add (H, mirror(H), H-) for every training triplet, as the original's self-vs-mirror"
     )
 
@@ -202,6 +210,22 @@ def _with_encoder(head_params: Any, encoder_params: Any | None) -> dict[str, Any
     return params
 
 
+def _init_fn(
+    head: Any, encoder_params: Any | None, channels: int
+) -> Callable[[jax.Array], dict[str, Any]]:
+    """A task's ``init(rng)``: head params for ``channels``-deep features (+ the encoder's)."""
+
+    def init(rng: jax.Array) -> dict[str, Any]:
+        return _with_encoder(head.init(rng, _dummy_features(channels))["params"], encoder_params)
+
+    return init
+
+
+def _window_output(head: Any, params: Any, images: jax.Array) -> jax.Array:
+    """The head's output on one window per example (the single position of its output map)."""
+    return head.apply({"params": params["head"]}, _features(params, images))[:, 0, 0, :]
+
+
 def optimizer(config: TrainConfig) -> optax.GradientTransformation:
     """AdamW with warm-up + cosine decay; the encoder (when fine-tuned) at its own lower rate."""
 
@@ -231,15 +255,10 @@ def classifier_task(
 ) -> Task:
     head = CropClassifier(hidden=config.hidden, hidden2=config.hidden2)
 
-    def init(rng: jax.Array) -> dict[str, Any]:
-        return _with_encoder(head.init(rng, _dummy_features(channels))["params"], encoder_params)
-
-    def logits_of(params: Any, batch: Mapping[str, jax.Array]) -> jax.Array:
-        fmap = _features(params, batch["image"])
-        return head.apply({"params": params["head"]}, fmap)[:, 0, 0, :]
+    init = _init_fn(head, encoder_params, channels)
 
     def loss(params: Any, batch: Mapping[str, jax.Array]):
-        logits = logits_of(params, batch)
+        logits = _window_output(head, params, batch["image"])
         labels = batch["label"].astype(jnp.int32)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         if config.balance_classes:
@@ -254,7 +273,8 @@ def classifier_task(
         return value, {"loss": value, "accuracy": acc}
 
     def predict(params: Any, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-        return {"logits": logits_of(params, batch), "label": batch["label"].astype(jnp.int32)}
+        logits = _window_output(head, params, batch["image"])
+        return {"logits": logits, "label": batch["label"].astype(jnp.int32)}
 
     def evaluate(out: Mapping[str, np.ndarray]) -> dict[str, float]:
         logits, labels = out["logits"].astype(np.float64), out["label"]
@@ -315,22 +335,18 @@ def regressor_task(
         raise InvalidInput(f"regression stats must be finite with std > 0, got {mean}, {std}")
     head = BoxRegressors(hidden=config.hidden, hidden2=config.hidden2, activation=config.activation)
 
-    def init(rng: jax.Array) -> dict[str, Any]:
-        return _with_encoder(head.init(rng, _dummy_features(channels))["params"], encoder_params)
-
-    def pred_of(params: Any, batch: Mapping[str, jax.Array]) -> jax.Array:
-        fmap = _features(params, batch["image"])
-        return head.apply({"params": params["head"]}, fmap)[:, 0, 0, :]
+    init = _init_fn(head, encoder_params, channels)
 
     def loss(params: Any, batch: Mapping[str, jax.Array]):
-        pred = pred_of(params, batch)
+        pred = _window_output(head, params, batch["image"])
         target = (batch["target"].astype(jnp.float32) - mean) / std
         value = jnp.mean(jnp.square(pred - target))
         mae = jnp.mean(jnp.abs(pred - target) * std)
         return value, {"loss": value, "mae_px": mae}
 
     def predict(params: Any, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-        return {"pred": pred_of(params, batch), "target": batch["target"].astype(jnp.float32)}
+        pred = _window_output(head, params, batch["image"])
+        return {"pred": pred, "target": batch["target"].astype(jnp.float32)}
 
     def evaluate(out: Mapping[str, np.ndarray]) -> dict[str, float]:
         target = out["target"].astype(np.float64)
@@ -379,8 +395,7 @@ def ranking_task(
 ) -> Task:
     head = RankingNet(channels=channels)
 
-    def init(rng: jax.Array) -> dict[str, Any]:
-        return _with_encoder(head.init(rng, _dummy_features(channels))["params"], encoder_params)
+    init = _init_fn(head, encoder_params, channels)
 
     def sims(params: Any, batch: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
         b = batch["reference"].shape[0]
