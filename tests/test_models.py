@@ -26,7 +26,7 @@ def test_random_init_warns_once(tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_split_encode_equals_single_program():
+def test_eigen_and_split_cpu_encoders_equal_the_plain_program():
     params = init_encoder_params(0)
     images = np.random.default_rng(0).integers(0, 256, (2, 240, 272, 3), dtype=np.uint8)
     split = np.asarray(make_encode_fn(jnp.float32, split=True)(params, images))

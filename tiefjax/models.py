@@ -143,33 +143,42 @@ def _whole(params: Any, images: jax.Array, dtype: Any) -> jax.Array:
     return fmap.astype(jnp.float32)
 
 
-def make_encode_fn(dtype: Any = jnp.float32, split: bool | None = None) -> EncodeFn:
+def make_encode_fn(dtype: Any = jnp.float32, split: bool = False) -> EncodeFn:
     """``fn(params, uint8 NHWC batch) -> float32 (B, h, w, 256)`` feature maps, jitted.
 
-    Normalisation (ImageNet mean/std) happens on the device, so callers ship uint8. ``split``
-    (default: on when the default backend is the CPU) compiles block 1 and the rest separately
-    with their faster XLA CPU convolution backends; the numbers equal the single program's to
-    float rounding. Inside another ``jax.jit`` it traces as one plain program (give that outer
-    jit ``compiler_options=EIGEN_CONV_OPTIONS`` for most of the CPU speed-up).
+    Normalisation (ImageNet mean/std) happens on the device, so callers ship uint8. On the CPU
+    the program is compiled with XLA's Eigen convolutions: on the AVX-512 development machine
+    that beat the default YNNPACK backend (0.73x vs 0.60x PyTorch) and the per-block ``split``
+    (block 1 YNNPACK, the rest Eigen: 0.67x) that DESIGN.md measured best on an AVX2 machine;
+    ``split=True`` keeps that variant for such machines. The numbers equal the plain program's
+    to float rounding. Inside another ``jax.jit`` it traces as one plain program (give that
+    outer jit ``compiler_options=EIGEN_CONV_OPTIONS`` for the same speed-up).
     """
-    if split is None:
-        split = jax.default_backend() == "cpu"
-    return _build_encode_fn(jnp.dtype(dtype), bool(split))
+    return _build_encode_fn(jnp.dtype(dtype), bool(split), jax.default_backend() == "cpu")
 
 
 @functools.cache
-def _build_encode_fn(dtype: Any, split: bool) -> EncodeFn:
-    if not split:
+def _build_encode_fn(dtype: Any, split: bool, cpu: bool) -> EncodeFn:
+    if not cpu:
         return jax.jit(functools.partial(_whole, dtype=dtype))
-    first = jax.jit(functools.partial(_first_block, dtype=dtype))
-    rest = jax.jit(
-        functools.partial(_other_blocks, dtype=dtype), compiler_options=EIGEN_CONV_OPTIONS
-    )
+    if split:
+        first = jax.jit(functools.partial(_first_block, dtype=dtype))
+        rest = jax.jit(
+            functools.partial(_other_blocks, dtype=dtype), compiler_options=EIGEN_CONV_OPTIONS
+        )
+
+        def compiled(params: Any, images: Any) -> jax.Array:
+            return rest(params, first(params, images))
+
+    else:
+        compiled = jax.jit(
+            functools.partial(_whole, dtype=dtype), compiler_options=EIGEN_CONV_OPTIONS
+        )
 
     def encode(params: Any, images: Any) -> jax.Array:
         if any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves((params, images))):
             return _whole(params, images, dtype)  # traced by an outer jit: one program
-        return rest(params, first(params, images))
+        return compiled(params, images)
 
     return encode
 

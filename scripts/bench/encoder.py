@@ -151,7 +151,7 @@ def build(args: argparse.Namespace) -> tuple[dict[str, Callable[[], object]], di
     }
     labels = {
         "tiefjax": "tiefjax encode_fn ("
-        + ("bf16, one jit" if args.gpu else "fp32, block 1 YNNPACK + rest Eigen")
+        + ("bf16, one jit" if args.gpu else "fp32, Eigen convolutions")
         + ")",
         "pytorch": f"PyTorch {torch.__version__} channels_last ({'bf16' if args.gpu else 'fp32'})",
     }
