@@ -4,8 +4,9 @@
 
 The fully convolutional path runs the encoder once per scale and slides the heads over the
 map; the crop-by-crop path cuts every 224x224 window (stride 16) out of the resized photo,
-encodes the windows in batches of 32 and runs the heads on each 11x11 map. Heads are randomly
-initialised (timing does not depend on training). Compile time is excluded (one warm-up each).
+encodes the windows in batches of 32 and runs the heads on each 11x11 map. Heads have the sizes
+`tiefjax train` gives them by default, randomly initialised (timing does not depend on
+training). Compile time is excluded (one warm-up each).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tiefjax.locate import LocateConfig, Locator  # noqa: E402
 from tiefjax.models import make_encode_fn  # noqa: E402
 from tiefjax.nets.alexnet import PATCH, STRIDE, WINDOW, init_encoder_params  # noqa: E402
 from tiefjax.nets.heads import BoxRegressors, CropClassifier  # noqa: E402
+from tiefjax.train.tasks import ClassifierConfig, RegressorConfig  # noqa: E402
 
 
 def crop_by_crop(locator: Locator, encoder_params, img: Image.Image, config, batch=32) -> int:
@@ -68,7 +70,9 @@ def main() -> None:
     img = Image.fromarray(rng.integers(0, 255, (args.height, args.width, 3), dtype=np.uint8))
     encoder_params = init_encoder_params(0)
     fmap = jnp.zeros((1, PATCH, PATCH, 256))
-    clf, reg = CropClassifier(), BoxRegressors()
+    # heads at the sizes `tiefjax train` gives them by default
+    clf = CropClassifier(hidden=ClassifierConfig().hidden, hidden2=ClassifierConfig().hidden2)
+    reg = BoxRegressors(hidden=RegressorConfig().hidden, hidden2=RegressorConfig().hidden2)
     heads = (
         (clf, clf.init(jax.random.PRNGKey(1), fmap)["params"]),
         (reg, reg.init(jax.random.PRNGKey(2), fmap)["params"]),
