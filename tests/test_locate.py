@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from tiefjax.errors import InvalidInput, NotFound
-from tiefjax.locate import LocateConfig, Locator, Windows, box_iou, combine_windows
+from tiefjax.locate import LocateConfig, Locator, Windows, combine_windows
 from tiefjax.models import make_encode_fn
 from tiefjax.nets.alexnet import PATCH, STRIDE, WINDOW, init_encoder_params
 from tiefjax.nets.heads import BoxRegressors, CropClassifier
@@ -142,9 +142,3 @@ def test_settings_are_checked_and_missing_heads_are_named(tmp_path):
         LocateConfig(short_sides=(100,))
     with pytest.raises(NotFound, match="tiefjax train .* classifier"):
         Locator.load(Workspace(tmp_path))
-
-
-def test_box_iou():
-    assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
-    assert box_iou((0, 0, 10, 10), (10, 10, 20, 20)) == 0.0
-    assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(1 / 3)

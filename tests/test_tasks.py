@@ -72,6 +72,8 @@ def test_box_iou():
     a = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]], float)
     b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], float)
     np.testing.assert_allclose(box_iou(a, b), [1.0, 1 / 3, 0.0])
+    touching = np.array([[10, 10, 20, 20]], float)  # shares only a corner: no overlap
+    np.testing.assert_allclose(box_iou(a[:1], touching), [0.0])
 
 
 def test_finetune_encoder_step_trains_encoder(tmp_path):

@@ -106,8 +106,9 @@ def box_scores(ws: Workspace, manifest: DemoManifest, locator: Any = None) -> Bo
     NotFound when the classifier or the regressors are not trained yet.
     """
     from tiefjax.images import load_rgb
-    from tiefjax.locate import Locator, box_iou
+    from tiefjax.locate import Locator
     from tiefjax.store import Store
+    from tiefjax.train.tasks import box_iou
 
     t0 = time.perf_counter()
     locator = locator if locator is not None else Locator.load(ws)
@@ -119,7 +120,7 @@ def box_scores(ws: Workspace, manifest: DemoManifest, locator: Any = None) -> Bo
     for photo in photos:
         found = locator.locate(load_rgb(paths[photo.id], name=photo.id))
         fallbacks += int(found.fallback)
-        per_photo[photo.id] = float(box_iou(tuple(found.box), tuple(photo.box)))
+        per_photo[photo.id] = float(box_iou(np.array([found.box]), np.array([photo.box]))[0])
     tests = ids_in_test_split(ws, per_photo)
     test_values = [v for k, v in per_photo.items() if k in tests]
     return BoxScores(

@@ -238,12 +238,3 @@ class Locator:
 
     def locate_many(self, images: Sequence[Image.Image]) -> list[Located]:
         return [self.locate(img) for img in images]
-
-
-def box_iou(a: Box, b: Box) -> float:
-    """Intersection over union of two (left, top, right, bottom) boxes."""
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
