@@ -1,14 +1,15 @@
-"""Encoder loading (random init when nothing is ported) and the split-compiled CPU encode fn."""
+"""Encoder loading (random init when nothing is ported) and the chunked CPU encode fn."""
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from tiefjax.images import normalize
-from tiefjax.models import encode_fn, load_encoder, make_encode_fn
-from tiefjax.nets.alexnet import AlexNetEncoder, init_encoder_params
+from tiefjax.models import CPU_CHUNK, encode_fn, load_encoder, make_encode_fn
+from tiefjax.nets.alexnet import AlexNetEncoder, init_encoder_params, max_pool_3x3
 from tiefjax.workspace import Workspace
 
 
@@ -26,18 +27,25 @@ def test_random_init_warns_once(tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_eigen_and_split_cpu_encoders_equal_the_plain_program():
+def test_cpu_encoder_equals_the_plain_program_in_and_out_of_chunks():
     params = init_encoder_params(0)
-    images = np.random.default_rng(0).integers(0, 256, (2, 240, 272, 3), dtype=np.uint8)
-    split = np.asarray(make_encode_fn(jnp.float32, split=True)(params, images))
-    single = np.asarray(make_encode_fn(jnp.float32, split=False)(params, images))
+    images = np.random.default_rng(0).integers(0, 256, (CPU_CHUNK + 3, 240, 272, 3), np.uint8)
     plain = np.asarray(AlexNetEncoder().apply({"params": params}, normalize(images)))
-    assert split.shape == single.shape == plain.shape == (2, 12, 14, 256)
-    assert split.dtype == np.float32
     scale = np.abs(plain).max()
-    assert np.abs(split - plain).max() <= 1e-5 * scale
-    assert np.abs(single - plain).max() <= 1e-5 * scale
+    for n in (1, CPU_CHUNK, CPU_CHUNK + 3):  # less than, exactly and more than one chunk
+        got = np.asarray(make_encode_fn(jnp.float32)(params, images[:n]))
+        assert got.shape == (n, 12, 14, 256) and got.dtype == np.float32
+        assert np.abs(got - plain[:n]).max() <= 1e-5 * scale
     assert encode_fn() is make_encode_fn(jnp.float32)  # compiled once per process
     # usable inside another jit too (e.g. a fused encode + descriptor step)
     fused = jax.jit(lambda p, x: encode_fn()(p, x).sum())
-    assert np.isclose(float(fused(params, images)), float(split.sum()), rtol=1e-4)
+    assert np.isclose(float(fused(params, images[:2])), float(plain[:2].sum()), rtol=1e-4)
+
+
+def test_max_pool_equals_flax_max_pool_exactly():
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 15, 12, 5)), jnp.float32)
+    for stride in (1, 2):
+        want = nn.max_pool(x, window_shape=(3, 3), strides=(stride, stride), padding="VALID")
+        got = max_pool_3x3(x, stride)
+        assert got.shape == want.shape
+        assert np.array_equal(np.asarray(got), np.asarray(want))

@@ -4,11 +4,9 @@ Every command that encodes images calls :func:`load_encoder`; without ported wei
 works (random init, seed 0) and says so once on stderr, so nobody mistakes random features for
 ImageNet ones.
 
-Speed on CPU: XLA's CPU compiler sends convolutions to YNNPACK by default; XLA's own (Eigen)
-convolutions are faster for conv2..conv5 while YNNPACK is as fast or faster for the stride-4
-first block. :func:`make_encode_fn` therefore compiles block 1 and the rest as two programs, each
-with its better backend (see docs/benchmarks.md and scripts/bench/encoder.py). On GPUs it is one
-plain ``jax.jit``.
+Speed on CPU: :func:`make_encode_fn` compiles with XLA's own (Eigen) convolutions instead of
+the default YNNPACK ones and runs a batch a few images at a time so activations stay in cache
+(see docs/benchmarks.md and scripts/bench/encoder.py). On GPUs it is one plain ``jax.jit``.
 """
 
 from __future__ import annotations
@@ -21,19 +19,20 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from tiefjax.errors import InvalidInput
 from tiefjax.images import normalize
-from tiefjax.nets.alexnet import CONV_LAYERS, AlexNetEncoder, ImageNetHead, init_encoder_params
+from tiefjax.nets.alexnet import AlexNetEncoder, ImageNetHead, init_encoder_params
 from tiefjax.nets.port import ENCODER_DIR, HEAD_DIR, META_NAME
 from tiefjax.workspace import Workspace
 
 RANDOM_SEED = 0
 #: XLA CPU option that turns off YNNPACK fusions, leaving convolutions to XLA's Eigen kernels.
 EIGEN_CONV_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+#: Images per step of the CPU encoder (measured on a 2-core AVX-512 EPYC: 4..16 alike, 32 slower).
+CPU_CHUNK = 8
 _warned: set[str] = set()
 
 Source = Literal["imagenet", "random"]
@@ -110,70 +109,41 @@ def encoder_metadata(ws: Workspace) -> dict[str, Any]:
         return {}
 
 
-def _block(params: Any, x: jax.Array, index: int, dtype: Any) -> jax.Array:
-    """Layer ``index`` of :data:`CONV_LAYERS` exactly as :class:`AlexNetEncoder` applies it."""
-    name, feats, kernel, stride, pad, pool = CONV_LAYERS[index]
-    conv = nn.Conv(
-        feats,
-        (kernel, kernel),
-        strides=(stride, stride),
-        padding=((pad, pad), (pad, pad)),
-        dtype=dtype,
-        param_dtype=jnp.float32,
-    )
-    x = nn.relu(conv.apply({"params": params[name]}, x))
-    if pool:
-        s = 1 if index == len(CONV_LAYERS) - 1 else 2
-        x = nn.max_pool(x, window_shape=(3, 3), strides=(s, s), padding="VALID")
-    return x
-
-
-def _first_block(params: Any, images: jax.Array, dtype: Any) -> jax.Array:
-    return _block(params, normalize(images).astype(dtype), 0, dtype)
-
-
-def _other_blocks(params: Any, x: jax.Array, dtype: Any) -> jax.Array:
-    for i in range(1, len(CONV_LAYERS)):
-        x = _block(params, x, i, dtype)
-    return x.astype(jnp.float32)
-
-
 def _whole(params: Any, images: jax.Array, dtype: Any) -> jax.Array:
     fmap = AlexNetEncoder(dtype=dtype).apply({"params": params}, normalize(images))
     return fmap.astype(jnp.float32)
 
 
-def make_encode_fn(dtype: Any = jnp.float32, split: bool = False) -> EncodeFn:
+def _in_chunks(params: Any, images: jax.Array, dtype: Any) -> jax.Array:
+    """:func:`_whole` over ``CPU_CHUNK`` images at a time, in one program (``lax.map``)."""
+
+    def one(image: jax.Array) -> jax.Array:
+        return _whole(params, image[None], dtype)[0]
+
+    return jax.lax.map(one, images, batch_size=CPU_CHUNK)
+
+
+def make_encode_fn(dtype: Any = jnp.float32) -> EncodeFn:
     """``fn(params, uint8 NHWC batch) -> float32 (B, h, w, 256)`` feature maps, jitted.
 
     Normalisation (ImageNet mean/std) happens on the device, so callers ship uint8. On the CPU
-    the program is compiled with XLA's Eigen convolutions: on the AVX-512 development machine
-    that beat the default YNNPACK backend (0.73x vs 0.60x PyTorch) and the per-block ``split``
-    (block 1 YNNPACK, the rest Eigen: 0.67x) that DESIGN.md measured best on an AVX2 machine;
-    ``split=True`` keeps that variant for such machines. The numbers equal the plain program's
-    to float rounding. Inside another ``jax.jit`` it traces as one plain program (give that
-    outer jit ``compiler_options=EIGEN_CONV_OPTIONS`` for the same speed-up).
+    the program is compiled with XLA's Eigen convolutions (faster than the default YNNPACK ones
+    on both machines measured) and runs a batch ``CPU_CHUNK`` images at a time inside the one
+    program: a chunk's activations stay in cache, where a whole batch of 32 spills to memory
+    (docs/benchmarks.md). Chunking changes nothing but the speed. Inside another ``jax.jit``
+    it traces as one plain program (give that outer jit ``compiler_options=EIGEN_CONV_OPTIONS``
+    for the backend part of the speed-up).
     """
-    return _build_encode_fn(jnp.dtype(dtype), bool(split), jax.default_backend() == "cpu")
+    return _build_encode_fn(jnp.dtype(dtype), jax.default_backend() == "cpu")
 
 
 @functools.cache
-def _build_encode_fn(dtype: Any, split: bool, cpu: bool) -> EncodeFn:
+def _build_encode_fn(dtype: Any, cpu: bool) -> EncodeFn:
     if not cpu:
         return jax.jit(functools.partial(_whole, dtype=dtype))
-    if split:
-        first = jax.jit(functools.partial(_first_block, dtype=dtype))
-        rest = jax.jit(
-            functools.partial(_other_blocks, dtype=dtype), compiler_options=EIGEN_CONV_OPTIONS
-        )
-
-        def compiled(params: Any, images: Any) -> jax.Array:
-            return rest(params, first(params, images))
-
-    else:
-        compiled = jax.jit(
-            functools.partial(_whole, dtype=dtype), compiler_options=EIGEN_CONV_OPTIONS
-        )
+    compiled = jax.jit(
+        functools.partial(_in_chunks, dtype=dtype), compiler_options=EIGEN_CONV_OPTIONS
+    )
 
     def encode(params: Any, images: Any) -> jax.Array:
         if any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves((params, images))):

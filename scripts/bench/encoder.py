@@ -151,7 +151,7 @@ def build(args: argparse.Namespace) -> tuple[dict[str, Callable[[], object]], di
     }
     labels = {
         "tiefjax": "tiefjax encode_fn ("
-        + ("bf16, one jit" if args.gpu else "fp32, Eigen convolutions")
+        + ("bf16, one jit" if args.gpu else "fp32, Eigen convolutions, 8-image chunks")
         + ")",
         "pytorch": f"PyTorch {torch.__version__} channels_last ({'bf16' if args.gpu else 'fp32'})",
     }
@@ -161,7 +161,7 @@ def build(args: argparse.Namespace) -> tuple[dict[str, Callable[[], object]], di
         fns["jit-ynn"] = lambda: plain(params, xj).block_until_ready()
         fns["jit-eigen"] = lambda: eigen(params, xj).block_until_ready()
         labels["jit-ynn"] = "jax.jit default (YNNPACK convolutions)"
-        labels["jit-eigen"] = "jax.jit, XLA Eigen convolutions"
+        labels["jit-eigen"] = "jax.jit, XLA Eigen convolutions, whole batch at once"
         bf16 = make_encode_fn(jnp.bfloat16)
         fns["tiefjax-bf16"] = lambda: bf16(params, xj).block_until_ready()
         labels["tiefjax-bf16"] = "tiefjax encode_fn, bf16 compute"
