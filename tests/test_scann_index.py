@@ -101,6 +101,59 @@ def test_save_load_same_answers(tmp_path, data, kind):
     assert json.loads((tmp_path / "ix" / "index.json").read_text())["params"]["kind"] == kind
 
 
+def test_load_build_saved_with_absolute_asset_paths(tmp_path, data):
+    """Builds saved before asset paths were relative still load after being renamed."""
+    x, q = data
+    index = VectorIndex.build(x, choose_params(len(x), IndexConfig(kind="tree")))
+    index.save(tmp_path / "build-tmp")
+    index._searcher.serialize(str(tmp_path / "build-tmp" / "scann"))  # absolute paths, as before
+    assets = (tmp_path / "build-tmp" / "scann" / "scann_assets.pbtxt").read_text()
+    assert str(tmp_path / "build-tmp") in assets
+    (tmp_path / "build-tmp").rename(tmp_path / "ix")
+    again = VectorIndex.load(tmp_path / "ix")
+    np.testing.assert_array_equal(again.search(q, 10)[0], index.search(q, 10)[0])
+
+
+def test_single_query_path_matches_batched(data):
+    x, q = data
+    index = VectorIndex.build(x, choose_params(len(x), IndexConfig(kind="tree")))
+    ids, scores = index.search(q[:2], 10)
+    for i in range(2):
+        for query in (q[i], q[i : i + 1], q[i].astype(np.float64), q[i].tolist()):
+            one_ids, one_scores = index.search(query, 10)
+            assert one_ids.shape == (1, 10) and one_ids.dtype == np.int64
+            assert one_scores.dtype == np.float32
+            np.testing.assert_array_equal(one_ids[0], ids[i])
+            np.testing.assert_allclose(one_scores[0], scores[i], rtol=1e-5)
+    assert index.search(q[0], 0)[0].shape == (1, 0)
+    assert index.search(q[0], len(x) + 5)[0].shape == (1, len(x))
+
+
+def test_scann_simd_levels_follow_the_cpu():
+    from tiefjax.index.scann_index import _SIMD_LEVELS, _cpu_flags, enable_scann_simd
+
+    levels = enable_scann_simd()
+    assert enable_scann_simd() is levels  # once per process
+    cpu = _cpu_flags()
+    expected = []
+    for level, needs in _SIMD_LEVELS:
+        if not cpu.issuperset(needs):
+            break
+        expected.append(level)
+    if os.environ.get("TIEFJAX_SCANN_SIMD", "1") != "0":
+        assert levels == expected
+
+
+def test_autotune_slack_only_adds_recall():
+    x = clustered(8000, 48, spread=0.6)
+    index = VectorIndex.build(x, choose_params(len(x), IndexConfig(kind="ah")))
+    cheapest = index.autotune(0.95, sample=200, slack=0)  # the fewest re-ranked reaching 0.96
+    plain = index.params
+    more = index.autotune(0.95, sample=200)  # then more while nearly free
+    assert cheapest >= 0.96 and more >= cheapest
+    assert index.params.reorder >= plain.reorder
+
+
 def test_tiny_and_empty():
     x = clustered(3, 8)
     ix = VectorIndex.build(x, IndexParams(kind="brute_force"))

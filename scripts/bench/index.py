@@ -51,7 +51,12 @@ def timed(fn) -> float:
 
 def measure(methods: dict, queries: np.ndarray, single: int, rounds: int = 5) -> dict:
     """Best-of-``rounds`` q/s per method, single and batched, the methods taking turns in each
-    round so that load from other processes on the shared machine hits them alike."""
+    round so that load from other processes on the shared machine hits them alike.
+
+    Each method's single-query loop runs once untimed first: the method before it in the round
+    evicted its data from the caches, which a server answering one query after another does
+    not see (measured: ScaNN's first ~50 queries take 20 us instead of 15; hnswlib, memory-bound
+    anyway, barely moves). Every method gets the same warm-up."""
     sub = queries[:single]
     best: dict = {name: [float("inf"), float("inf")] for name in methods}
     for _ in range(rounds):
@@ -62,6 +67,7 @@ def measure(methods: dict, queries: np.ndarray, single: int, rounds: int = 5) ->
                 for q in sub[:n_single]:
                     one(q)
 
+            loop()  # warm-up, untimed
             best[name][0] = min(best[name][0], timed(loop) / n_single)
             best[name][1] = min(best[name][1], timed(lambda batch=batch: batch(queries)))
     return {name: (1.0 / s, len(queries) / b) for name, (s, b) in best.items()}
