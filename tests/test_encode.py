@@ -135,8 +135,9 @@ def test_real_encoder_descriptor_is_the_original_score(tmp_path):
     params = init_encoder_params(0)
     windows = np.stack([np.asarray(photo(i).resize((224, 224))) for i in range(3)])
     enc = FeatureEncoder(params, "t", batch_size=2)
-    feats = enc(windows)  # 2 batches, last padded
+    feats = enc(windows)  # 2 batches, the last one a single window
     assert feats.shape == (3, FEATURE_DIM)
+    assert np.allclose(FeatureEncoder(params, "t", batch_size=4)(windows), feats, atol=1e-5)
     fmap = np.asarray(make_encode_fn()(params, windows))  # (3, 11, 11, 256)
     unit = fmap / np.maximum(np.linalg.norm(fmap, axis=-1, keepdims=True), 1e-12)
     original = np.einsum("hwc,hwc->hw", unit[0], unit[1]).mean()
@@ -159,3 +160,10 @@ def test_trained_fingerprint_ignores_metrics_log_but_follows_final(tmp_path):
     assert trained_fingerprint(ws, "ranking") == first != untrained
     (train_dir / "final.json").write_text('{"dir": "final-20-bbbb"}')
     assert trained_fingerprint(ws, "ranking") != first
+
+
+def test_short_batches_pad_to_powers_of_two_within_the_batch_size():
+    from tiefjax.index.encode import padded_size
+
+    assert [padded_size(n, 16) for n in (1, 2, 3, 5, 8, 9, 16)] == [1, 2, 4, 8, 8, 16, 16]
+    assert padded_size(20, 16) == 16 and padded_size(3, 6) == 4 and padded_size(5, 6) == 6

@@ -36,8 +36,17 @@ Box = tuple[float, float, float, float]
 
 
 # -- the encoder ----------------------------------------------------------------------------------
+def padded_size(n: int, batch_size: int) -> int:
+    """Batch shape ``n`` windows are padded to: the next power of two, at most ``batch_size``."""
+    return min(batch_size, 1 << max(0, n - 1).bit_length())
+
+
 class FeatureEncoder:
-    """Jitted encoder + per-location normalisation on a fixed batch size (no recompiles).
+    """Jitted encoder + per-location normalisation, batches of at most ``batch_size``.
+
+    A short batch is padded to the next power of two (capped at ``batch_size``), so a catalog
+    (full batches) compiles once and a server's micro-batches of 1..16 at most five times,
+    while a lone upload is never padded to a whole batch.
 
     ``start(batch)`` dispatches asynchronously and returns a handle; ``fetch(handle)`` waits and
     returns ``(n, 30976)`` float32 rows. ``__call__`` does both.
@@ -58,7 +67,7 @@ class FeatureEncoder:
 
     def start(self, windows: np.ndarray) -> tuple[Any, int]:
         n = len(windows)
-        batch = np.zeros((self.batch_size, WINDOW, WINDOW, 3), np.uint8)
+        batch = np.zeros((padded_size(n, self.batch_size), WINDOW, WINDOW, 3), np.uint8)
         batch[:n] = windows
         return self._norm(self._encode(self.params, batch)), n
 

@@ -231,11 +231,7 @@ class ServerState:
 
     def encoder_batch(self) -> int:
         """Encoder batch size for upload searches (see ServerConfig.encoder_batch)."""
-        if self.config.encoder_batch > 0:
-            return self.config.encoder_batch
-        import jax
-
-        return 1 if jax.default_backend() == "cpu" else max(1, self.config.batch_max)
+        return self.config.encoder_batch or max(1, self.config.batch_max)
 
     def _reload(self) -> None:
         try:

@@ -30,8 +30,8 @@ class ServerConfig:
     encoder_batch: int = field(
         default=0,
         metadata={
-            "help": "images per encoder call for uploads; 0 = auto: 1 on CPU (a batch is no "
-            "cheaper per image there, and a lone upload pays no padding), batch_max on GPU/TPU"
+            "help": "most images per encoder call for uploads (a short batch is padded only to "
+            "the next power of two); 0 = batch_max"
         },
     )
     reload_check_s: float = field(
