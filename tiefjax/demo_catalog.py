@@ -264,7 +264,7 @@ def _bezier(p0, p1, p2, p3, n: int = 14) -> list[tuple[float, float]]:
         + 3 * (1 - t) * t**2 * np.array(p2)
         + t**3 * np.array(p3)
     )
-    return [tuple(map(float, q)) for q in pts]
+    return [(float(x), float(y)) for x, y in pts]
 
 
 def _right_half(silhouette: str, s: dict[str, float]) -> list[tuple[float, float]]:
@@ -391,6 +391,7 @@ def _background(kind: str, rng: np.random.Generator, w: int, h: int) -> np.ndarr
         img = c * (1.0 - 0.05 * yy)
     elif kind == "gradient":
         a, b = _tone(rng, True), _tone(rng, rng.random() < 0.6)
+        t: np.ndarray
         if rng.random() < 0.5:
             t = yy
         else:  # a spotlight on the paper, darker towards the corners

@@ -16,12 +16,15 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, SupportsFloat, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from tiefjax.errors import InvalidInput
+
+if TYPE_CHECKING:
+    import jax
 
 #: ImageNet statistics used by torchvision's AlexNet (RGB, on [0, 1] pixel values).
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -35,6 +38,7 @@ MAX_PIXELS = 64_000_000
 Box = tuple[float, float, float, float]  # left, top, right, bottom in pixels
 T = TypeVar("T")
 R = TypeVar("R")
+Pixels = TypeVar("Pixels", np.ndarray, "jax.Array")
 
 
 def _label(source: str | os.PathLike[str] | bytes, name: str | None) -> str:
@@ -148,6 +152,12 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def float_box(values: Iterable[SupportsFloat]) -> Box:
+    """Four numbers (left, top, right, bottom; NumPy scalars, say) as a box of Python floats."""
+    left, top, right, bottom = (float(v) for v in values)
+    return left, top, right, bottom
+
+
 def clip_box(box: Box, width: int, height: int, label: str = "box") -> Box:
     """``box`` clipped to a ``width`` x ``height`` image; InvalidInput when nothing is left."""
     left, top, right, bottom = (float(v) for v in box)
@@ -207,7 +217,7 @@ def resize_short_side(img: Image.Image, short_side: int) -> tuple[Image.Image, f
     return img.resize(size, Image.Resampling.BILINEAR), scale
 
 
-def normalize(pixels: np.ndarray) -> np.ndarray:
+def normalize(pixels: Pixels) -> Pixels:
     """uint8 RGB (..., 3) -> float32 with ImageNet mean/std; works on NumPy and JAX arrays."""
     return (pixels / np.float32(255.0) - IMAGENET_MEAN) / IMAGENET_STD
 

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from tiefjax.errors import InvalidInput
 from tiefjax.images import normalize
-from tiefjax.nets.alexnet import AlexNetEncoder, ImageNetHead, init_encoder_params
+from tiefjax.nets.alexnet import AlexNetEncoder, ImageNetHead, apply_params, init_encoder_params
 from tiefjax.nets.port import ENCODER_DIR, HEAD_DIR, META_NAME
 from tiefjax.workspace import Workspace
 
@@ -110,7 +110,7 @@ def encoder_metadata(ws: Workspace) -> dict[str, Any]:
 
 
 def _whole(params: Any, images: jax.Array, dtype: Any) -> jax.Array:
-    fmap = AlexNetEncoder(dtype=dtype).apply({"params": params}, normalize(images))
+    fmap = apply_params(AlexNetEncoder(dtype=dtype), params, normalize(images))
     return fmap.astype(jnp.float32)
 
 

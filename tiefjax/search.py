@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from tiefjax.errors import Conflict, InvalidInput, NotFound, TiefjaxError
-from tiefjax.images import crop_resize, load_rgb
+from tiefjax.images import crop_resize, float_box, load_rgb
 from tiefjax.index.build import (
     CURRENT,
     MODES,
@@ -317,7 +317,7 @@ class Searcher:
                     if p >= 0 and (include_self or int(p) != own_pos)
                 ][:k]
                 results[i][m] = SearchResult(
-                    box=tuple(float(v) for v in row.box),
+                    box=float_box(row.box),
                     probability=row.probability,
                     fallback=row.fallback,
                     hits=hits,
@@ -452,7 +452,7 @@ class Searcher:
         if locator is not None:
             located = locator.locate_many([img for _, img in images])
             for found in located:
-                box = tuple(float(v) for v in _as_tuple(found.box))
+                box = float_box(_as_tuple(found.box))
                 rows.append(
                     Row("", "", box, "detection", float(found.probability), bool(found.fallback))
                 )

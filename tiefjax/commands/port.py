@@ -66,8 +66,8 @@ def imagenet_top5(ws_root: Path, image: Path) -> list[tuple[int, str | None, flo
     fmap = encode_fn()(weights.params, window)
     probs = np.asarray(jax.nn.softmax(imagenet_logits(weights.imagenet_head, fmap)[0]))
     names = imagenet_class_names()
-    top = np.argsort(-probs)[:5]
-    return [(int(i), names[i] if names else None, float(probs[i])) for i in top]
+    best = np.argsort(-probs)[:5]
+    return [(int(i), names[i] if names else None, float(probs[i])) for i in best]
 
 
 def run(args: argparse.Namespace) -> int:

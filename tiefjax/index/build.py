@@ -170,6 +170,7 @@ def make_ranking_fn(trained: Any) -> Callable[[np.ndarray], np.ndarray]:
     import jax
     import jax.numpy as jnp
 
+    from tiefjax.nets.alexnet import apply_params
     from tiefjax.nets.heads import RankingNet
 
     net = getattr(trained, "head", None) or RankingNet()
@@ -180,7 +181,7 @@ def make_ranking_fn(trained: Any) -> Callable[[np.ndarray], np.ndarray]:
     @jax.jit
     def apply(rows: jax.Array) -> jax.Array:
         fmap = rows.astype(jnp.float32).reshape(rows.shape[0], 11, 11, -1)
-        return net.apply({"params": params}, fmap)
+        return apply_params(net, params, fmap)
 
     def fn(rows: np.ndarray, batch: int = 256) -> np.ndarray:
         n = len(rows)

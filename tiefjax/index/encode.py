@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from tiefjax.errors import NotFound
-from tiefjax.images import crop_resize, load_rgb, load_window, prefetch
+from tiefjax.images import crop_resize, float_box, load_rgb, load_window, prefetch
 from tiefjax.index.config import IndexConfig
 from tiefjax.nets.alexnet import FEATURE_CHANNELS, PATCH, WINDOW
 from tiefjax.workspace import Workspace
@@ -226,6 +226,7 @@ def encode_catalog(
     """
     from tqdm import tqdm
 
+    from tiefjax.store import Box as StoreBox
     from tiefjax.store import Detection, Store
 
     cfg = config or IndexConfig()
@@ -241,8 +242,11 @@ def encode_catalog(
     loc = load_locator(ws, cfg.locate) if locator == "auto" else locator
     locator_obj, locator_fp = loc if loc else (None, None)
 
-    prev_ok = previous is not None and previous.features is not None
-    prev_ok = prev_ok and previous.encoder == encoder.fingerprint
+    prev_ok = (
+        previous is not None
+        and previous.features is not None
+        and previous.encoder == encoder.fingerprint
+    )
     rows: list[Row | None] = [None] * len(images)
     jobs: list[_Job] = []
     copies: list[tuple[int, int]] = []  # (new pos, old pos)
@@ -250,26 +254,29 @@ def encode_catalog(
         size = (int(rec.width), int(rec.height))
         old = previous.rows.get(rec.id) if previous else None
         prob, fallback = None, False
+        box: Box | None
         if boxes_from is not None:
             given = boxes_from[rec.id]
             box, source, prob, fallback = given.box, given.source, given.probability, given.fallback
         elif rec.id in boxes:
             box, source = boxes[rec.id], "annotation"
         elif locator_obj is not None:
-            reusable = (
+            box, source = None, "detection"
+            if (
                 old is not None
+                and previous is not None
                 and old[1].sha256 == rec.sha256
                 and old[1].source == "detection"
                 and previous.locator == locator_fp
-            )
-            box, source = (old[1].box, "detection") if reusable else (None, "detection")
+            ):
+                box = old[1].box  # the stored detection is still valid
         else:
             box, source = (0.0, 0.0, float(size[0]), float(size[1])), "whole"
             fallback = True  # no locator: the whole image is used
         if box is not None:
             if source == "detection" and old is not None and boxes_from is None:
                 prob, fallback = old[1].probability, old[1].fallback
-            row = Row(rec.id, rec.sha256, tuple(map(float, box)), source, prob, fallback)
+            row = Row(rec.id, rec.sha256, float_box(box), source, prob, fallback)
             if prev_ok and old is not None and old[1].key() == row.key():
                 rows[pos] = row
                 copies.append((pos, old[0]))
@@ -280,8 +287,9 @@ def encode_catalog(
     features = np.lib.format.open_memmap(
         features_path, mode="w+", dtype=FEATURES_DTYPE, shape=(len(images), FEATURE_DIM)
     )
-    for new, old in copies:
-        features[new] = previous.features[old]
+    for new, old_pos in copies:
+        assert previous is not None and previous.features is not None  # copies imply prev_ok
+        features[new] = previous.features[old_pos]
     result = EncodeResult(
         [],
         features_path,
@@ -326,12 +334,13 @@ def encode_catalog(
     def flush_locate() -> None:
         if not loc_batch:
             return
+        assert locator_obj is not None  # images are only queued to locate when there is one
         located = locator_obj.locate_many([img for _, img in loc_batch])
         for (job, img), found in zip(loc_batch, located, strict=True):
-            box = tuple(float(v) for v in _box_tuple(found.box))
+            box = float_box(_box_tuple(found.box))
             prob = float(found.probability)
             rows[job.pos] = Row(job.id, job.sha256, box, "detection", prob, bool(found.fallback))
-            new_detections.append(Detection(job.id, box, prob, bool(found.fallback)))
+            new_detections.append(Detection(job.id, StoreBox(*box), prob, bool(found.fallback)))
             win_batch.append(np.asarray(crop_resize(img, box, (WINDOW, WINDOW))))
             pos_batch.append(job.pos)
         result.located += len(loc_batch)
@@ -375,8 +384,8 @@ def encode_catalog(
         compact = np.lib.format.open_memmap(
             compact_path, mode="w+", dtype=FEATURES_DTYPE, shape=(len(kept), FEATURE_DIM)
         )
-        for new, old in enumerate(kept):
-            compact[new] = features[old]
+        for new, old_pos in enumerate(kept):
+            compact[new] = features[old_pos]
         compact.flush()
         del compact, features
         os.replace(compact_path, features_path)

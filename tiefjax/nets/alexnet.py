@@ -8,7 +8,7 @@ module: its stride-2 pool is the stride-1 pool subsampled by 2, so it runs on ou
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import flax.linen as nn
 import jax
@@ -104,3 +104,12 @@ def init_encoder_params(seed: int = 0) -> dict:
     """Seeded random encoder parameters (used when no ImageNet weights were ported)."""
     dummy = jnp.zeros((1, WINDOW, WINDOW, 3), jnp.float32)
     return AlexNetEncoder().init(jax.random.PRNGKey(seed), dummy)["params"]
+
+
+def apply_params(module: nn.Module, params: Any, *inputs: jax.Array) -> jax.Array:
+    """``module.apply({"params": params}, *inputs)``: the module's output array.
+
+    flax types ``Module.apply`` as "output, or ``(output, mutated variables)`` when ``mutable``
+    is set"; without ``mutable`` it is always just the output.
+    """
+    return cast(jax.Array, module.apply({"params": params}, *inputs))

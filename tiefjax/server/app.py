@@ -26,7 +26,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -268,8 +268,9 @@ class ServerState:
             )
         return searcher
 
-    def _search_batch(self, mode: str, items: list[tuple[Image.Image, int]]) -> list[Any]:
-        """In the search thread: one device call for a batch of uploads of the same mode."""
+    def _search_batch(self, mode: Hashable, items: list[tuple[Image.Image, int]]) -> list[Any]:
+        """In the search thread: one device call for a batch of uploads of the same mode (the
+        batcher's key)."""
         searcher = self.searcher
         if searcher is None:
             raise NotFound("the search index went away; rebuild it with tiefjax index")
@@ -454,8 +455,9 @@ def build_routes(state: ServerState) -> list[Route]:
     async def add_triplet(request: Request) -> Response:
         state.check_token(request)
         body = await _json_body(request)
-        ids = [body.get(k) for k in ("reference", "positive", "negative")]
-        if not all(isinstance(i, str) and i for i in ids):
+        given = [body.get(k) for k in ("reference", "positive", "negative")]
+        ids = [i for i in given if isinstance(i, str) and i]
+        if len(ids) != len(given):
             raise BadRequest("send {reference, positive, negative}: three image ids")
         triplet = await run_in_threadpool(store.add_triplet, *ids)
         return JSONResponse(_triplet_json(triplet), status_code=201)
@@ -478,7 +480,7 @@ def build_routes(state: ServerState) -> list[Route]:
 
         def judged() -> set[str]:
             store.get_image(image_id)
-            done = set()
+            done: set[str] = set()
             for t in store.list_triplets(image_id):
                 done.update((t.positive, t.negative))
             return done
@@ -542,7 +544,7 @@ def index_summary(searcher: Any) -> dict[str, Any] | None:
     recall = info.get("recall_at_10")
     per_mode = info.get("modes")
     if recall is None and isinstance(per_mode, dict):
-        first = per_mode.get("unsupervised") or next(iter(per_mode.values()), {})
+        first = per_mode.get("unsupervised") or next(iter(per_mode.values()), None)
         recall = first.get("recall_at_10") if isinstance(first, dict) else None
     return {
         "built_at": _iso(built_at),

@@ -20,7 +20,9 @@ def _err(description: str) -> dict[str, Any]:
     return _json(_ref("Error"), description)
 
 
-def _q(name: str, schema: dict[str, Any], description: str, required: bool = False):
+def _q(
+    name: str, schema: dict[str, Any], description: str, required: bool = False
+) -> dict[str, Any]:
     return {
         "name": name,
         "in": "query",
@@ -37,10 +39,10 @@ def _object(**properties: Any) -> dict[str, Any]:
 _ID = {"name": "image_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _MODE = {"type": "string", "enum": ["unsupervised", "supervised"]}
 _K = _q("k", {"type": "integer", "minimum": 1, "maximum": 50}, "how many")
-_AUTH = [{"bearer": []}]
+_AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
 _NUM = {"type": "number"}
 _SIDES = {k: _NUM for k in ("left", "top", "right", "bottom")}
-_BOX4 = {"type": "object", "required": list(_SIDES), "properties": _SIDES}
+_BOX4: dict[str, Any] = {"type": "object", "required": list(_SIDES), "properties": _SIDES}
 _HITS = {"type": "array", "items": _ref("Hit")}
 _TRIPLET_IDS = {k: {"type": "string"} for k in ("reference", "positive", "negative")}
 

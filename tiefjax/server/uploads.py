@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from PIL import Image
 from starlette.datastructures import UploadFile
@@ -77,7 +77,7 @@ async def read_upload(request: Request, field: str, max_bytes: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_big
 
-    async def bounded() -> AsyncIterator[bytes]:
+    async def bounded() -> AsyncGenerator[bytes, None]:
         seen = 0
         async for chunk in request.stream():
             seen += len(chunk)

@@ -257,9 +257,10 @@ def cached_features(
     folders of the same ``name`` are removed once a new one is complete.
     """
     cache_root = Path(cache_root)
+    encoder_fp = params_fingerprint(params)
     ident = {
         "version": CACHE_VERSION,
-        "encoder": params_fingerprint(params),
+        "encoder": encoder_fp,
         "data": fingerprint,
         "mirror_triplets": mirror_triplets,
         "dtype": np.dtype(FEATURE_DTYPE).name,
@@ -272,7 +273,7 @@ def cached_features(
             params,
             encode=encode,
             mirror_triplets=mirror_triplets,
-            reuse=_reuse_from(cache_root, ident["encoder"], folder),
+            reuse=_reuse_from(cache_root, encoder_fp, folder),
             desc=f"encode {name}",
         )
         tmp = cache_root / f".{name}-{key}.tmp-{os.getpid()}"

@@ -31,7 +31,7 @@ import optax
 
 from tiefjax.errors import InvalidInput
 from tiefjax.images import normalize
-from tiefjax.nets.alexnet import FEATURE_CHANNELS, PATCH, AlexNetEncoder
+from tiefjax.nets.alexnet import FEATURE_CHANNELS, PATCH, AlexNetEncoder, apply_params
 from tiefjax.nets.heads import BoxRegressors, CropClassifier, RankingNet
 from tiefjax.settings import setting
 
@@ -79,7 +79,7 @@ class TrainConfig:
     @classmethod
     def tiny(cls, **overrides: Any) -> TrainConfig:
         """A few small steps for tests."""
-        base = dict(
+        base: dict[str, Any] = dict(
             steps=30,
             batch_size=16,
             warmup_steps=3,
@@ -195,7 +195,7 @@ class Task:
 def _features(params: Mapping[str, Any], x: jax.Array) -> jax.Array:
     """Encoder feature maps: ``x`` itself when it already is features, else encode the images."""
     if x.dtype == jnp.uint8:
-        return AlexNetEncoder().apply({"params": params["encoder"]}, normalize(x))
+        return apply_params(AlexNetEncoder(), params["encoder"], normalize(x))
     return x.astype(jnp.float32)
 
 
@@ -400,7 +400,7 @@ def ranking_task(
     def sims(params: Any, batch: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
         b = batch["reference"].shape[0]
         x = jnp.concatenate([batch["reference"], batch["positive"], batch["negative"]])
-        emb = head.apply({"params": params["head"]}, _features(params, x))
+        emb = apply_params(head, params["head"], _features(params, x))
         ref, pos, neg = emb[:b], emb[b : 2 * b], emb[2 * b :]
         return jnp.sum(ref * pos, -1), jnp.sum(ref * neg, -1)
 
