@@ -12,12 +12,15 @@ from PIL import Image
 
 from tiefjax.data.crops import (
     BACKGROUND,
+    CLASSIFICATION,
     FOREGROUND,
+    REGRESSION,
     WINDOW,
     CropSpec,
     PrepareConfig,
     box_deltas,
     decode_image,
+    decode_size,
     encode_image,
     flip_deltas,
     inside_fraction,
@@ -187,6 +190,95 @@ def test_per_scale_counts_flips_and_determinism():
     assert a != sample_crops("dress-1", 640, 1200, box, dataclasses.replace(config, seed=1))
 
 
+# -- crop sets --------------------------------------------------------------------------------
+def _groups(specs, crop_set):
+    """(short_side, label) -> originals (no mirrored copies) of one crop set."""
+    out: dict[tuple[int, int], list] = {}
+    for s in specs:
+        if crop_set in s.sets and not s.flipped:
+            out.setdefault((s.short_side, s.label), []).append((s.left, s.top))
+    return out
+
+
+PHOTO = ("dress-1", 640, 1200, (0, 0, 640, 600))  # both classes at every scale below
+
+
+def test_default_sets_are_the_old_single_list():
+    """Empty regression settings: every crop of short_sides, foreground ones in both sets."""
+    config = PrepareConfig(short_sides=(320, 448), crops_per_scale=5, flips=True)
+    specs = sample_crops(*PHOTO, config)
+    assert (config.regression_sides, config.regression_crops) == ((320, 448), 5)
+    assert config.scales == (320, 448)
+    for s in specs:
+        assert s.sets == (
+            {CLASSIFICATION, REGRESSION} if s.label == FOREGROUND else {CLASSIFICATION}
+        )
+    explicit = dataclasses.replace(
+        config, regression_short_sides=(320, 448), regression_crops_per_scale=5
+    )
+    assert sample_crops(*PHOTO, explicit) == specs
+
+
+def test_regression_scales_are_separate():
+    config = PrepareConfig(
+        short_sides=(320, 448), crops_per_scale=3, regression_short_sides=(256, 320), flips=True
+    )
+    assert config.scales == (320, 448, 256)
+    specs = sample_crops(*PHOTO, config)
+    reg, clf = _groups(specs, REGRESSION), _groups(specs, CLASSIFICATION)
+    assert sorted(reg) == [(256, FOREGROUND), (320, FOREGROUND)]  # no 448, no background
+    assert sorted(clf) == [
+        (320, BACKGROUND),
+        (320, FOREGROUND),
+        (448, BACKGROUND),
+        (448, FOREGROUND),
+    ]
+    assert all(len(v) == 3 for v in [*reg.values(), *clf.values()])
+    assert reg[(320, FOREGROUND)] == clf[(320, FOREGROUND)]  # a shared scale shares its crops
+    for s in specs:
+        if s.short_side == 256:
+            assert s.sets == {REGRESSION} and s.label == FOREGROUND
+        if s.short_side == 448:
+            assert s.sets == {CLASSIFICATION}
+    mirrored = [s for s in specs if s.flipped]
+    assert len(mirrored) == len(specs) // 2 and all(s.sets for s in mirrored)
+    # the classification crops are those of short_sides alone
+    alone = sample_crops(*PHOTO, dataclasses.replace(config, regression_short_sides=()))
+    assert _groups(alone, CLASSIFICATION) == clf
+
+
+@pytest.mark.parametrize("reg_crops", [2, 5, 8])
+def test_regression_crops_per_scale(reg_crops):
+    config = PrepareConfig(
+        short_sides=(320, 448),
+        crops_per_scale=5,
+        regression_short_sides=(320,),
+        regression_crops_per_scale=reg_crops,
+        flips=False,
+    )
+    specs = sample_crops(*PHOTO, config)
+    reg, clf = _groups(specs, REGRESSION), _groups(specs, CLASSIFICATION)
+    assert {k: len(v) for k, v in reg.items()} == {(320, FOREGROUND): reg_crops}
+    assert all(len(v) == 5 for v in clf.values()) and len(clf) == 4
+    # one draw per scale and class: the smaller set takes the first of the larger one's crops
+    small, large = sorted((set(reg[(320, FOREGROUND)]), set(clf[(320, FOREGROUND)])), key=len)
+    assert small <= large
+    # and the classification set is what it is without any regression settings
+    plain = sample_crops(
+        *PHOTO, dataclasses.replace(config, regression_short_sides=(), regression_crops_per_scale=0)
+    )
+    assert _groups(plain, CLASSIFICATION) == clf
+
+
+def test_decode_size_covers_both_scale_lists():
+    base = PrepareConfig(short_sides=(256, 352))
+    assert decode_size(600, 400, base) == scaled_size(600, 400, 352)
+    wider = dataclasses.replace(base, regression_short_sides=(448,))
+    assert decode_size(600, 400, wider) == scaled_size(600, 400, 448)
+    narrower = dataclasses.replace(base, regression_short_sides=(224,))
+    assert decode_size(600, 400, narrower) == scaled_size(600, 400, 352)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     st.integers(224, 700),
@@ -212,7 +304,7 @@ def test_sampled_crops_are_in_bounds_and_correctly_labelled(w, h, fx, fy, fw, fh
 def test_render_crops_cuts_the_resized_photo():
     rng = np.random.default_rng(0)
     photo = Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8))
-    spec = CropSpec(320, (427, 320), 150, 60, FOREGROUND, 1.0, (0, 0, 0, 0))
+    spec = CropSpec(320, (427, 320), 150, 60, FOREGROUND, 1.0, (0, 0, 0, 0), frozenset())
     flipped = dataclasses.replace(spec, flipped=True)
     a, b = render_crops(photo, [spec, flipped])
     resized = np.asarray(photo.resize((427, 320), Image.Resampling.BILINEAR))
@@ -247,6 +339,8 @@ def test_config_defaults_help_and_tiny():
     assert all(f.metadata.get("help") for f in dataclasses.fields(PrepareConfig))
     assert PrepareConfig.tiny().short_sides
     assert config.as_dict()["short_sides"] == [320, 448]
+    assert (config.regression_short_sides, config.regression_crops_per_scale) == ((), 0)
+    assert config.as_dict()["regression_short_sides"] == []
 
 
 @pytest.mark.parametrize(
@@ -256,6 +350,9 @@ def test_config_defaults_help_and_tiny():
         {"short_sides": ()},
         {"short_sides": (0,)},
         {"crops_per_scale": 0},
+        {"regression_short_sides": (256, 0)},
+        {"regression_short_sides": (True,)},
+        {"regression_crops_per_scale": -1},
         {"foreground_min_inside": 0.0},
         {"background_max_inside": 2.0},
         {"image_format": "gif"},
@@ -263,5 +360,7 @@ def test_config_defaults_help_and_tiny():
     ],
 )
 def test_config_rejects_bad_values(bad):
-    with pytest.raises(InvalidInput, match="prepare"):
+    with pytest.raises(
+        InvalidInput, match=rf"invalid \[prepare\] settings: {next(iter(bad))} must"
+    ):
         PrepareConfig(**bad)

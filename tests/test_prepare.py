@@ -17,7 +17,9 @@ from tiefjax.catalog import init_workspace
 from tiefjax.cli import main
 from tiefjax.data import builders
 from tiefjax.data.crops import (
+    CLASSIFICATION,
     FOREGROUND,
+    REGRESSION,
     PrepareConfig,
     decode_size,
     product_crop,
@@ -82,16 +84,19 @@ def _path(ws: Workspace, image_id: str) -> Path:
         return Path(store.get_image(image_id).path)
 
 
-def _expected_crops(ws: Workspace, split: str) -> list[tuple]:
-    """(image_id, label, target, pixels) computed directly, without tfds."""
+def _expected_crops(
+    ws: Workspace, split: str, crop_set: str, config: PrepareConfig = CONFIG
+) -> list[tuple]:
+    """(image_id, label, target, pixels) of one crop set computed directly, without tfds."""
     out = []
     for image_id, (w, h, box) in PHOTOS.items():
-        if box is None or split_of(image_id, CONFIG.test_fraction, CONFIG.seed) != split:
+        if box is None or split_of(image_id, config.test_fraction, config.seed) != split:
             continue
-        specs = sample_crops(image_id, w, h, box, CONFIG)
-        img = load_rgb(_path(ws, image_id), target_size=decode_size(w, h, CONFIG))
+        specs = sample_crops(image_id, w, h, box, config)
+        img = load_rgb(_path(ws, image_id), target_size=decode_size(w, h, config))
         for spec, px in zip(specs, render_crops(img, specs), strict=True):
-            out.append((image_id, spec.label, np.float32(spec.target), px))
+            if crop_set in spec.sets:
+                out.append((image_id, spec.label, np.float32(spec.target), px))
     return out
 
 
@@ -108,7 +113,7 @@ def test_splits_hold_both_kinds_of_image():
 def test_classification_round_trip(prepared, split):
     ws, summary = prepared
     src = load_split(ws, "classification", split)
-    expected = _expected_crops(ws, split)
+    expected = _expected_crops(ws, split, CLASSIFICATION)
     assert len(src) == len(expected) == summary.counts["classification"][split]["total"]
     got = [src[i] for i in range(len(src))]
     for rec in got:
@@ -130,7 +135,8 @@ def test_classification_round_trip(prepared, split):
 def test_regression_round_trip(prepared, split):
     ws, summary = prepared
     src = load_split(ws, "regression", split)
-    expected = [e for e in _expected_crops(ws, split) if e[1] == FOREGROUND]
+    expected = _expected_crops(ws, split, REGRESSION)
+    assert all(e[1] == FOREGROUND for e in expected)
     assert len(src) == len(expected) == summary.counts["regression"][split]["total"]
     got = [src[i] for i in range(len(src))]
     assert all(r["target"].dtype == np.float32 and r["target"].shape == (4,) for r in got)
@@ -141,13 +147,52 @@ def test_regression_round_trip(prepared, split):
 
 def test_regression_stats_from_train_targets(prepared):
     ws, _ = prepared
-    targets = np.array([e[2] for e in _expected_crops(ws, "train") if e[1] == FOREGROUND])
+    targets = np.array([e[2] for e in _expected_crops(ws, "train", REGRESSION)])
     mean, std = regression_stats(ws)
     assert mean.dtype == std.dtype == np.float32 and mean.shape == (4,)
     np.testing.assert_allclose(mean, targets.mean(0), rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(std, targets.std(0), rtol=1e-4, atol=1e-3)
     stamp = json.loads((ws.datasets_dir / "prepared.json").read_text())
     assert stamp["regression"]["mean"] == pytest.approx(mean.tolist())
+
+
+def test_separate_regression_scales(ws):
+    """Regression crops only from regression_short_sides, classification only from short_sides:
+    the classification set is the one prepared without the regression settings."""
+    config = dataclasses.replace(
+        CONFIG, short_sides=(224,), regression_short_sides=(256, 288), regression_crops_per_scale=3
+    )
+    alone = dataclasses.replace(config, regression_short_sides=(), regression_crops_per_scale=0)
+    summary = prepare(ws, config)
+    for split in ("train", "test"):
+        src = load_split(ws, CLASSIFICATION, split)
+        got = Counter(
+            _key(src[i]["image_id"], src[i]["label"], (0,) * 4, src[i]["image"])
+            for i in range(len(src))
+        )
+        want = _expected_crops(ws, split, CLASSIFICATION, alone)
+        assert got == Counter(_key(i, label, (0,) * 4, px) for i, label, _, px in want)
+        assert len(src) == summary.counts[CLASSIFICATION][split]["total"]
+
+        src = load_split(ws, REGRESSION, split)
+        got = Counter(
+            _key(src[i]["image_id"], 1, src[i]["target"], src[i]["image"]) for i in range(len(src))
+        )
+        want = _expected_crops(ws, split, REGRESSION, config)
+        assert want and got == Counter(_key(*e) for e in want)
+        assert len(src) == summary.counts[REGRESSION][split]["total"]
+    scales = {
+        spec.short_side
+        for image_id, (w, h, box) in PHOTOS.items()
+        if box is not None
+        for spec in sample_crops(image_id, w, h, box, config)
+        if REGRESSION in spec.sets
+    }
+    assert scales == {256, 288}  # none at 224, the classification scale
+    targets = np.array([e[2] for e in _expected_crops(ws, "train", REGRESSION, config)])
+    mean, _ = regression_stats(ws)
+    np.testing.assert_allclose(mean, targets.mean(0), rtol=1e-5, atol=1e-3)
+    assert prepared_state(ws)["config"]["regression_short_sides"] == [256, 288]
 
 
 def test_triplets_round_trip(prepared):
@@ -177,11 +222,14 @@ def test_summary(prepared):
 
 
 def test_cli(ws, capsys):
-    (ws.config_path).write_text("[prepare]\nshort_sides = [224]\ncrops_per_scale = 1\n")
+    (ws.config_path).write_text(
+        "[prepare]\nshort_sides = [224]\ncrops_per_scale = 1\nregression_short_sides = [256]\n"
+    )
     assert main(["prepare", str(ws.root)]) == 0
     out = capsys.readouterr().out
     assert "classification  train" in out and "without a box" in out
     assert prepared_state(ws)["config"]["short_sides"] == [224]
+    assert prepared_state(ws)["config"]["regression_short_sides"] == [256]
     assert main(["prepare", str(ws.root)]) == 0
     assert "up to date" in capsys.readouterr().out
     assert main(["prepare", str(ws.root), "--force"]) == 0
@@ -199,6 +247,10 @@ def test_rebuilt_only_on_change(ws):
     assert not (ws.datasets_dir / first.build).exists()  # old build removed
     other = prepare(ws, dataclasses.replace(CONFIG, flips=False))
     assert other.rebuilt
+    for change in ({"regression_short_sides": (256,)}, {"regression_crops_per_scale": 3}):
+        config = dataclasses.replace(CONFIG, flips=False, **change)
+        assert prepare(ws, config).rebuilt, change
+        assert not prepare(ws, config).rebuilt, change
     assert prepare(ws, dataclasses.replace(CONFIG, flips=False), force=True).rebuilt
     builds = [p.name for p in ws.datasets_dir.iterdir() if p.name.startswith(("build-", ".build"))]
     assert builds == [prepared_state(ws)["build"]]

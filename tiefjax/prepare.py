@@ -3,8 +3,10 @@
 Reads images, boxes and triplets from the store and writes, with tensorflow-datasets builders
 (ArrayRecord, no TensorFlow), into ``WS/datasets/<build>/``:
 
-* ``classification``: foreground and background crops of every image with a box;
-* ``regression``: the foreground crops with raw box deltas (dl, dt, dr, db) in crop pixels;
+* ``classification``: foreground and background crops of every image with a box (at
+  ``[prepare] short_sides``);
+* ``regression``: foreground crops with raw box deltas (dl, dt, dr, db) in crop pixels (at
+  ``regression_short_sides``, by default the same scales and crops);
 * ``triplets``: 224x224 product crops (stored box, else the whole photo) of every triplet.
 
 Each has a train and a test split, by image (:func:`tiefjax.data.splits.split_of`; a triplet goes
@@ -42,7 +44,10 @@ from tqdm import tqdm
 from tiefjax.data import builders
 from tiefjax.data.builders import DATASETS, RECORDS_PER_SHARD, Spool, chunk_by_weight
 from tiefjax.data.crops import (
+    CLASSIFICATION,
     FOREGROUND,
+    REGRESSION,
+    Deltas,
     PrepareConfig,
     decode_size,
     encode_image,
@@ -314,20 +319,25 @@ def _check_size(path: Path, rec: ImageRecord) -> None:
         )
 
 
-CropRecord = tuple[int, tuple[float, float, float, float], bytes]  # label, target, encoded
+CropRecord = tuple[int, Deltas, frozenset[str], bytes]  # label, target, sets, encoded
 
 
 def _crop_records(
     rec: ImageRecord, path: Path, box: CropBox, config: PrepareConfig
 ) -> list[CropRecord]:
-    """(label, target, encoded pixels) of every crop of one image."""
+    """(label, target, crop sets, encoded pixels) of every crop of one image."""
     _check_size(path, rec)
     specs = sample_crops(rec.id, rec.width, rec.height, box, config)
     if not specs:
         return []
     img = load_rgb(path, target_size=decode_size(rec.width, rec.height, config), name=rec.id)
     return [
-        (spec.label, spec.target, encode_image(px, config.image_format, config.jpeg_quality))
+        (
+            spec.label,
+            spec.target,
+            spec.sets,
+            encode_image(px, config.image_format, config.jpeg_quality),
+        )
         for spec, px in zip(specs, render_crops(img, specs), strict=True)
     ]
 
@@ -358,12 +368,11 @@ def _bar(total: int, desc: str, unit: str) -> tqdm:
 
 @dataclass
 class _Entry:
-    """One image's crops in the spool."""
+    """One image's crops in the spool; ``sizes``: how many of them each crop set takes."""
 
     index: int
     image_id: str
-    crops: int
-    foreground: int
+    sizes: dict[str, int]
 
 
 class _Build:
@@ -383,6 +392,7 @@ class _Build:
         self.entries: dict[str, list[_Entry]] = {s: [] for s in SPLITS}
         self.reg_n, self.reg_sum, self.reg_sq = 0, np.zeros(4), np.zeros(4)
         self.triplets_kept = 0
+        self.crops = 0
         self.crop_seconds = 0.0
 
     def run(self) -> tuple[PrepareSummary, dict[str, Any] | None]:
@@ -390,8 +400,8 @@ class _Build:
         with Spool(self.out / "crops.spool") as spool:
             self._crop_pass(spool)
             self.crop_seconds = time.perf_counter() - start
-            self._write_crop_set("classification", spool)
-            self._write_crop_set("regression", spool)
+            self._write_crop_set(CLASSIFICATION, spool)
+            self._write_crop_set(REGRESSION, spool)
         (self.out / "crops.spool").unlink()
         with Spool(self.out / "products.spool") as products:
             self._write_triplets(products)
@@ -415,27 +425,31 @@ class _Build:
 
     def _add(self, spool: Spool, image_id: str, crops: list[CropRecord]) -> None:
         s = self.split[image_id]
-        fg = [target for label, target, _ in crops if label == FOREGROUND]
-        self.entries[s].append(_Entry(spool.append(crops), image_id, len(crops), len(fg)))
-        self.counts["classification"][s]["total"] += len(crops)
-        self.counts["classification"][s]["foreground"] += len(fg)
-        self.counts["classification"][s]["background"] += len(crops) - len(fg)
-        self.counts["regression"][s]["total"] += len(fg)
-        if s == "train" and fg:
-            targets = np.asarray(fg, np.float64)
-            self.reg_n += len(targets)
-            self.reg_sum += targets.sum(0)
-            self.reg_sq += (targets**2).sum(0)
+        labels = [label for label, _, sets, _ in crops if CLASSIFICATION in sets]
+        fg = sum(label == FOREGROUND for label in labels)
+        targets = [target for _, target, sets, _ in crops if REGRESSION in sets]
+        sizes = {CLASSIFICATION: len(labels), REGRESSION: len(targets)}
+        self.entries[s].append(_Entry(spool.append(crops), image_id, sizes))
+        self.crops += len(crops)
+        self.counts[CLASSIFICATION][s]["total"] += len(labels)
+        self.counts[CLASSIFICATION][s]["foreground"] += fg
+        self.counts[CLASSIFICATION][s]["background"] += len(labels) - fg
+        self.counts[REGRESSION][s]["total"] += len(targets)
+        if s == "train" and targets:
+            values = np.asarray(targets, np.float64)
+            self.reg_n += len(values)
+            self.reg_sum += values.sum(0)
+            self.reg_sq += (values**2).sum(0)
 
     def _write_crop_set(self, name: str, spool: Spool) -> None:
-        regression = name == "regression"
+        regression = name == REGRESSION
         total = sum(self.counts[name][s]["total"] for s in SPLITS)
         with _bar(total, f"writing {name}", " crops") as bar:
 
             def shard(group: list[_Entry]) -> Iterator[builders.KeyExample]:
                 for entry in group:
-                    for j, (label, target, data) in enumerate(spool[entry.index]):
-                        if regression and label != FOREGROUND:
+                    for j, (label, target, sets, data) in enumerate(spool[entry.index]):
+                        if name not in sets:
                             continue
                         bar.update(1)
                         example: dict[str, Any] = {"image": data, "image_id": entry.image_id}
@@ -446,7 +460,7 @@ class _Build:
                         yield f"{entry.image_id}/{j}", example
 
             def weight(entry: _Entry) -> int:
-                return entry.foreground if regression else entry.crops
+                return entry.sizes[name]
 
             shards: dict[str, list[builders.ShardFn]] = {
                 s: [
@@ -522,7 +536,6 @@ class _Build:
         left_out = len(self.snap.triplets) - self.triplets_kept
         if left_out:
             notes.append(f"{left_out} triplet(s) left out because an image could not be read")
-        crops = sum(self.counts["classification"][s]["total"] for s in SPLITS)
         summary = PrepareSummary(
             rebuilt=True,
             build=self.build,
@@ -537,7 +550,7 @@ class _Build:
             regression_mean=reg_stats["mean"] if reg_stats else None,
             regression_std=reg_stats["std"] if reg_stats else None,
             seconds=round(seconds, 3),
-            crops_per_second=round(crops / max(self.crop_seconds, 1e-9), 1),
+            crops_per_second=round(self.crops / max(self.crop_seconds, 1e-9), 1),
             notes=notes,
         )
         return summary, reg_stats

@@ -1,11 +1,16 @@
 """Crop sampling, foreground/background labels and box-regression targets (no files, no tfds).
 
-For every image with a product box and every ``short_side`` s, the image is resized so its
-shorter side is s and 224x224 windows are drawn at random among the positions of each class
-(seeded per image id, so the same catalog gives the same crops everywhere; see
-:func:`sample_crops`). A window's **inside fraction** is the share of its area that
-lies inside the box, with exclusive pixel edges throughout (a window ``[left, left + 224)`` has
-area 224², the same convention as the intersection; the original mixed 225² and 224²).
+For every image with a product box and every scale s, the image is resized so its shorter side
+is s and 224x224 windows are drawn at random among the positions of each class (seeded per image
+id, so the same catalog gives the same crops everywhere; see :func:`sample_crops`). Every crop
+belongs to one or both training sets (:attr:`CropSpec.sets`): the **classification** set takes
+both classes at the ``short_sides`` scales, the **regression** set the foreground crops at the
+``regression_short_sides`` scales (by default the same ones), so a scale listed for one set only
+gives the other none of its crops.
+
+A window's **inside fraction** is the share of its area that lies inside the box, with
+exclusive pixel edges throughout (a window ``[left, left + 224)`` has area 224², the same
+convention as the intersection; the original mixed 225² and 224²).
 
 * **foreground** (label 1) when inside >= ``foreground_min_inside`` (50 %);
 * **background** (label 0) when inside <= ``background_max_inside`` (50 %), i.e. at least half of
@@ -25,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 from PIL import Image
@@ -36,6 +41,8 @@ from tiefjax.images import crop_resize
 #: Crop side in pixels; equals ``tiefjax.nets.alexnet.WINDOW`` (not imported: that pulls in JAX).
 WINDOW = 224
 FOREGROUND, BACKGROUND = 1, 0
+#: The two crop sets a :class:`CropSpec` can belong to (also the prepared datasets' names).
+CLASSIFICATION, REGRESSION = "classification", "regression"
 
 Box = tuple[float, float, float, float]  # left, top, right, bottom (right/bottom exclusive)
 Deltas = tuple[float, float, float, float]  # dl, dt, dr, db in crop pixels
@@ -63,6 +70,17 @@ class PrepareConfig:
     crops_per_scale: int = field(
         default=5, metadata=_help("crops kept per image, scale and class (foreground/background)")
     )
+    regression_short_sides: tuple[int, ...] = field(
+        default=(),
+        metadata=_help(
+            "scales of the regression set's foreground crops ([] = short_sides); short_sides "
+            "then only serve the classification set"
+        ),
+    )
+    regression_crops_per_scale: int = field(
+        default=0,
+        metadata=_help("regression crops kept per image and scale (0 = crops_per_scale)"),
+    )
     flips: bool = field(
         default=True, metadata=_help("also store a horizontally flipped copy of every crop")
     )
@@ -86,12 +104,20 @@ class PrepareConfig:
         problems = []
         if not 0.0 <= self.test_fraction <= 1.0:
             problems.append(f"test_fraction must be in [0, 1], got {self.test_fraction}")
-        if not self.short_sides or any(
-            isinstance(s, bool) or not isinstance(s, int) or s <= 0 for s in self.short_sides
-        ):
+        if not self.short_sides or not _positive_ints(self.short_sides):
             problems.append(f"short_sides must be positive integers, got {self.short_sides!r}")
+        if not _positive_ints(self.regression_short_sides):
+            problems.append(
+                "regression_short_sides must be positive integers (or [] for short_sides), "
+                f"got {self.regression_short_sides!r}"
+            )
         if self.crops_per_scale < 1:
             problems.append(f"crops_per_scale must be >= 1, got {self.crops_per_scale}")
+        if self.regression_crops_per_scale < 0:
+            problems.append(
+                "regression_crops_per_scale must be >= 1 (or 0 for crops_per_scale), got "
+                f"{self.regression_crops_per_scale}"
+            )
         for name in ("foreground_min_inside", "background_max_inside"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -114,6 +140,34 @@ class PrepareConfig:
             image_format="png",
         )
 
+    @property
+    def regression_sides(self) -> tuple[int, ...]:
+        """The regression set's scales (``regression_short_sides``, else ``short_sides``)."""
+        return self.regression_short_sides or self.short_sides
+
+    @property
+    def regression_crops(self) -> int:
+        """Regression crops per image and scale (``regression_crops_per_scale``, else
+        ``crops_per_scale``)."""
+        return self.regression_crops_per_scale or self.crops_per_scale
+
+    @property
+    def scales(self) -> tuple[int, ...]:
+        """Every scale crops are cut at: ``short_sides``, then the regression-only ones."""
+        extra = [s for s in dict.fromkeys(self.regression_sides) if s not in self.short_sides]
+        return (*self.short_sides, *extra)
+
+    def quotas(self, short_side: int, label: int) -> dict[str, int]:
+        """Crops per set wanted at one scale and class (0: the set takes none there)."""
+        return {
+            CLASSIFICATION: self.crops_per_scale if short_side in self.short_sides else 0,
+            REGRESSION: (
+                self.regression_crops
+                if label == FOREGROUND and short_side in self.regression_sides
+                else 0
+            ),
+        }
+
     def as_dict(self) -> dict[str, object]:
         """Plain JSON-able values (tuples as lists), as stored in the prepare stamp."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -125,7 +179,8 @@ class CropSpec:
     """One sampled crop: where it is, its label and its regression target.
 
     ``size`` is the (width, height) of the resized image the window is cut from; ``target`` is
-    already mirrored when ``flipped``.
+    already mirrored when ``flipped``; ``sets`` names the crop sets it goes into
+    (:data:`CLASSIFICATION` and/or :data:`REGRESSION`).
     """
 
     short_side: int
@@ -135,11 +190,16 @@ class CropSpec:
     label: int
     inside: float
     target: Deltas
+    sets: frozenset[str]
     flipped: bool = False
 
     @property
     def window(self) -> tuple[int, int, int, int]:
         return (self.left, self.top, self.left + WINDOW, self.top + WINDOW)
+
+
+def _positive_ints(values: tuple[int, ...]) -> bool:
+    return all(not isinstance(v, bool) and isinstance(v, int) and v > 0 for v in values)
 
 
 # -- geometry ---------------------------------------------------------------------------------
@@ -235,17 +295,22 @@ def sample_crops(
 ) -> list[CropSpec]:
     """The crops of one image (geometry and labels only; deterministic for id, size, box, config).
 
-    Per scale and class, ``crops_per_scale`` distinct windows are drawn uniformly, without
-    replacement, among all the window positions of that class (labelled exactly as
-    :func:`label_for`), from a random stream of their own. Drawing among the valid positions,
-    instead of the original's 25 uniform attempts kept when they happen to qualify, gives a
-    class its crops whenever the photo has them: on catalog photos where the product fills most
-    of the frame, background windows are a few percent of all positions and rejection sampling
-    found almost none. Each kept crop is followed by its mirrored copy when ``config.flips``.
+    Per scale and class, distinct windows are drawn uniformly, without replacement, among all
+    the window positions of that class (labelled exactly as :func:`label_for`), from a random
+    stream of their own: first the classification set's ``crops_per_scale``, then as many more
+    as the regression set wants beyond those (:meth:`PrepareConfig.quotas`); a set wanting ``n``
+    takes the first ``n`` drawn. So sets sharing a scale share its crops, and the
+    classification crops do not depend on the regression settings.
+
+    Drawing among the valid positions, instead of the original's 25 uniform attempts kept when
+    they happen to qualify, gives a class its crops whenever the photo has them: on catalog
+    photos where the product fills most of the frame, background windows are a few percent of
+    all positions and rejection sampling found almost none. Each kept crop is followed by its
+    mirrored copy when ``config.flips``.
     """
     specs: list[CropSpec] = []
     area = float(WINDOW * WINDOW)
-    for short_side in config.short_sides:
+    for short_side in config.scales:
         scaled = scaled_size(width, height, short_side)
         if scaled[0] < WINDOW or scaled[1] < WINDOW:
             continue
@@ -257,29 +322,32 @@ def sample_crops(
             BACKGROUND: ~foreground & (inter <= config.background_max_inside * area),
         }
         for label, mask in masks.items():
+            quotas = config.quotas(short_side, label)
             candidates = np.flatnonzero(mask)
-            if not len(candidates):
-                continue
             rng = _rng(config.seed, image_id, short_side, label)
-            k = min(config.crops_per_scale, len(candidates))
-            for flat in np.sort(rng.choice(candidates, size=k, replace=False)):
-                row, col = divmod(int(flat), len(lefts))
+            drawn = candidates[:0]
+            for n in quotas.values():  # classification's first: see the docstring
+                more = min(n, len(candidates)) - len(drawn)
+                if more > 0:
+                    rest = np.setdiff1d(candidates, drawn, assume_unique=True)
+                    drawn = np.concatenate([drawn, rng.choice(rest, size=more, replace=False)])
+            for rank in np.argsort(drawn, kind="stable"):  # in position order
+                row, col = divmod(int(drawn[rank]), len(lefts))
                 left, top = int(lefts[col]), int(tops[row])
                 deltas = box_deltas(sbox, left, top)
                 inside = float(inter[row, col]) / area
-                specs.append(CropSpec(short_side, scaled, left, top, label, inside, deltas))
+                sets = frozenset(name for name, n in quotas.items() if rank < n)
+                crop = CropSpec(short_side, scaled, left, top, label, inside, deltas, sets)
+                specs.append(crop)
                 if config.flips:
-                    flipped = flip_deltas(deltas)
-                    specs.append(
-                        CropSpec(short_side, scaled, left, top, label, inside, flipped, True)
-                    )
+                    specs.append(replace(crop, target=flip_deltas(deltas), flipped=True))
     return specs
 
 
 # -- pixels -----------------------------------------------------------------------------------
 def decode_size(width: int, height: int, config: PrepareConfig) -> tuple[int, int]:
-    """Smallest decode size that still serves every scale (lets JPEG decode in draft mode)."""
-    return scaled_size(width, height, max(config.short_sides))
+    """Smallest decode size that still serves every scale of both sets (JPEG draft mode)."""
+    return scaled_size(width, height, max(config.scales))
 
 
 def render_crops(img: Image.Image, specs: Sequence[CropSpec]) -> Iterator[np.ndarray]:
