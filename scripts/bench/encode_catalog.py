@@ -24,10 +24,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
-
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+
+# before NumPy, as `tiefjax` runs: sets OpenBLAS's thread timeout (see tiefjax/__init__.py)
+import tiefjax  # noqa: E402, F401
+
+# isort: split
+import numpy as np  # noqa: E402
+from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
 
 
 def make_photos(folder: Path, n: int, size=(900, 600)) -> None:

@@ -29,6 +29,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+# before NumPy, as `tiefjax` runs: sets OpenBLAS's thread timeout (see tiefjax/__init__.py)
+import tiefjax  # noqa: E402, F401
+
+# isort: split
 import numpy as np  # noqa: E402
 
 

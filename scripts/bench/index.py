@@ -21,9 +21,13 @@ import sys
 import time
 from datetime import UTC, datetime
 
-import numpy as np
-
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+
+# before NumPy, as `tiefjax` runs: sets OpenBLAS's thread timeout (see tiefjax/__init__.py)
+import tiefjax  # noqa: E402, F401
+
+# isort: split
+import numpy as np  # noqa: E402
 
 from tiefjax.index.config import IndexConfig  # noqa: E402
 from tiefjax.index.scann_index import (  # noqa: E402

@@ -29,6 +29,10 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
+# before NumPy, as in `tiefjax serve` (sets OpenBLAS's thread timeout; see tiefjax/__init__.py)
+import tiefjax  # noqa: F401
+
+# isort: split
 import numpy as np
 
 HOST = "127.0.0.1"
