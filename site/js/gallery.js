@@ -185,9 +185,26 @@ export async function renderImage(main, ctx) {
     location.replace("#/gallery");
     return;
   }
-  const { mode, available } = await pickMode(ctx.query.get("mode") || "unsupervised");
   const back = lastGallery;
   returnTo = id;
+  // Keys work from the start (Esc while the results are still loading), arrows once cards exist.
+  let cards = [];
+  const onKey = (event) => {
+    if (typing(event) || event.altKey || event.ctrlKey || event.metaKey) return;
+    if (event.key === "Escape" && !document.querySelector("dialog[open]")) {
+      event.preventDefault();
+      location.hash = back;
+    } else if (ARROWS.includes(event.key) && cards.length) {
+      event.preventDefault();
+      const index = cards.indexOf(document.activeElement);
+      if (index < 0) cards[0].focus();
+      else moveFocus(cards, index, event.key);
+    }
+  };
+  document.addEventListener("keydown", onKey);
+  const detach = () => document.removeEventListener("keydown", onKey);
+  const { mode, available } = await pickMode(ctx.query.get("mode") || "unsupervised");
+  if (!ctx.alive()) return detach;
 
   const header = el(
     "div.page-head",
@@ -206,7 +223,7 @@ export async function renderImage(main, ctx) {
   } catch (e) {
     refPanel.replaceChildren(notice(errorText(e), "error"));
   }
-  if (!ctx.alive()) return;
+  if (!ctx.alive()) return detach;
   if (rec) {
     const box = rec.box
       ? `annotated box ${rec.box.left}, ${rec.box.top} – ${rec.box.right}, ${rec.box.bottom}`
@@ -230,14 +247,13 @@ export async function renderImage(main, ctx) {
     );
   }
 
-  let cards = [];
   if (!available.length) {
     results.replaceChildren(notice("No search index yet. Build one with `tiefjax index WORKSPACE`.", "warn"));
   } else {
     try {
       const k = api.isStatic() ? api.staticManifest().k || 10 : 12;
       const res = await api.similar(id, mode, k);
-      if (!ctx.alive()) return;
+      if (!ctx.alive()) return detach;
       const grid = el("div.grid.hits#similar-grid", { role: "list", "aria-label": `Images similar to ${id}` });
       res.hits.forEach((hit, i) => {
         const card = hitCard(hit, i + 1, { mode });
@@ -250,24 +266,10 @@ export async function renderImage(main, ctx) {
       );
       cards = [...grid.querySelectorAll(".card")];
     } catch (e) {
-      if (!ctx.alive()) return;
+      if (!ctx.alive()) return detach;
       results.replaceChildren(notice(errorText(e), "error"));
     }
   }
   results.setAttribute("aria-busy", "false");
-
-  const onKey = (event) => {
-    if (typing(event) || event.altKey || event.ctrlKey || event.metaKey) return;
-    if (event.key === "Escape" && !document.querySelector("dialog[open]")) {
-      event.preventDefault();
-      location.hash = back;
-    } else if (ARROWS.includes(event.key) && cards.length) {
-      event.preventDefault();
-      const index = cards.indexOf(document.activeElement);
-      if (index < 0) cards[0].focus();
-      else moveFocus(cards, index, event.key);
-    }
-  };
-  document.addEventListener("keydown", onKey);
-  return () => document.removeEventListener("keydown", onKey);
+  return detach;
 }

@@ -70,6 +70,7 @@ def test_gallery_click_shows_neighbours(page, server_url, catalog) -> None:  # n
     # a neighbour's card opens its own neighbours; Esc goes back to the gallery
     hits.first.click()
     wait_route(page, f"#/image/{ids[0]}")
+    expect(page.locator(".reference .ref-name")).to_have_text(ids[0])  # the new view, not the old
     expect(page.locator("#similar-grid .card").first).to_be_visible()
     page.keyboard.press("Escape")
     wait_route(page, "#/gallery")
@@ -122,6 +123,25 @@ def test_gallery_keyboard_paging_and_deep_links(page, server_url, catalog) -> No
 
 
 # ---- search by upload --------------------------------------------------------------------------
+
+
+def test_escape_leaves_an_image_while_its_results_load(page, server_url, catalog) -> None:  # noqa: ANN001
+    held = []  # the similar-images request is held open: the results stay "loading"
+    page.route("**/similar?*", lambda route: held.append(route))
+    open_page(page, server_url, "#/gallery")
+    page.locator("#gallery-grid .card").nth(1).click()
+    wait_route(page, f"#/image/{catalog.ids[1]}")
+    for _ in range(100):
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held, "the page never asked for similar images"
+    expect(page.locator("section.results[aria-busy='true']")).to_be_visible()
+    page.keyboard.press("Escape")
+    wait_route(page, "#/gallery")
+    expect(page.locator("#gallery-grid .card")).to_have_count(len(catalog.ids))
+    for route in held:
+        route.abort()
 
 
 def test_upload_shows_box_and_results(page, server_url, catalog) -> None:  # noqa: ANN001
