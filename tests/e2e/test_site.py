@@ -295,9 +295,11 @@ def test_box_conflict_is_reported(page, server_url, catalog) -> None:  # noqa: A
     # n moves on to the next image, u jumps to the next one without a box
     page.keyboard.press("n")
     wait_route(page, f"#/boxes/{following}")
+    expect(page.locator(".page-head .ref-name")).to_have_text(following)  # the new page
     page.wait_for_selector("#box-stage[data-ready='true']")
     page.keyboard.press("u")
     wait_route(page, f"#/boxes/{todo}")
+    expect(page.locator(".page-head .ref-name")).to_have_text(todo)
     page.wait_for_selector("#box-stage[data-ready='true']")
     expect(page.locator("#box-status")).to_have_attribute("data-state", "empty")
     with Store(catalog.ws.store_path) as store:
@@ -417,12 +419,11 @@ def test_static_export_gallery_and_similar(page, static_url, catalog) -> None:  
     hits = page.locator("#similar-grid .card")
     expect(hits.first).to_be_visible()
     assert hits.count() >= 5
-    # thumbnails really load from static/thumbs/
-    loaded = page.evaluate(
+    # thumbnails really load from static/thumbs/ (waits while they are still arriving)
+    page.wait_for_function(
         "() => [...document.querySelectorAll('#similar-grid img')]"
         ".every(i => i.complete && i.naturalWidth > 0)"
     )
-    assert loaded
     assert page.bad_responses == []  # every page, image, thumbnail and similar list was there
     shot(page, "static-similar")
 
