@@ -16,7 +16,7 @@ from tiefjax.settings import setting
 class IndexConfig:
     """Settings of ``tiefjax index`` / search (section ``[index]`` of tiefjax.toml)."""
 
-    batch_size: int = setting(32, "images per encoder call (fixed: the last batch is padded)")
+    batch_size: int = setting(32, "images per encoder call (a short one is padded to a power of 2)")
     workers: int = setting(2, "threads decoding and resizing images ahead of the encoder")
     prefetch_depth: int = setting(64, "decoded images allowed to wait for the encoder")
     locate: bool = setting(True, "find the product box with the trained locator when unannotated")

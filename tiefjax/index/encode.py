@@ -1,7 +1,7 @@
 """Encode a catalog: choose each image's product box, crop, resize to 224, run the encoder.
 
 Decoding and resizing run in worker threads (:func:`tiefjax.images.prefetch`) while the jitted,
-fixed-size batched encoder runs (JAX dispatch is asynchronous: batch ``i + 1`` is decoded while
+batched encoder runs (JAX dispatch is asynchronous: batch ``i + 1`` is decoded while
 batch ``i`` is on the device and batch ``i - 1`` is copied out). Results go into a memory-mapped
 ``features.npy`` (per-location L2-normalised 11x11x256 maps, float16, one row per image) from
 which both descriptors are computed. Rows of images whose content hash, box and encoder are
@@ -77,7 +77,7 @@ class FeatureEncoder:
         return np.asarray(out)[:n]
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:
-        """Features of any number of 224x224 uint8 windows, in fixed-size batches."""
+        """Features of any number of 224x224 uint8 windows, ``batch_size`` at a time."""
         parts = [
             self.fetch(self.start(windows[s : s + self.batch_size]))
             for s in range(0, len(windows), self.batch_size)
