@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, SupportsFloat, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -152,15 +152,18 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def float_box(values: Iterable[SupportsFloat]) -> Box:
-    """Four numbers (left, top, right, bottom; NumPy scalars, say) as a box of Python floats."""
+def float_box(values: Any) -> Box:
+    """Four numbers (left, top, right, bottom; NumPy scalars, say), or an object with an
+    ``as_tuple()`` of them (the store's Box), as a box of Python floats."""
+    if hasattr(values, "as_tuple"):
+        values = values.as_tuple()
     left, top, right, bottom = (float(v) for v in values)
     return left, top, right, bottom
 
 
 def clip_box(box: Box, width: int, height: int, label: str = "box") -> Box:
     """``box`` clipped to a ``width`` x ``height`` image; InvalidInput when nothing is left."""
-    left, top, right, bottom = (float(v) for v in box)
+    left, top, right, bottom = float_box(box)
     clipped = (max(0.0, left), max(0.0, top), min(float(width), right), min(float(height), bottom))
     if not (clipped[0] < clipped[2] and clipped[1] < clipped[3]):
         raise InvalidInput(

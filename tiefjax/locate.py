@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from tiefjax.errors import InvalidInput, NotFound
-from tiefjax.images import IMAGENET_MEAN, Box, resize_short_side
+from tiefjax.images import IMAGENET_MEAN, Box, float_box, resize_short_side
 from tiefjax.models import EIGEN_CONV_OPTIONS, load_encoder, make_encode_fn
 from tiefjax.nets.alexnet import STRIDE, WINDOW
 from tiefjax.workspace import Workspace
@@ -231,7 +231,7 @@ class Locator:
             return Located((0.0, 0.0, float(img.width), float(img.height)), best, True, 0)
         box = combine_windows(found, keep, weighted=self.config.combine == "weighted")
         box = np.clip(box, 0, [img.width, img.height, img.width, img.height])
-        left, top, right, bottom = (float(v) for v in box)
+        left, top, right, bottom = float_box(box)
         if right - left < 1 or bottom - top < 1:  # degenerate regression: trust the photo
             return Located((0.0, 0.0, float(img.width), float(img.height)), best, True, 0)
         return Located((left, top, right, bottom), best, False, int(keep.sum()))

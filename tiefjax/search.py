@@ -452,7 +452,7 @@ class Searcher:
         if locator is not None:
             located = locator.locate_many([img for _, img in images])
             for found in located:
-                box = float_box(_as_tuple(found.box))
+                box = float_box(found.box)
                 rows.append(
                     Row("", "", box, "detection", float(found.probability), bool(found.fallback))
                 )
@@ -482,10 +482,6 @@ class Searcher:
                 desc = feats / np.float32(PATCH)
             vecs[mode] = l2_normalize(ms.projection.apply(desc))
         return [({m: vecs[m][j] for m in modes}, rows[j]) for j in range(len(images))]
-
-
-def _as_tuple(box: Any) -> tuple[float, ...]:
-    return tuple(box.as_tuple()) if hasattr(box, "as_tuple") else tuple(box)
 
 
 def image_bytes(img: Any) -> bytes:

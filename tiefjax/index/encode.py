@@ -17,7 +17,7 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -337,7 +337,7 @@ def encode_catalog(
         assert locator_obj is not None  # images are only queued to locate when there is one
         located = locator_obj.locate_many([img for _, img in loc_batch])
         for (job, img), found in zip(loc_batch, located, strict=True):
-            box = float_box(_box_tuple(found.box))
+            box = float_box(found.box)
             prob = float(found.probability)
             rows[job.pos] = Row(job.id, job.sha256, box, "detection", prob, bool(found.fallback))
             new_detections.append(Detection(job.id, StoreBox(*box), prob, bool(found.fallback)))
@@ -393,12 +393,6 @@ def encode_catalog(
         del features
     result.rows = [rows[i] for i in kept]  # type: ignore[misc]
     return result
-
-
-def _box_tuple(box: Any) -> Sequence[float]:
-    if hasattr(box, "as_tuple"):
-        return box.as_tuple()
-    return tuple(box)
 
 
 class ScaledRows:

@@ -43,7 +43,7 @@ def max_pool_3x3(x: jax.Array, stride: int) -> jax.Array:
 
     Equal to ``nn.max_pool`` bit for bit (a max is exact), but XLA fuses the slices with the
     ReLU before them instead of running a separate ``reduce_window``, which on the CPU took
-    the whole encoder from 129 to 120 ms per batch of 32 (docs/benchmarks.md).
+    the whole encoder from 129 to 120 ms per batch of 32 on the 2-core development EPYC.
     """
     h = (x.shape[1] - 3) // stride + 1
     w = (x.shape[2] - 3) // stride + 1
