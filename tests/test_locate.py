@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -142,3 +145,52 @@ def test_settings_are_checked_and_missing_heads_are_named(tmp_path):
         LocateConfig(short_sides=(100,))
     with pytest.raises(NotFound, match="tiefjax train .* classifier"):
         Locator.load(Workspace(tmp_path))
+
+
+def test_locating_many_photos_together_equals_locating_each_alone():
+    """Photos of two shapes at two scales, in batch parts of 4 + 2 + 1: every photo gets the
+    windows and box it gets alone (its batch neighbours change nothing)."""
+    deltas = np.array([30.0, 40.0, 180.0, 200.0], np.float32)
+    (clf, clf_params), _ = _heads(seed=1)
+    _, reg = _constant_heads(6.0, deltas)
+    config = LocateConfig(short_sides=(WINDOW, 256), threshold=0.45, batch_size=4)
+    locator = Locator(init_encoder_params(0), (clf, clf_params), reg, MEAN, STD, config)
+    photos = [_photo(300, 240, seed=s) for s in range(5)] + [_photo(240, 330, seed=9)] * 2
+    alone = [locator.windows(p) for p in photos]
+    together = locator.windows_many(photos)
+    for a, t in zip(alone, together, strict=True):
+        np.testing.assert_allclose(t.probability, a.probability, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(t.boxes, a.boxes, rtol=1e-5, atol=1e-3)
+        np.testing.assert_array_equal(t.centres, a.centres)
+    assert len({a.probability.size for a in alone}) == 2  # the two shapes differ in windows
+    boxes = [found.box for found in locator.locate_many(photos)]
+    np.testing.assert_allclose(boxes, [locator.locate(p).box for p in photos], atol=1e-3)
+    assert locator.locate_many([]) == []
+
+
+def test_locate_command_answers_in_order_and_names_unreadable_photos(tmp_path, monkeypatch, capsys):
+    from tiefjax import cli
+    from tiefjax.catalog import init_workspace
+
+    deltas = np.array([30.0, 40.0, 180.0, 200.0], np.float32)
+    clf, reg = _constant_heads(6.0, deltas)
+    config = LocateConfig(short_sides=(WINDOW,), batch_size=2)
+    locator = Locator(init_encoder_params(0), clf, reg, MEAN, STD, config)
+    monkeypatch.setattr(Locator, "load", classmethod(lambda cls, ws, config=None: locator))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a", "b", "c"):
+        _photo(112, 112).save(photos / f"{name}.png")
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    init_workspace(tmp_path / "ws", photos)
+    order = ["a.png", "broken.jpg", "b.png", "c.png"]
+    code = cli.main(["locate", str(tmp_path / "ws"), *[str(photos / n) for n in order], "--json"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 1  # one photo failed
+    assert [Path(line["image"]).name for line in lines] == order
+    assert "broken.jpg" in lines[1]["error"] and "box" not in lines[1]
+    for line in (lines[0], lines[2], lines[3]):
+        box = line["box"]
+        np.testing.assert_allclose(
+            [box["left"], box["top"], box["right"], box["bottom"]], deltas / 2, atol=1e-3
+        )

@@ -117,10 +117,13 @@ def box_scores(ws: Workspace, manifest: DemoManifest, locator: Any = None) -> Bo
     photos = [p for p in manifest.photos if p.id in paths]
     per_photo: dict[str, float] = {}
     fallbacks = 0
-    for photo in photos:
-        found = locator.locate(load_rgb(paths[photo.id], name=photo.id))
-        fallbacks += int(found.fallback)
-        per_photo[photo.id] = float(box_iou(np.array([found.box]), np.array([photo.box]))[0])
+    step = locator.config.batch_size
+    for start in range(0, len(photos), step):
+        part = photos[start : start + step]
+        located = locator.locate_many([load_rgb(paths[p.id], name=p.id) for p in part])
+        for photo, found in zip(part, located, strict=True):
+            fallbacks += int(found.fallback)
+            per_photo[photo.id] = float(box_iou(np.array([found.box]), np.array([photo.box]))[0])
     tests = ids_in_test_split(ws, per_photo)
     test_values = [v for k, v in per_photo.items() if k in tests]
     return BoxScores(

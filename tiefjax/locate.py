@@ -24,7 +24,12 @@ from PIL import Image
 
 from tiefjax.errors import InvalidInput, NotFound
 from tiefjax.images import IMAGENET_MEAN, Box, float_box, resize_short_side
-from tiefjax.models import EIGEN_CONV_OPTIONS, load_encoder, make_encode_fn
+from tiefjax.models import (
+    EIGEN_CONV_OPTIONS,
+    load_encoder,
+    make_encode_fn,
+    power_of_two_parts,
+)
 from tiefjax.nets.alexnet import STRIDE, WINDOW
 from tiefjax.workspace import Workspace
 
@@ -52,6 +57,10 @@ class LocateConfig:
         default=64,
         metadata={"help": "resized photos are padded up to a multiple of this (fewer compiles)"},
     )
+    batch_size: int = field(
+        default=16,
+        metadata={"help": "photos of one padded shape per encoder call when locating many"},
+    )
 
     def __post_init__(self) -> None:
         if self.combine not in COMBINE_MODES:
@@ -62,6 +71,8 @@ class LocateConfig:
             raise InvalidInput(f"[locate] short_sides must all be >= {WINDOW}")
         if not 0.0 <= self.threshold <= 1.0:
             raise InvalidInput("[locate] threshold must lie in [0, 1]")
+        if self.batch_size < 1:
+            raise InvalidInput("[locate] batch_size must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -90,6 +101,10 @@ class Windows:
     probability: np.ndarray  # (n,)
     boxes: np.ndarray  # (n, 4) regressed product boxes
     centres: np.ndarray  # (n, 2) window centres (x, y)
+
+
+#: (photo index, padded uint8 pixels, scale factor, resized shape before padding)
+_Resized = tuple[int, np.ndarray, float, tuple[int, ...]]
 
 
 def _pad_to(pixels: np.ndarray, multiple: int) -> np.ndarray:
@@ -191,40 +206,73 @@ class Locator:
             self._classifier_params, self._regressor_params, clf_map, reg_map, self._mean, self._std
         )
 
-    def score_map(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 ``(H, W, 3)`` -> foreground probability ``(h-10, w-10)`` and deltas ``(.., 4)``.
+    def score_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 ``(B, H, W, 3)`` -> foreground probability ``(B, h-10, w-10)`` and deltas.
 
-        ``deltas`` are box corners relative to each window's origin, in the pixels given.
+        ``deltas`` (``(.., 4)``) are box corners relative to each window's origin, in the
+        pixels given.
         """
-        batch = jnp.asarray(pixels[None])
-        clf_map = self._encode(self._encoder_params, batch)
+        pixels = jnp.asarray(batch)
+        clf_map = self._encode(self._encoder_params, pixels)
         reg_map = clf_map
         if self._regressor_encoder_params is not None:
-            reg_map = self._encode(self._regressor_encoder_params, batch)
+            reg_map = self._encode(self._regressor_encoder_params, pixels)
         probability, deltas = self.score_features(clf_map, reg_map)
-        return np.asarray(probability[0]), np.asarray(deltas[0])
+        return np.asarray(probability), np.asarray(deltas)
+
+    def score_map(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`score_maps` of one uint8 ``(H, W, 3)`` photo."""
+        probability, deltas = self.score_maps(pixels[None])
+        return probability[0], deltas[0]
 
     def windows(self, img: Image.Image) -> Windows:
         """Score every window of ``img`` at every configured scale."""
-        probs, boxes, centres = [], [], []
+        return self.windows_many([img])[0]
+
+    def windows_many(self, images: Sequence[Image.Image]) -> list[Windows]:
+        """:meth:`windows` of many photos, batching those that pad to the same shape.
+
+        Photos of one catalog mostly share an aspect ratio, so at each scale most of them pad
+        to one shape and go through the encoder together: one device call per shape and batch
+        part instead of one per photo. Parts are powers of two (13 photos: 8 + 4 + 1), which
+        bounds the compiled shapes without spending encoder work on blank padding photos; a
+        photo's windows do not depend on which photos share its batch.
+        """
+        found: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in images]
         for short_side in self.config.short_sides:
-            resized, scale = resize_short_side(img, short_side)
-            pixels = np.asarray(resized)
-            probability, deltas = self.score_map(_pad_to(pixels, self.config.pad_multiple))
-            # keep windows lying wholly inside the resized photo (not in the padding)
-            rows = (pixels.shape[0] - WINDOW) // STRIDE + 1
-            cols = (pixels.shape[1] - WINDOW) // STRIDE + 1
-            probability, deltas = probability[:rows, :cols], deltas[:rows, :cols]
-            oy, ox = np.meshgrid(np.arange(rows) * STRIDE, np.arange(cols) * STRIDE, indexing="ij")
-            origin = np.stack([ox, oy, ox, oy], -1).astype(np.float32)
-            probs.append(probability.reshape(-1))
-            boxes.append(((origin + deltas) / scale).reshape(-1, 4))
-            centres.append((np.stack([ox, oy], -1) + WINDOW / 2).reshape(-1, 2) / scale)
-        return Windows(np.concatenate(probs), np.concatenate(boxes), np.concatenate(centres))
+            by_shape: dict[tuple[int, ...], list[_Resized]] = {}
+            for i, img in enumerate(images):
+                resized, scale = resize_short_side(img, short_side)
+                pixels = np.asarray(resized)
+                padded = _pad_to(pixels, self.config.pad_multiple)
+                by_shape.setdefault(padded.shape, []).append((i, padded, scale, pixels.shape))
+            for members in by_shape.values():
+                start = 0
+                for size in power_of_two_parts(len(members), self.config.batch_size):
+                    part = members[start : start + size]
+                    start += size
+                    probability, deltas = self.score_maps(np.stack([m[1] for m in part]))
+                    for (i, _, scale, shape), prob, delta in zip(
+                        part, probability, deltas, strict=True
+                    ):
+                        found[i].append(_photo_windows(prob, delta, shape, scale))
+        return [
+            Windows(*(np.concatenate([w[k] for w in per_scale]) for k in range(3)))
+            for per_scale in found
+        ]
 
     def locate(self, img: Image.Image) -> Located:
         """The product box of ``img`` (an RGB photo) in its own pixels."""
-        found = self.windows(img)
+        return self.locate_many([img])[0]
+
+    def locate_many(self, images: Sequence[Image.Image]) -> list[Located]:
+        """:meth:`locate` of many photos, their encoder passes batched (:meth:`windows_many`)."""
+        return [
+            self._located(img, found)
+            for img, found in zip(images, self.windows_many(images), strict=True)
+        ]
+
+    def _located(self, img: Image.Image, found: Windows) -> Located:
         keep = found.probability >= self.config.threshold
         best = float(found.probability.max()) if found.probability.size else 0.0
         if not keep.any():
@@ -236,5 +284,19 @@ class Locator:
             return Located((0.0, 0.0, float(img.width), float(img.height)), best, True, 0)
         return Located((left, top, right, bottom), best, False, int(keep.sum()))
 
-    def locate_many(self, images: Sequence[Image.Image]) -> list[Located]:
-        return [self.locate(img) for img in images]
+
+def _photo_windows(
+    probability: np.ndarray, deltas: np.ndarray, shape: tuple[int, ...], scale: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Probability, photo-pixel boxes and centres of the windows lying wholly inside a resized
+    photo of ``shape`` (not in its padding), from its score maps."""
+    rows = (shape[0] - WINDOW) // STRIDE + 1
+    cols = (shape[1] - WINDOW) // STRIDE + 1
+    probability, deltas = probability[:rows, :cols], deltas[:rows, :cols]
+    oy, ox = np.meshgrid(np.arange(rows) * STRIDE, np.arange(cols) * STRIDE, indexing="ij")
+    origin = np.stack([ox, oy, ox, oy], -1).astype(np.float32)
+    return (
+        probability.reshape(-1),
+        ((origin + deltas) / scale).reshape(-1, 4),
+        (np.stack([ox, oy], -1) + WINDOW / 2).reshape(-1, 2) / scale,
+    )

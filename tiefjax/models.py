@@ -153,6 +153,16 @@ def _build_encode_fn(dtype: Any, cpu: bool) -> EncodeFn:
     return encode
 
 
+def power_of_two_parts(n: int, cap: int) -> list[int]:
+    """Split ``n`` items into batches of power-of-two sizes at most ``cap``, largest first
+    (13, cap 16 -> 8, 4, 1): few compiled shapes and no blank padding to encode."""
+    cap = 1 << (max(1, cap).bit_length() - 1)  # the largest power of two <= cap
+    parts = [cap] * (n // cap)
+    rest = n % cap
+    parts += [1 << bit for bit in reversed(range(rest.bit_length())) if rest >> bit & 1]
+    return parts
+
+
 #: Name used in the module contracts.
 encode_fn = make_encode_fn
 

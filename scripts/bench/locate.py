@@ -7,6 +7,10 @@ map; the crop-by-crop path cuts every 224x224 window (stride 16) out of the resi
 encodes the windows in batches of 32 and runs the heads on each 11x11 map. Heads have the sizes
 `tiefjax train` gives them by default, randomly initialised (timing does not depend on
 training). Compile time is excluded (one warm-up each).
+
+Then many photos: ``locate_many`` over ``--batch`` photos of the same size (one encoder call
+per scale, as a server micro-batch or an index build runs them) against a ``locate`` call per
+photo, in interleaved rounds.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--width", type=int, default=600)
     parser.add_argument("--height", type=int, default=800)
+    parser.add_argument("--batch", type=int, default=8, help="photos per locate_many call")
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
@@ -104,6 +109,25 @@ def main() -> None:
     print(f"fully convolutional: median {conv * 1000:.0f} ms (best {min(conv_times) * 1000:.0f})")
     print(f"crop by crop:        median {crop * 1000:.0f} ms (best {min(crop_times) * 1000:.0f})")
     print(f"speed-up: {crop / conv:.1f}x (target >= 10x)")
+
+    photos = [
+        Image.fromarray(rng.integers(0, 255, (args.height, args.width, 3), dtype=np.uint8))
+        for _ in range(args.batch)
+    ]
+    locator.locate_many(photos)  # warm-up / compile the batch shapes
+    one_times, many_times = [], []
+    for _ in range(args.rounds):
+        t = time.perf_counter()
+        for photo in photos:
+            locator.locate(photo)
+        one_times.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        locator.locate_many(photos)
+        many_times.append(time.perf_counter() - t)
+    one, many = statistics.median(one_times), statistics.median(many_times)
+    print(f"{args.batch} photos, one locate call each: {args.batch / one:.1f} photos/s (median)")
+    print(f"{args.batch} photos, one locate_many call: {args.batch / many:.1f} photos/s (median)")
+    print(f"batched: {one / many:.2f}x")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from tiefjax.errors import TiefjaxError
 
@@ -17,26 +18,45 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tiefjax.images import load_rgb
+    """Photos are decoded ahead in threads and located ``[locate] batch_size`` at a time;
+    answers come out in the order given, a photo that cannot be read as its own error line."""
+    from tiefjax.images import load_rgb, prefetch
     from tiefjax.locate import Locator
     from tiefjax.workspace import Workspace
 
     locator = Locator.load(Workspace(args.workspace).require())
     failed = 0
-    for path in args.images:
-        try:
-            found = locator.locate(load_rgb(path))
-        except TiefjaxError as err:
-            failed += 1
-            print(json.dumps({"image": path, "error": str(err)}) if args.json else str(err))
-            continue
-        if args.json:
-            print(json.dumps({"image": path, **found.to_json()}))
-        else:
-            left, top, right, bottom = found.box
-            note = "  (no foreground window: whole image)" if found.fallback else ""
-            print(
-                f"{path}: box {left:.0f},{top:.0f},{right:.0f},{bottom:.0f}  "
-                f"p={found.probability:.3f}  windows={found.windows}{note}"
-            )
+    chunk: list[tuple[str, Any]] = []  # (path, decoded photo or its error), in input order
+
+    def flush() -> None:
+        nonlocal failed
+        photos = [img for _, img in chunk if not isinstance(img, BaseException)]
+        located = iter(locator.locate_many(photos))
+        for path, img in chunk:
+            if isinstance(img, BaseException):
+                failed += 1
+                print(json.dumps({"image": path, "error": str(img)}) if args.json else str(img))
+            else:
+                _report(path, next(located), args.json)
+        chunk.clear()
+
+    for path, img in prefetch(load_rgb, args.images):
+        if isinstance(img, BaseException) and not isinstance(img, TiefjaxError):
+            raise img
+        chunk.append((path, img))
+        if len(chunk) >= locator.config.batch_size:
+            flush()
+    flush()
     return 1 if failed else 0
+
+
+def _report(path: str, found: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"image": path, **found.to_json()}))
+        return
+    left, top, right, bottom = found.box
+    note = "  (no foreground window: whole image)" if found.fallback else ""
+    print(
+        f"{path}: box {left:.0f},{top:.0f},{right:.0f},{bottom:.0f}  "
+        f"p={found.probability:.3f}  windows={found.windows}{note}"
+    )
