@@ -145,30 +145,88 @@ def test_rejects_bad_max_batch():
         MicroBatcher(lambda k, i: i, max_batch=0)
 
 
-def test_a_steady_trickle_joins_one_batch_until_max_delay():
+async def _trickle(batcher, n, gap_s):
+    jobs = []
+    for i in range(n):
+        jobs.append(asyncio.ensure_future(batcher.submit(i)))
+        await asyncio.sleep(gap_s)
+    return await asyncio.gather(*jobs)
+
+
+def _sizes_fn():
     sizes: list[int] = []
 
     def fn(key, items):
         sizes.append(len(items))
         return list(items)
 
-    async def trickle(batcher, n, gap_s):
-        jobs = []
-        for i in range(n):
-            jobs.append(asyncio.ensure_future(batcher.submit(i)))
-            await asyncio.sleep(gap_s)
-        return await asyncio.gather(*jobs)
+    return fn, sizes
+
+
+def test_a_lone_request_does_not_wait_for_company():
+    fn, sizes = _sizes_fn()
 
     async def main():
-        # arrivals 20 ms apart with a 60 ms quiet gap: one batch, though it spans 80 ms
-        batcher = MicroBatcher(fn, max_batch=16, max_wait_ms=60, max_delay_ms=1000)
-        assert await trickle(batcher, 5, 0.02) == list(range(5))
-        # ...but never longer than max_delay after the first request
-        capped = MicroBatcher(fn, max_batch=16, max_wait_ms=60, max_delay_ms=70)
-        await trickle(capped, 8, 0.02)
+        batcher = MicroBatcher(fn, max_batch=16, max_wait_ms=5000)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        assert await batcher.submit(7) == 7
+        first = loop.time() - t0
+        await asyncio.sleep(0.05)  # a client that waits for its answer, then asks again
+        assert await batcher.submit(8) == 8
         batcher.close()
-        capped.close()
+        return first, loop.time() - t0
+
+    first, both = run(main())
+    assert sizes == [1, 1]
+    assert first < 2.5 and both < 2.5, (first, both)  # the 5 s wait was never taken
+
+
+def test_after_a_batch_the_next_waits_for_as_many_as_it_held():
+    fn, sizes = _sizes_fn()
+
+    async def main():
+        # 5 at once, then 5 arriving 20 ms apart (a 60 ms quiet gap): the clients of a batch
+        # of 5 are expected back, so the trickle is held until all 5 are there
+        batcher = MicroBatcher(fn, max_batch=16, max_wait_ms=60, max_delay_ms=1000)
+        assert await asyncio.gather(*(batcher.submit(i) for i in range(5))) == list(range(5))
+        assert await _trickle(batcher, 5, 0.02) == list(range(5))
+        batcher.close()
 
     run(main())
-    assert sizes[0] == 5
-    assert len(sizes) >= 3 and sum(sizes[1:]) == 8
+    assert sizes == [5, 5]
+
+
+def test_a_held_batch_goes_after_max_delay():
+    fn, sizes = _sizes_fn()
+
+    async def main():
+        batcher = MicroBatcher(fn, max_batch=16, max_wait_ms=60, max_delay_ms=70)
+        await asyncio.gather(*(batcher.submit(i) for i in range(8)))
+        await _trickle(batcher, 8, 0.02)  # never 8 waiting: max_delay cuts the wait
+        batcher.close()
+
+    run(main())
+    assert sizes[0] == 8
+    assert len(sizes) >= 3 and sum(sizes[1:]) == 8 and max(sizes[1:]) < 8
+
+
+def test_after_a_burst_a_lone_client_waits_once_then_goes_at_once_again():
+    fn, sizes = _sizes_fn()
+
+    async def main():
+        batcher = MicroBatcher(fn, max_batch=16, max_wait_ms=400, max_delay_ms=400)
+        await asyncio.gather(*(batcher.submit(i) for i in range(8)))
+        loop = asyncio.get_running_loop()
+        times = []
+        for i in range(3):
+            t0 = loop.time()
+            await batcher.submit(i)
+            times.append(loop.time() - t0)
+        batcher.close()
+        return times
+
+    times = run(main())
+    assert sizes == [8, 1, 1, 1]
+    assert times[0] >= 0.35, times  # 8 were expected back: the wait ran out once
+    assert max(times[1:]) < 0.3, times  # then one is expected, and goes at once

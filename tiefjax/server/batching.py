@@ -7,6 +7,12 @@ since the first; it groups them by key (e.g. the search mode) and hands each gro
 of ``fn`` in a worker thread, off the event loop. Requests arriving while that call runs gather
 for the next batch.
 
+The wait is only worth it under load: a batch goes at once when as many requests wait as were
+active around the last batch (the ones it held, which tend to come back together, plus those that
+arrived while it ran). A lone client thus never waits for company that is not coming (after a
+burst, its first request waits once), while 16 busy clients share full batches rather than
+settling into two half batches that alternate.
+
 Errors stay per request: ``fn`` may return an exception for one item, and when ``fn`` raises
 for a whole group, each item is retried alone so one bad request cannot fail its neighbours.
 """
@@ -60,8 +66,9 @@ class MicroBatcher(Generic[Q, R]):
         self.executor = executor or ThreadPoolExecutor(1, thread_name_prefix="tiefjax-batch")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[_Pending[Q]] = []
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
         self._running: asyncio.Task[None] | None = None
+        self._expected = 1  # requests active around the last batch: how many to wait for
         #: Sizes of the batches run so far (for tests and benchmarks).
         self.batch_sizes: list[int] = []
 
@@ -70,14 +77,23 @@ class MicroBatcher(Generic[Q, R]):
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # first use, or a new event loop (e.g. a new test client)
             self._loop, self._pending, self._timer, self._running = loop, [], None, None
-            self._gather_start = None
+            self._gather_start, self._expected = None, 1
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append(_Pending(key, item, future))
-        if len(self._pending) >= self.max_batch or self.max_wait_s == 0:
-            self._kick()
-        elif self._running is None:
-            self._arm()
+        if self._running is None:
+            self._go_or_wait()
         return await future
+
+    def _go_or_wait(self) -> None:
+        """Start a batch (on the next loop turn, so requests arriving in this one join it) when
+        enough requests wait, else (re)arm the wait for more."""
+        assert self._loop is not None
+        if len(self._pending) >= self._expected or self.max_wait_s == 0:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_soon(self._kick)
+        else:
+            self._arm()
 
     def _arm(self) -> None:
         """(Re)start the wait: go when no request came for max_wait, at most max_delay after
@@ -101,6 +117,7 @@ class MicroBatcher(Generic[Q, R]):
         self._gather_start = None
         batch = self._pending[: self.max_batch]
         del self._pending[: self.max_batch]
+        self._expected = len(batch)
         self._running = self._loop.create_task(self._process(batch))
 
     async def _process(self, batch: list[_Pending[Q]]) -> None:
@@ -130,13 +147,11 @@ class MicroBatcher(Generic[Q, R]):
                 raise
         finally:
             self._running = None
-            if len(self._pending) >= self.max_batch or (self._pending and self.max_wait_s == 0):
-                self._kick()
-            elif self._pending and self._loop is not None:
-                # Clients answered by this batch usually come straight back; give them the
-                # usual wait to join, so batches stay full under steady load.
-                self._gather_start = None
-                self._arm()
+            if self._loop is not None:
+                self._expected = min(self.max_batch, self._expected + len(self._pending))
+                if self._pending:
+                    self._gather_start = None  # the wait for the next batch starts now
+                    self._go_or_wait()
 
     def _run_groups(
         self, groups: list[tuple[Hashable, list[_Pending[Q]]]]

@@ -25,7 +25,11 @@ class ServerConfig:
         default=16, metadata={"help": "most upload searches combined into one device call"}
     )
     batch_wait_ms: float = field(
-        default=10.0, metadata={"help": "how long a batch waits for more uploads (milliseconds)"}
+        default=10.0,
+        metadata={
+            "help": "how long a batch waits for more uploads (milliseconds) while fewer wait "
+            "than were active around the last batch; a lone client does not wait"
+        },
     )
     encoder_batch: int = field(
         default=0,
