@@ -36,6 +36,7 @@ class FakeSearcher:
         self.info = {"modes": list(modes), "size": len(ids), "recall_at_10": 1.0}
         self.built_at = time.time() - 5
         self.batches: list[int] = []
+        self.decoded_sizes: list[tuple[int, int]] = []
         self.reloads = 0
 
     def neighbours(self, image_id, k, mode):
@@ -46,13 +47,19 @@ class FakeSearcher:
         others = [i for i in self.ids if i != image_id]
         return [Hit(i, 1.0 - 0.1 * n) for n, i in enumerate(others)][:k]
 
+    decode_short_side = 448
+
     def search_many(self, queries, k, mode, errors="raise"):
+        """Each photo query's box is (1, 2, width - 1, height - 2) in the upload's pixels."""
         self.batches.append(len(queries))
         time.sleep(0.01)
-        return [
-            Result((1.0, 2.0, q.width - 1.0, q.height - 2.0), 0.9, False, self._hits(k))
-            for q in queries
-        ]
+        results = []
+        for q in queries:
+            (sx, sy), img = q.scale, q.image
+            self.decoded_sizes.append(img.size)
+            box = (1.0, 2.0, img.width * sx - 1.0, img.height * sy - 2.0)
+            results.append(Result(box, 0.9, False, self._hits(k)))
+        return results
 
     def _hits(self, k):
         return [Hit(i, 0.5) for i in self.ids[:k]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -56,23 +57,29 @@ def test_incremental_add_change_remove(tmp_path):
     assert fourth.encoded == 7
 
 
+class FakeLocated:
+    def __init__(self, img):
+        self.box = (1.0, 2.0, img.width - 3.0, img.height - 4.0)
+        self.probability = 0.9
+        self.fallback = False
+
+
+class FakeLocator:
+    """Finds (1, 2, width - 3, height - 4) in the photo it is given; looks at ``short_side``."""
+
+    def __init__(self, short_side: int = 448):
+        self.config = SimpleNamespace(decode_short_side=short_side)
+        self.sizes: list[tuple[int, int]] = []
+
+    def locate_many(self, imgs):
+        self.sizes += [img.size for img in imgs]
+        return [FakeLocated(i) for i in imgs]
+
+
 def test_boxes_annotation_detection_whole_and_store(tmp_path):
     ws, images = make_workspace(tmp_path, 4)
     with Store(ws.store_path) as store:
         store.put_box("p000", Box(10, 5, 60, 50))
-
-    class FakeLocated:
-        def __init__(self, img):
-            self.box = (1.0, 2.0, img.width - 3.0, img.height - 4.0)
-            self.probability = 0.9
-            self.fallback = False
-
-    class FakeLocator:
-        calls = 0
-
-        def locate_many(self, imgs):
-            FakeLocator.calls += 1
-            return [FakeLocated(i) for i in imgs]
 
     build_index(ws, CFG, encoder=FakeEncoder(), locator=(FakeLocator(), "loc-1"), progress=False)
     _, rows = _rows(ws)
@@ -86,6 +93,17 @@ def test_boxes_annotation_detection_whole_and_store(tmp_path):
     build_index(ws, CFG, encoder=FakeEncoder(), locator=None, progress=False)
     _, rows = _rows(ws)
     assert rows["p001"]["source"] == "whole" and rows["p001"]["box"] == [0, 0, 96, 72]
+
+
+def test_photos_to_locate_decode_small_and_boxes_map_back_to_their_pixels(tmp_path):
+    ws, images = make_workspace(tmp_path, 3)  # 96x72 JPEGs
+    locator = FakeLocator(short_side=36)  # JPEG draft mode decodes them at half size
+    build_index(ws, CFG, encoder=FakeEncoder(), locator=(locator, "loc-1"), progress=False)
+    assert set(locator.sizes) == {(48, 36)}
+    _, rows = _rows(ws)
+    assert rows["p001"]["box"] == [2.0, 4.0, 90.0, 64.0]  # (1, 2, 45, 32) found at half size
+    with Store(ws.store_path) as store:
+        assert store.detections()["p001"].box.as_tuple() == (2.0, 4.0, 90.0, 64.0)
 
 
 def test_corrupt_image_reported_and_skipped(tmp_path):

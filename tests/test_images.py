@@ -16,10 +16,12 @@ from tiefjax.images import (
     image_size,
     list_image_files,
     load_rgb,
+    load_rgb_scaled,
     load_window,
     normalize,
     prefetch,
     resize_short_side,
+    scale_box,
 )
 
 
@@ -176,6 +178,27 @@ def test_draft_mode_result_size(tmp_path):
     full = np.asarray(crop_resize(load_rgb(path), None, (224, 224))).astype(int)
     assert window.shape == (224, 224, 3)
     assert np.abs(window.astype(int) - full).mean() < 3
+
+
+def test_scaled_loading_decodes_only_as_big_as_needed_and_maps_back(tmp_path):
+    path = tmp_path / "big.jpg"
+    two_tone(1600, 1200).save(path, quality=90)
+    img, scale = load_rgb_scaled(path, 224)
+    assert img.size == (400, 300) and scale == (4.0, 4.0)
+    assert scale_box((10, 20, 30, 40), scale) == (40.0, 80.0, 120.0, 160.0)
+    assert load_rgb_scaled(path, 1300)[1] == (1.0, 1.0)  # bigger than the photo: whole
+    # EXIF-rotated: the scale is per upright axis
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated = tmp_path / "rot.jpg"
+    two_tone(1600, 800).save(rotated, exif=exif, quality=90)
+    img, scale = load_rgb_scaled(rotated, 200)
+    assert img.size == (200, 400) and scale == (4.0, 4.0)
+    # other formats decode whole
+    png = tmp_path / "big.png"
+    two_tone(1600, 1200).save(png)
+    img, scale = load_rgb_scaled(png, 224)
+    assert img.size == (1600, 1200) and scale == (1.0, 1.0)
 
 
 def test_window_of_a_box(tmp_path):

@@ -179,18 +179,20 @@ def test_locate_command_answers_in_order_and_names_unreadable_photos(tmp_path, m
     monkeypatch.setattr(Locator, "load", classmethod(lambda cls, ws, config=None: locator))
     photos = tmp_path / "photos"
     photos.mkdir()
-    for name in ("a", "b", "c"):
+    for name in ("a", "b"):
         _photo(112, 112).save(photos / f"{name}.png")
+    smooth = np.asarray(_photo(14, 14).resize((896, 896), Image.Resampling.BICUBIC))
+    Image.fromarray(smooth).save(photos / "c.jpg", quality=90)  # draft-decoded at 1/4
     (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     init_workspace(tmp_path / "ws", photos)
-    order = ["a.png", "broken.jpg", "b.png", "c.png"]
+    order = ["a.png", "broken.jpg", "b.png", "c.jpg"]
     code = cli.main(["locate", str(tmp_path / "ws"), *[str(photos / n) for n in order], "--json"])
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert code == 1  # one photo failed
     assert [Path(line["image"]).name for line in lines] == order
     assert "broken.jpg" in lines[1]["error"] and "box" not in lines[1]
-    for line in (lines[0], lines[2], lines[3]):
-        box = line["box"]
+    for line, scale in ((lines[0], 1 / 2), (lines[2], 1 / 2), (lines[3], 4)):
+        box = line["box"]  # in the photo's own pixels (c.jpg: found at 224, 1/4 of 896)
         np.testing.assert_allclose(
-            [box["left"], box["top"], box["right"], box["bottom"]], deltas / 2, atol=1e-3
+            [box["left"], box["top"], box["right"], box["bottom"]], deltas * scale, atol=1e-3
         )

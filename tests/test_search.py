@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 
 import numpy as np
@@ -74,6 +75,18 @@ def test_file_bytes_and_pil_queries(built, searcher):
     # a copy of a catalog photo under another name, re-encoded from pixels: itself first
     copied = searcher.search(Image.open(path).convert("RGB"), k=2)
     assert copied.hits[0].id == "p002" and copied.hits[0].score > 0.99
+
+
+def test_a_big_jpeg_query_decodes_small_and_answers_in_its_own_pixels(built, searcher):
+    _, images = built
+    big = Image.open(images / "p002.jpg").resize((1920, 1440), Image.Resampling.BICUBIC)
+    data = io.BytesIO()
+    big.save(data, "JPEG", quality=92)
+    prepared = searcher.prepare(data.getvalue())
+    assert prepared.image.size == (960, 720) and prepared.scale == (2.0, 2.0)  # draft mode
+    res = searcher.search(data.getvalue(), k=2)
+    assert res.box == (0.0, 0.0, 1920.0, 1440.0)  # the upload's pixels, not the decoded ones
+    assert res.hits[0].id == "p002" and res.hits[0].score > 0.95
 
 
 def test_search_many_one_batch_and_errors_in_place(built, searcher):

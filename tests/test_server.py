@@ -246,6 +246,27 @@ def test_search_upload(client, ids, workspace):
     )
 
 
+def _big_jpeg(width: int, height: int) -> bytes:
+    ramp = np.linspace(0, 255, max(width, height), dtype=np.uint8)
+    pixels = np.stack(np.broadcast_arrays(ramp[None, :width], 128, ramp[:height, None]), -1)
+    data = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(data, "JPEG", quality=85)
+    return data.getvalue()
+
+
+def test_search_upload_of_a_big_jpeg_answers_in_its_own_pixels(client, fake_client, searcher):
+    big = _big_jpeg(2000, 1600)
+    r = client.post("/api/search", params={"k": 1}, files={"image": ("big.jpg", big)})
+    body = r.json()
+    assert r.status_code == 200, body
+    assert body["width"] == 2000 and body["height"] == 1600
+    assert body["box"] == {"left": 0.0, "top": 0.0, "right": 2000.0, "bottom": 1600.0}
+    # the search saw it at half size (shorter side >= the searcher's 448), boxes scale back
+    r = fake_client.post("/api/search", params={"k": 1}, files={"image": ("big.jpg", big)})
+    assert searcher.decoded_sizes == [(1000, 800)]
+    assert r.json()["box"] == {"left": 1.0, "top": 2.0, "right": 1999.0, "bottom": 1598.0}
+
+
 def test_search_upload_supervised(fake_client, ids):
     r = fake_client.post(
         "/api/search", params={"k": 2, "mode": "supervised"}, files={"image": ("a", _jpeg(50, 40))}

@@ -105,7 +105,7 @@ def box_scores(ws: Workspace, manifest: DemoManifest, locator: Any = None) -> Bo
 
     NotFound when the classifier or the regressors are not trained yet.
     """
-    from tiefjax.images import load_rgb
+    from tiefjax.images import load_rgb_scaled
     from tiefjax.locate import Locator
     from tiefjax.store import Store
     from tiefjax.train.tasks import box_iou
@@ -120,8 +120,11 @@ def box_scores(ws: Workspace, manifest: DemoManifest, locator: Any = None) -> Bo
     step = locator.config.batch_size
     for start in range(0, len(photos), step):
         part = photos[start : start + step]
-        located = locator.locate_many([load_rgb(paths[p.id], name=p.id) for p in part])
-        for photo, found in zip(part, located, strict=True):
+        side = locator.config.decode_short_side
+        decoded = [load_rgb_scaled(paths[p.id], side, name=p.id) for p in part]
+        located = locator.locate_many([img for img, _ in decoded])
+        for photo, (_, scale), found in zip(part, decoded, located, strict=True):
+            found = found.scaled(scale)
             fallbacks += int(found.fallback)
             per_photo[photo.id] = float(box_iou(np.array([found.box]), np.array([photo.box]))[0])
     tests = ids_in_test_split(ws, per_photo)

@@ -12,6 +12,7 @@ above the threshold gives the whole photo, flagged as ``fallback``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from tiefjax.errors import InvalidInput, NotFound
-from tiefjax.images import IMAGENET_MEAN, Box, float_box, resize_short_side
+from tiefjax.images import IMAGENET_MEAN, Box, float_box, resize_short_side, scale_box
 from tiefjax.models import (
     EIGEN_CONV_OPTIONS,
     load_encoder,
@@ -62,6 +63,11 @@ class LocateConfig:
         metadata={"help": "photos of one padded shape per encoder call when locating many"},
     )
 
+    @property
+    def decode_short_side(self) -> int:
+        """Photos decoded with at least this shorter side lose nothing the locator sees."""
+        return max(self.short_sides)
+
     def __post_init__(self) -> None:
         if self.combine not in COMBINE_MODES:
             raise InvalidInput(
@@ -83,6 +89,10 @@ class Located:
     probability: float  # highest window foreground probability
     fallback: bool
     windows: int  # windows that passed the threshold
+
+    def scaled(self, scale: tuple[float, float]) -> Located:
+        """This result with its box mapped by ``scale`` (a draft-decoded photo's, say)."""
+        return dataclasses.replace(self, box=scale_box(self.box, scale))
 
     def to_json(self) -> dict[str, Any]:
         left, top, right, bottom = self.box

@@ -10,20 +10,21 @@ it). All methods are thread-safe; ``reload_if_changed`` picks up a newer build.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
 import os
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tiefjax.errors import Conflict, InvalidInput, NotFound, TiefjaxError
-from tiefjax.images import crop_resize, float_box, load_rgb
+from tiefjax.images import crop_resize, float_box, load_rgb_scaled, scale_box
 from tiefjax.index.build import (
     CURRENT,
     MODES,
@@ -85,11 +86,16 @@ class SearchResult:
 
 @dataclass(frozen=True)
 class PreparedQuery:
-    """A resolved query: a catalog row, or a decoded RGB photo (see :meth:`Searcher.prepare`)."""
+    """A resolved query: a catalog row, or a decoded RGB photo (see :meth:`Searcher.prepare`).
+
+    ``scale`` maps the photo's pixels to the original's when it was decoded smaller (JPEG draft
+    mode): ``(original width / width, original height / height)``; result boxes use it.
+    """
 
     build: str
     position: int | None
     image: Any = None
+    scale: tuple[float, float] = (1.0, 1.0)
 
 
 @dataclass
@@ -256,9 +262,22 @@ class Searcher:
         pos, photo = self._resolve(st, query)
         if pos is not None:
             return PreparedQuery(st.name, pos, None)
+        if not isinstance(photo, bytes):
+            img = photo if photo.mode == "RGB" else photo.convert("RGB")
+            return PreparedQuery(st.name, None, img)
         name = str(query) if isinstance(query, str | os.PathLike) else "query image"
-        img = load_rgb(photo, name=name) if isinstance(photo, bytes) else photo
-        return PreparedQuery(st.name, None, img if img.mode == "RGB" else img.convert("RGB"))
+        img, scale = load_rgb_scaled(photo, self.decode_short_side, name=name)
+        return PreparedQuery(st.name, None, img, scale)
+
+    @functools.cached_property
+    def decode_short_side(self) -> int:
+        """Query photos are decoded with at least this shorter side (JPEGs in draft mode): what
+        the locator looks at, or the encoder's window when boxes are not located."""
+        if not self.config.locate:
+            return WINDOW
+        from tiefjax.locate import LocateConfig
+
+        return self.ws.section("locate", LocateConfig).decode_short_side
 
     def search_modes(
         self,
@@ -297,7 +316,7 @@ class Searcher:
                 for m in modes:
                     vectors[m][i] = np.asarray(mstates[m].index.vectors[p.position], np.float32)
         for (i, _), (vecs, row) in zip(photos, encoded, strict=True):
-            rows[i] = (None, row)
+            rows[i] = (None, replace(row, box=scale_box(row.box, prepared[i].scale)))
             for m in modes:
                 vectors[m][i] = vecs[m]
         order = sorted(rows)

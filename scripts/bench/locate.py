@@ -11,11 +11,15 @@ training). Compile time is excluded (one warm-up each).
 Then many photos: ``locate_many`` over ``--batch`` photos of the same size (one encoder call
 per scale, as a server micro-batch or an index build runs them) against a ``locate`` call per
 photo, in interleaved rounds.
+
+Last a phone photo (``--phone`` size JPEG): decode + locate with a full decode against the
+draft decode tiefjax uses (JPEG DCT scaling to the locator's largest scale).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import platform
 import statistics
@@ -34,7 +38,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from tiefjax.images import resize_short_side  # noqa: E402
+from tiefjax.images import load_rgb, load_rgb_scaled, resize_short_side  # noqa: E402
 from tiefjax.locate import LocateConfig, Locator  # noqa: E402
 from tiefjax.models import make_encode_fn  # noqa: E402
 from tiefjax.nets.alexnet import PATCH, STRIDE, WINDOW, init_encoder_params  # noqa: E402
@@ -73,6 +77,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=600)
     parser.add_argument("--height", type=int, default=800)
     parser.add_argument("--batch", type=int, default=8, help="photos per locate_many call")
+    parser.add_argument("--phone", default="4000x3000", help="phone photo size, WxH")
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
@@ -128,6 +133,27 @@ def main() -> None:
     print(f"{args.batch} photos, one locate call each: {args.batch / one:.1f} photos/s (median)")
     print(f"{args.batch} photos, one locate_many call: {args.batch / many:.1f} photos/s (median)")
     print(f"batched: {one / many:.2f}x")
+
+    width, height = (int(v) for v in args.phone.split("x"))
+    blocks = rng.integers(0, 255, (height // 40, width // 40, 3), dtype=np.uint8)
+    buf = io.BytesIO()  # smooth content, sized like a camera JPEG
+    Image.fromarray(blocks).resize((width, height), Image.Resampling.BICUBIC).save(buf, "JPEG")
+    data = buf.getvalue()
+    side = config.decode_short_side
+    full_times, draft_times = [], []
+    for _ in range(args.rounds):
+        t = time.perf_counter()
+        locator.locate(load_rgb(data))
+        full_times.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        img, scale = load_rgb_scaled(data, side)
+        locator.locate(img).scaled(scale)
+        draft_times.append(time.perf_counter() - t)
+    full, draft = statistics.median(full_times), statistics.median(draft_times)
+    print(f"{width}x{height} JPEG ({len(data) / 1e6:.1f} MB), decode + locate:")
+    print(f"  full decode:  median {full * 1000:.0f} ms")
+    print(f"  draft decode: median {draft * 1000:.0f} ms (decoded {img.width}x{img.height})")
+    print(f"  speed-up: {full / draft:.2f}x")
 
 
 if __name__ == "__main__":

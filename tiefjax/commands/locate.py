@@ -18,32 +18,38 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Photos are decoded ahead in threads and located ``[locate] batch_size`` at a time;
-    answers come out in the order given, a photo that cannot be read as its own error line."""
-    from tiefjax.images import load_rgb, prefetch
+    """Photos are decoded ahead in threads (JPEGs only as big as the locator needs) and located
+    ``[locate] batch_size`` at a time; answers come out in the order given, boxes in each photo's
+    own pixels, a photo that cannot be read as its own error line."""
+    from tiefjax.images import load_rgb_scaled, prefetch
     from tiefjax.locate import Locator
     from tiefjax.workspace import Workspace
 
     locator = Locator.load(Workspace(args.workspace).require())
     failed = 0
-    chunk: list[tuple[str, Any]] = []  # (path, decoded photo or its error), in input order
+    chunk: list[tuple[str, Any]] = []  # (path, (photo, scale) or its error), in input order
+    short_side = locator.config.decode_short_side
 
     def flush() -> None:
         nonlocal failed
-        photos = [img for _, img in chunk if not isinstance(img, BaseException)]
-        located = iter(locator.locate_many(photos))
-        for path, img in chunk:
-            if isinstance(img, BaseException):
+        decoded = [value for _, value in chunk if not isinstance(value, BaseException)]
+        located = iter(locator.locate_many([img for img, _ in decoded]))
+        scales = iter([scale for _, scale in decoded])
+        for path, value in chunk:
+            if isinstance(value, BaseException):
                 failed += 1
-                print(json.dumps({"image": path, "error": str(img)}) if args.json else str(img))
+                print(json.dumps({"image": path, "error": str(value)}) if args.json else value)
             else:
-                _report(path, next(located), args.json)
+                _report(path, next(located).scaled(next(scales)), args.json)
         chunk.clear()
 
-    for path, img in prefetch(load_rgb, args.images):
-        if isinstance(img, BaseException) and not isinstance(img, TiefjaxError):
-            raise img
-        chunk.append((path, img))
+    def decode(path: str) -> Any:
+        return load_rgb_scaled(path, short_side)
+
+    for path, value in prefetch(decode, args.images):
+        if isinstance(value, BaseException) and not isinstance(value, TiefjaxError):
+            raise value
+        chunk.append((path, value))
         if len(chunk) >= locator.config.batch_size:
             flush()
     flush()

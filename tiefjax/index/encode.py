@@ -25,7 +25,14 @@ from typing import Any
 import numpy as np
 
 from tiefjax.errors import NotFound
-from tiefjax.images import crop_resize, float_box, load_rgb, load_window, prefetch
+from tiefjax.images import (
+    crop_resize,
+    float_box,
+    load_rgb_scaled,
+    load_window,
+    prefetch,
+    scale_box,
+)
 from tiefjax.index.config import IndexConfig
 from tiefjax.nets.alexnet import FEATURE_CHANNELS, PATCH, WINDOW
 from tiefjax.workspace import Workspace
@@ -305,8 +312,9 @@ def encode_catalog(
     t0 = time.perf_counter()
 
     def decode(job: _Job):
-        if job.box is None:
-            return load_rgb(job.path, name=job.id)  # full image: the locator needs it
+        if job.box is None:  # the whole photo, as big as the locator looks at it
+            assert locator_obj is not None  # only photos to locate come without a box
+            return load_rgb_scaled(job.path, locator_obj.config.decode_short_side, name=job.id)
         whole = job.source == "whole"
         return load_window(job.path, None if whole else job.box, WINDOW, name=job.id)
 
@@ -335,13 +343,13 @@ def encode_catalog(
         if not loc_batch:
             return
         assert locator_obj is not None  # images are only queued to locate when there is one
-        located = locator_obj.locate_many([img for _, img in loc_batch])
-        for (job, img), found in zip(loc_batch, located, strict=True):
-            box = float_box(found.box)
+        located = locator_obj.locate_many([img for _, (img, _) in loc_batch])
+        for (job, (img, scale)), found in zip(loc_batch, located, strict=True):
+            box = scale_box(found.box, scale)  # stored in the photo's own pixels
             prob = float(found.probability)
             rows[job.pos] = Row(job.id, job.sha256, box, "detection", prob, bool(found.fallback))
             new_detections.append(Detection(job.id, StoreBox(*box), prob, bool(found.fallback)))
-            win_batch.append(np.asarray(crop_resize(img, box, (WINDOW, WINDOW))))
+            win_batch.append(np.asarray(crop_resize(img, found.box, (WINDOW, WINDOW))))
             pos_batch.append(job.pos)
         result.located += len(loc_batch)
         loc_batch.clear()

@@ -31,9 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from PIL import Image
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -51,6 +50,9 @@ from tiefjax.server.thumbs import image_path, thumbnail
 from tiefjax.server.uploads import BadRequest, decode_upload, read_upload, sniff
 from tiefjax.store import BoxConflict, Store
 from tiefjax.workspace import Workspace
+
+if TYPE_CHECKING:  # the search module (and JAX) load only once an index is used
+    from tiefjax.search import PreparedQuery
 
 log = logging.getLogger("tiefjax.server")
 
@@ -205,7 +207,7 @@ class ServerState:
         self.similar_cache: dict[tuple[Any, ...], bytes] = {}
         self.search_thread = ThreadPoolExecutor(1, thread_name_prefix="tiefjax-search")
         self.decode_pool = ThreadPoolExecutor(2, thread_name_prefix="tiefjax-decode")
-        self.batcher: MicroBatcher[tuple[Image.Image, int], Any] = MicroBatcher(
+        self.batcher: MicroBatcher[tuple[PreparedQuery, int], Any] = MicroBatcher(
             self._search_batch,
             max_batch=config.batch_max,
             max_wait_ms=config.batch_wait_ms,
@@ -268,7 +270,7 @@ class ServerState:
             )
         return searcher
 
-    def _search_batch(self, mode: Hashable, items: list[tuple[Image.Image, int]]) -> list[Any]:
+    def _search_batch(self, mode: Hashable, items: list[tuple[PreparedQuery, int]]) -> list[Any]:
         """In the search thread: one device call for a batch of uploads of the same mode (the
         batcher's key)."""
         searcher = self.searcher
@@ -390,14 +392,17 @@ def build_routes(state: ServerState) -> list[Route]:
             )
         data = await read_upload(request, "image", cfg.max_upload_bytes)
         loop = asyncio.get_running_loop()  # a small pool: decoding must not starve the search
-        img = await loop.run_in_executor(
-            state.decode_pool, decode_upload, data, cfg.max_upload_pixels
+        short_side = state.require_searcher().decode_short_side
+        img, scale = await loop.run_in_executor(
+            state.decode_pool, decode_upload, data, cfg.max_upload_pixels, short_side
         )
-        result = await state.batcher.submit((img, k), key=mode)
+        from tiefjax.search import PreparedQuery  # loaded with the searcher, JAX and all
+
+        result = await state.batcher.submit((PreparedQuery("", None, img, scale), k), key=mode)
         return JSONResponse(
             {
-                "width": img.width,
-                "height": img.height,
+                "width": round(img.width * scale[0]),  # the upload's own pixels, as the box
+                "height": round(img.height * scale[1]),
                 "box": box_coords(result.box),
                 "probability": _num(result.probability),
                 # no confident detection, or no locator trained: the whole photo was used

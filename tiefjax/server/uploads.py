@@ -19,7 +19,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from tiefjax.errors import InvalidInput, TiefjaxError
-from tiefjax.images import load_rgb
+from tiefjax.images import load_rgb_scaled
 
 #: Room for the multipart framing (boundaries, part headers) on top of the file itself.
 FORM_OVERHEAD = 64 * 1024
@@ -106,8 +106,15 @@ async def read_upload(request: Request, field: str, max_bytes: int) -> bytes:
     return data
 
 
-def decode_upload(data: bytes, max_pixels: int) -> Image.Image:
-    """Check type and pixel count from the header, then decode to upright RGB (worker thread)."""
+def decode_upload(
+    data: bytes, max_pixels: int, short_side: int
+) -> tuple[Image.Image, tuple[float, float]]:
+    """Check type and pixel count from the header, then decode to upright RGB (worker thread).
+
+    JPEGs decode only as big as a search needs (shorter side >= ``short_side``, see
+    :func:`~tiefjax.images.load_rgb_scaled`); returns the image and its scale to the upload's
+    own pixels.
+    """
     kind = sniff(data)
     if kind is None:
         raise UnsupportedMediaType(
@@ -134,7 +141,7 @@ def decode_upload(data: bytes, max_pixels: int) -> Image.Image:
             f"{max_pixels:,} allowed; scale it down (or raise [server] max_upload_pixels)"
         )
     try:
-        return load_rgb(data, name="the uploaded image")
+        return load_rgb_scaled(data, short_side, name="the uploaded image")
     except TiefjaxError:
         raise
     except Exception as err:  # any other decoder failure is still bad data, not a server bug
