@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -43,6 +44,8 @@ def test_train_load_and_resume(ws):
 
     trained = load_trained(ws, "classifier")
     assert trained is not None and trained.encoder_params is None
+    # restored onto the device, not as NumPy arrays that every jitted call would copy again
+    assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(trained.params))
     assert trained.meta["step"] == 4 and trained.meta["hidden"] == cfg.hidden
     logits = trained.head.apply({"params": trained.params}, jnp.zeros((1, 13, 12, 256)))
     assert logits.shape == (1, 3, 2, 2)

@@ -203,6 +203,8 @@ def test_orbax_round_trip_and_report(tmp_path, model, ported):
     assert meta["source"] == "imagenet" and meta["imagenet_head"] is True
     weights = load_encoder(ws, with_imagenet_head=True)
     assert weights.source == "imagenet"
+    leaves = jax.tree.leaves((weights.params, weights.imagenet_head))
+    assert all(isinstance(leaf, jax.Array) for leaf in leaves)  # on the device, not NumPy
     assert _same_tree(weights.params, ported["encoder"])
     assert _same_tree(weights.imagenet_head, ported["imagenet_head"])
     # re-porting encoder-only weights replaces both and drops the stale head

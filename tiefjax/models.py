@@ -48,13 +48,22 @@ class EncoderWeights:
     imagenet_head: Any = None
 
 
+def on_device(target: Any) -> Any:
+    """Every leaf's shape and dtype, placed on the default device, as an orbax restore target.
+
+    Without a placement orbax restores NumPy arrays, and every jitted call then copies them to
+    the device again (95 MB of trained heads per locate call: 3x its time on the CPU).
+    """
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), target)
+
+
 def _restore(path: Any, target: Any) -> Any:
     import orbax.checkpoint as ocp
 
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), target)
     try:
         with ocp.StandardCheckpointer() as ckptr:
-            return ckptr.restore(path, abstract)
+            return ckptr.restore(path, on_device(target))
     except Exception as err:
         raise InvalidInput(
             f"{path} could not be read ({err.__class__.__name__}: {str(err)[:200]}); "

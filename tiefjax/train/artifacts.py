@@ -25,6 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from tiefjax.errors import InvalidInput, NotFound, TiefjaxError
+from tiefjax.models import on_device
 from tiefjax.nets.alexnet import FEATURE_CHANNELS, PATCH, init_encoder_params
 from tiefjax.train.features import params_fingerprint, split_features
 from tiefjax.train.loop import run_loop
@@ -258,10 +259,9 @@ def load_trained(ws: Workspace, task: str) -> Trained | None:
     }
     if meta.get("finetune_encoder"):
         target["encoder"] = jax.eval_shape(lambda: init_encoder_params(0))
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), target)
     try:
         with ocp.StandardCheckpointer() as ckptr:
-            params = ckptr.restore((train_dir / meta["dir"]).absolute(), abstract)
+            params = ckptr.restore((train_dir / meta["dir"]).absolute(), on_device(target))
     except Exception as err:
         raise InvalidInput(
             f"the trained {task} in {train_dir} could not be read "
