@@ -22,6 +22,7 @@ from tiefjax.images import (
     prefetch,
     resize_short_side,
     scale_box,
+    window_of,
 )
 
 
@@ -199,6 +200,25 @@ def test_scaled_loading_decodes_only_as_big_as_needed_and_maps_back(tmp_path):
     two_tone(1600, 1200).save(png)
     img, scale = load_rgb_scaled(png, 224)
     assert img.size == (1600, 1200) and scale == (1.0, 1.0)
+
+
+def test_a_small_box_of_a_shrunken_decode_is_cut_again_from_the_source(tmp_path):
+    path = tmp_path / "big.jpg"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (1200, 1600, 3), dtype=np.uint8)).save(path, quality=90)
+    img, scale = load_rgb_scaled(path, 224)  # 400x300, a quarter of each side
+    small = (40.0, 30.0, 80.0, 60.0)  # 40x30 here, 160x120 in the photo: under 64 here
+    again = window_of(img, small, 64, scale, path)
+    np.testing.assert_array_equal(again, load_window(path, scale_box(small, scale), 64))
+    enlarged = np.asarray(crop_resize(img, small, (64, 64)))
+    assert np.abs(again.astype(int) - enlarged).mean() > 5  # the sharper cut differs
+    big = (0.0, 0.0, 300.0, 200.0)  # enough pixels in the shrunken copy: cut from it
+    np.testing.assert_array_equal(
+        window_of(img, big, 64, scale, path), np.asarray(crop_resize(img, big, (64, 64)))
+    )
+    np.testing.assert_array_equal(  # without a source there is nothing to cut again from
+        window_of(img, small, 64, scale), enlarged
+    )
 
 
 def test_window_of_a_box(tmp_path):

@@ -239,6 +239,28 @@ def load_window(
     return np.asarray(crop_resize(full, scaled, (size, size)))
 
 
+def window_of(
+    img: Image.Image,
+    box: Box | None,
+    size: int,
+    scale: tuple[float, float] = (1.0, 1.0),
+    source: str | os.PathLike[str] | bytes | None = None,
+    name: str | None = None,
+) -> np.ndarray:
+    """The ``size``x``size`` uint8 window of ``box`` (``img``'s pixels; None = the whole image).
+
+    ``img`` may be a smaller draft decode of ``source`` (:func:`load_rgb_scaled`; ``scale`` maps
+    it back). Where the box has fewer than ``size`` pixels on a side in ``img``, the window is cut
+    from ``source`` again at the resolution it needs (:func:`load_window`), so a small product is
+    not enlarged from a shrunken copy and gets the window an annotated box of it would get.
+    """
+    if box is not None and source is not None and scale != (1.0, 1.0):
+        left, top, right, bottom = float_box(box)
+        if min(right - left, bottom - top) < size:
+            return load_window(source, scale_box(box, scale), size, name=name)
+    return np.asarray(crop_resize(img, box, (size, size)))
+
+
 def resize_short_side(img: Image.Image, short_side: int) -> tuple[Image.Image, float]:
     """Resize so the shorter side is ``short_side``; returns the image and the scale factor."""
     scale = short_side / min(img.width, img.height)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from tiefjax.errors import Conflict, InvalidInput, NotFound, TiefjaxError
-from tiefjax.images import crop_resize, float_box, load_rgb_scaled, scale_box
+from tiefjax.images import float_box, load_rgb_scaled, scale_box, window_of
 from tiefjax.index.build import (
     CURRENT,
     MODES,
@@ -48,7 +48,7 @@ from tiefjax.index.scann_index import VectorIndex, l2_normalize
 from tiefjax.nets.alexnet import PATCH, WINDOW
 from tiefjax.workspace import Workspace
 
-Query = Any  # str id | path | bytes | PIL.Image.Image
+Query = Any  # str id | path | bytes | PIL.Image.Image | PreparedQuery
 
 
 @dataclass(frozen=True)
@@ -89,13 +89,15 @@ class PreparedQuery:
     """A resolved query: a catalog row, or a decoded RGB photo (see :meth:`Searcher.prepare`).
 
     ``scale`` maps the photo's pixels to the original's when it was decoded smaller (JPEG draft
-    mode): ``(original width / width, original height / height)``; result boxes use it.
+    mode): ``(original width / width, original height / height)``; result boxes use it, and a
+    box too small in the smaller copy is cut again from ``source`` (the encoded file).
     """
 
     build: str
     position: int | None
     image: Any = None
     scale: tuple[float, float] = (1.0, 1.0)
+    source: bytes | None = None
 
 
 @dataclass
@@ -195,6 +197,7 @@ class Searcher:
             if name == self._state.name:
                 return False
             self._state = _load_state(self.ws)
+            self.__dict__.pop("decode_short_side", None)  # [locate] may have changed too
             self._ranking = None
             self._warned_stale = False
         return True
@@ -235,7 +238,8 @@ class Searcher:
     def search(
         self, query: Query, k: int = 10, mode: str = "unsupervised", include_self: bool = False
     ) -> SearchResult:
-        """Top-``k`` catalog images most similar to ``query`` (id, path, bytes or PIL image)."""
+        """Top-``k`` catalog images most similar to ``query`` (id, path, bytes, PIL image or
+        a :class:`PreparedQuery`)."""
         return self.search_many([query], k, mode, include_self)[0]
 
     def search_many(
@@ -267,7 +271,7 @@ class Searcher:
             return PreparedQuery(st.name, None, img)
         name = str(query) if isinstance(query, str | os.PathLike) else "query image"
         img, scale = load_rgb_scaled(photo, self.decode_short_side, name=name)
-        return PreparedQuery(st.name, None, img, scale)
+        return PreparedQuery(st.name, None, img, scale, photo)
 
     @functools.cached_property
     def decode_short_side(self) -> int:
@@ -306,7 +310,7 @@ class Searcher:
                 if errors == "raise":
                     raise
                 results[i] = err
-        photos = [(i, p.image) for i, p in prepared.items() if p.position is None]
+        photos = [(i, p) for i, p in prepared.items() if p.position is None]
         encoded = self._encode_photos(st, modes, photos) if photos else []
         vectors: dict[str, dict[int, np.ndarray]] = {m: {} for m in modes}
         rows: dict[int, tuple[Row | None, Row]] = {}
@@ -459,9 +463,11 @@ class Searcher:
         return None
 
     def _encode_photos(
-        self, st: _State, modes: tuple[str, ...], images: list[tuple[int, Any]]
+        self, st: _State, modes: tuple[str, ...], photos: list[tuple[int, PreparedQuery]]
     ) -> list[tuple[dict[str, np.ndarray], Row]]:
-        """Locate, crop and encode decoded photos in one batch: ({mode: vector}, row) each."""
+        """Locate, crop and encode decoded photos in one batch: ({mode: vector}, row) each,
+        boxes in the decoded images' pixels."""
+        images = [p.image for _, p in photos]
         stale = self._stale_reason(st)
         if stale and not self._warned_stale:
             self._warned_stale = True
@@ -469,20 +475,22 @@ class Searcher:
         locator = self._get_locator(st)
         rows: list[Row] = []
         if locator is not None:
-            located = locator.locate_many([img for _, img in images])
+            located = locator.locate_many(images)
             for found in located:
                 box = float_box(found.box)
                 rows.append(
                     Row("", "", box, "detection", float(found.probability), bool(found.fallback))
                 )
         else:
-            for _, img in images:
+            for img in images:
                 whole = (0.0, 0.0, float(img.width), float(img.height))
                 rows.append(Row("", "", whole, "whole", None, True))
         windows = np.stack(
             [
-                np.asarray(crop_resize(img, None if r.source == "whole" else r.box, (WINDOW,) * 2))
-                for (_, img), r in zip(images, rows, strict=True)
+                window_of(
+                    p.image, None if r.source == "whole" else r.box, WINDOW, p.scale, p.source
+                )
+                for (_, p), r in zip(photos, rows, strict=True)
             ]
         )
         vecs: dict[str, np.ndarray] = {}

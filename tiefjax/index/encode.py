@@ -26,12 +26,12 @@ import numpy as np
 
 from tiefjax.errors import NotFound
 from tiefjax.images import (
-    crop_resize,
     float_box,
     load_rgb_scaled,
     load_window,
     prefetch,
     scale_box,
+    window_of,
 )
 from tiefjax.index.config import IndexConfig
 from tiefjax.nets.alexnet import FEATURE_CHANNELS, PATCH, WINDOW
@@ -349,7 +349,7 @@ def encode_catalog(
             prob = float(found.probability)
             rows[job.pos] = Row(job.id, job.sha256, box, "detection", prob, bool(found.fallback))
             new_detections.append(Detection(job.id, StoreBox(*box), prob, bool(found.fallback)))
-            win_batch.append(np.asarray(crop_resize(img, found.box, (WINDOW, WINDOW))))
+            win_batch.append(window_of(img, found.box, WINDOW, scale, job.path, job.id))
             pos_batch.append(job.pos)
         result.located += len(loc_batch)
         loc_batch.clear()

@@ -52,6 +52,8 @@ from tiefjax.store import BoxConflict, Store
 from tiefjax.workspace import Workspace
 
 if TYPE_CHECKING:  # the search module (and JAX) load only once an index is used
+    from PIL import Image
+
     from tiefjax.search import PreparedQuery
 
 log = logging.getLogger("tiefjax.server")
@@ -277,7 +279,8 @@ class ServerState:
         if searcher is None:
             raise NotFound("the search index went away; rebuild it with tiefjax index")
         k = max(k for _, k in items)
-        results = searcher.search_many([img for img, _ in items], k=k, mode=mode, errors="return")
+        queries = [query for query, _ in items]
+        results = searcher.search_many(queries, k=k, mode=mode, errors="return")
         return list(results)
 
     # auth ----------------------------------------------------------------------------------
@@ -384,7 +387,8 @@ def build_routes(state: ServerState) -> list[Route]:
     async def search(request: Request) -> Response:
         mode = _mode_param(request, "unsupervised")
         k = _int_param(request, "k", 10, 1, SIMILAR_K_MAX)
-        if mode not in modes_of(state.require_searcher()):
+        searcher = state.require_searcher()
+        if mode not in modes_of(searcher):
             raise NotFound(
                 f"there is no {mode} index; train the ranking net (tiefjax train "
                 f"{state.ws.root} ranking), run tiefjax index {state.ws.root}, or search "
@@ -392,13 +396,15 @@ def build_routes(state: ServerState) -> list[Route]:
             )
         data = await read_upload(request, "image", cfg.max_upload_bytes)
         loop = asyncio.get_running_loop()  # a small pool: decoding must not starve the search
-        short_side = state.require_searcher().decode_short_side
-        img, scale = await loop.run_in_executor(
-            state.decode_pool, decode_upload, data, cfg.max_upload_pixels, short_side
-        )
+
+        def decode() -> tuple[Image.Image, tuple[float, float]]:  # reads [locate] on first use
+            return decode_upload(data, cfg.max_upload_pixels, searcher.decode_short_side)
+
+        img, scale = await loop.run_in_executor(state.decode_pool, decode)
         from tiefjax.search import PreparedQuery  # loaded with the searcher, JAX and all
 
-        result = await state.batcher.submit((PreparedQuery("", None, img, scale), k), key=mode)
+        query = PreparedQuery("", None, img, scale, source=data)
+        result = await state.batcher.submit((query, k), key=mode)
         return JSONResponse(
             {
                 "width": round(img.width * scale[0]),  # the upload's own pixels, as the box
