@@ -54,7 +54,7 @@ def on_device(target: Any) -> Any:
     Without a placement orbax restores NumPy arrays, and every jitted call then copies them to
     the device again (95 MB of trained heads per locate call: 3x its time on the CPU).
     """
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])  # this process's own
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), target)
 
 
