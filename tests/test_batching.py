@@ -182,19 +182,31 @@ def test_a_lone_request_does_not_wait_for_company():
     assert first < 2.5 and both < 2.5, (first, both)  # the 5 s wait was never taken
 
 
-def test_after_a_batch_the_next_waits_for_as_many_as_it_held():
-    fn, sizes = _sizes_fn()
+def test_after_a_batch_the_next_waits_for_as_many_as_it_held_then_goes_at_once():
+    starts: list[tuple[int, float]] = []
+
+    def fn(key, items):
+        starts.append((len(items), time.monotonic()))
+        return list(items)
 
     async def main():
-        # 5 at once, then 5 arriving 20 ms apart (a 60 ms quiet gap): the clients of a batch
-        # of 5 are expected back, so the trickle is held until all 5 are there
-        batcher = MicroBatcher(fn, max_batch=16, max_wait_ms=60, max_delay_ms=1000)
+        # 5 at once, then 5 arriving 20 ms apart: the clients of a batch of 5 are expected
+        # back, so the trickle is held (a 200 ms quiet gap would not end it) until the fifth
+        # arrives, and then it goes at once instead of waiting out the gap
+        batcher = MicroBatcher(fn, max_batch=16, max_wait_ms=200, max_delay_ms=1000)
         assert await asyncio.gather(*(batcher.submit(i) for i in range(5))) == list(range(5))
-        assert await _trickle(batcher, 5, 0.02) == list(range(5))
+        jobs = []
+        for i in range(5):
+            jobs.append(asyncio.ensure_future(batcher.submit(i)))
+            fifth_sent = time.monotonic()
+            await asyncio.sleep(0.02)
+        assert await asyncio.gather(*jobs) == list(range(5))
         batcher.close()
+        return fifth_sent
 
-    run(main())
-    assert sizes == [5, 5]
+    fifth_sent = run(main())
+    assert [n for n, _ in starts] == [5, 5]
+    assert starts[1][1] - fifth_sent < 0.1, starts[1][1] - fifth_sent  # not after the 200 ms
 
 
 def test_a_held_batch_goes_after_max_delay():

@@ -97,7 +97,7 @@ class MicroBatcher(Generic[Q, R]):
 
     def _arm(self) -> None:
         """(Re)start the wait: go when no request came for max_wait, at most max_delay after
-        the first one of this batch."""
+        the wait began (the first arrival, or the end of the batch that ran meanwhile)."""
         assert self._loop is not None
         now = self._loop.time()
         if self._gather_start is None:
