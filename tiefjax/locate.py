@@ -60,7 +60,10 @@ class LocateConfig:
     )
     batch_size: int = field(
         default=16,
-        metadata={"help": "photos of one padded shape per encoder call when locating many"},
+        metadata={
+            "help": "most photos of one padded shape per encoder call when locating many "
+            "(used as the power of two at or below it)"
+        },
     )
 
     @property

@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     for path, value in prefetch(decode, args.images):
         if isinstance(value, BaseException) and not isinstance(value, TiefjaxError):
+            flush()  # report the photos before it, then fail loudly: a bug, not bad input
             raise value
         chunk.append((path, value))
         if len(chunk) >= locator.config.batch_size:
