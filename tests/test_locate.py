@@ -143,6 +143,13 @@ def test_settings_are_checked_and_missing_heads_are_named(tmp_path):
         LocateConfig(combine="median")
     with pytest.raises(InvalidInput, match="short_sides"):
         LocateConfig(short_sides=(100,))
+    with pytest.raises(InvalidInput, match="batch_size"):
+        LocateConfig(batch_size=-1)
+    clf, reg = _heads()
+    params = init_encoder_params(0)
+    automatic = Locator(params, clf, reg, MEAN, STD, LocateConfig())
+    assert automatic.batch_size == (1 if jax.default_backend() == "cpu" else 16)
+    assert Locator(params, clf, reg, MEAN, STD, LocateConfig(batch_size=4)).batch_size == 4
     with pytest.raises(NotFound, match="tiefjax train .* classifier"):
         Locator.load(Workspace(tmp_path))
 

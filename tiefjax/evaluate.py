@@ -117,7 +117,7 @@ def box_scores(ws: Workspace, manifest: DemoManifest, locator: Any = None) -> Bo
     photos = [p for p in manifest.photos if p.id in paths]
     per_photo: dict[str, float] = {}
     fallbacks = 0
-    step = locator.config.batch_size
+    step = locator.batch_size
     for start in range(0, len(photos), step):
         part = photos[start : start + step]
         side = locator.config.decode_short_side

@@ -59,10 +59,11 @@ class LocateConfig:
         metadata={"help": "resized photos are padded up to a multiple of this (fewer compiles)"},
     )
     batch_size: int = field(
-        default=16,
+        default=0,
         metadata={
-            "help": "most photos of one padded shape per encoder call when locating many "
-            "(used as the power of two at or below it)"
+            "help": "most photos of one padded shape per encoder call when locating many (used "
+            "as the power of two at or below it); 0 = 16 on accelerators, 1 on the CPU, where "
+            "batching gains nothing and every batch size is one more compile"
         },
     )
 
@@ -80,8 +81,8 @@ class LocateConfig:
             raise InvalidInput(f"[locate] short_sides must all be >= {WINDOW}")
         if not 0.0 <= self.threshold <= 1.0:
             raise InvalidInput("[locate] threshold must lie in [0, 1]")
-        if self.batch_size < 1:
-            raise InvalidInput("[locate] batch_size must be >= 1")
+        if self.batch_size < 0:
+            raise InvalidInput("[locate] batch_size must be >= 0 (0 = automatic)")
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,13 @@ class Locator:
             regressor_encoder_params=None if reg_encoder is encoder else reg_encoder,
         )
 
+    @property
+    def batch_size(self) -> int:
+        """Photos per call when locating many (``[locate] batch_size``, resolved)."""
+        if self.config.batch_size:
+            return self.config.batch_size
+        return 1 if jax.default_backend() == "cpu" else 16
+
     @functools.cached_property
     def _heads(self):  # jitted once per locator; recompiles per padded shape only
         clf, reg = self._classifier_head, self._regressor_head
@@ -261,7 +269,7 @@ class Locator:
                 by_shape.setdefault(padded.shape, []).append((i, padded, scale, pixels.shape))
             for members in by_shape.values():
                 start = 0
-                for size in power_of_two_parts(len(members), self.config.batch_size):
+                for size in power_of_two_parts(len(members), self.batch_size):
                     part = members[start : start + size]
                     start += size
                     probability, deltas = self.score_maps(np.stack([m[1] for m in part]))

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             flush()  # report the photos before it, then fail loudly: a bug, not bad input
             raise value
         chunk.append((path, value))
-        if len(chunk) >= locator.config.batch_size:
+        if len(chunk) >= locator.batch_size:
             flush()
     flush()
     return 1 if failed else 0
