@@ -5,12 +5,16 @@ request count.
 
     .venv/bin/python scripts/bench/server.py                 # tiny demo workspace in a temp dir
     .venv/bin/python scripts/bench/server.py --workspace WS  # an existing, indexed workspace
+    .venv/bin/python scripts/bench/server.py --demo default  # the trained demo workspace
     .venv/bin/python scripts/bench/server.py --json out.json
 
 Targets (docs/benchmarks.md): similar-by-id p99 < 20 ms and >= 0.7x the floor's req/s at 16
 concurrent clients; micro-batched upload search >= 2x the throughput of one search per request.
 Upload search is measured two ways: one search per request (micro-batch and encoder batch 1)
-and micro-batched (up to ``--batch`` uploads per encoder call, the server's defaults).
+and micro-batched (up to ``--batch`` uploads per encoder call, the server's defaults). The tiny
+default workspace has no trained locator, so an upload is one encoder pass over the whole photo;
+``--demo SIZE`` first runs ``tiefjax demo`` at that size (training included), so uploads are
+located too (three encoder passes and the heads' windows per photo at the default size).
 """
 
 from __future__ import annotations
@@ -235,6 +239,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", help="an indexed workspace (default: a tiny demo one)")
     parser.add_argument("--n", type=int, default=120, help="demo catalog size when building one")
+    parser.add_argument("--demo", help="run `tiefjax demo` at this size first (trained locator)")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=5.0, help="per similar-by-id round")
     parser.add_argument("--rounds", type=int, default=2, help="alternating floor/app rounds")
@@ -250,6 +255,12 @@ def main() -> int:
     tmp = tempfile.TemporaryDirectory(prefix="tiefjax-bench-")
     if args.workspace:
         ws = Path(args.workspace)
+    elif args.demo:
+        from tiefjax.demo import run_demo
+
+        print(f"running the {args.demo} demo (training included) ...", file=sys.stderr)
+        ws = Path(tmp.name) / "demo"
+        run_demo(ws, size=args.demo, serve=False, out=lambda line: None)
     else:
         print(f"building a {args.n}-image demo workspace ...", file=sys.stderr)
         ws = make_workspace(Path(tmp.name), args.n)
@@ -264,6 +275,7 @@ def main() -> int:
         f"{platform.python_version()}",
         "images": len(ids),
         "clients": args.clients,
+        "workspace": args.workspace or (f"demo {args.demo} (trained)" if args.demo else "tiny"),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
 
