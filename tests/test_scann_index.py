@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from tiefjax.index.scann_index import (
     choose_params,
     exact_search,
     l2_normalize,
+    native_info_held_back,
     recall_at_k,
 )
 
@@ -83,6 +85,26 @@ def test_scann_recall_vs_exact(data, kind):
     one_ids, _ = index.search(q[0], 10)  # single-query path
     assert recall_at_k(one_ids, truth[:1]) >= 0.9
     assert index.measure_recall(100) >= 0.95
+
+
+def test_native_info_lines_are_held_back_and_the_rest_passed_on(capfd):
+    with native_info_held_back():
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are\n")
+        os.write(2, b"I0000 00:00:1795634868.786177    7515 factory_impl.h:178] chatter\n")
+        os.write(2, b"I1125 19:27:48.786177    7515 factory_impl.h:178] more chatter\n")
+        os.write(2, b"E1125 19:27:48.786177    7515 scann.cc:1] a real error\n")
+        print("a Python line", file=sys.stderr)
+    os.write(2, b"after\n")
+    err = capfd.readouterr().err
+    assert "a real error" in err and "a Python line" in err and err.endswith("after\n")
+    assert "chatter" not in err and "InitializeLog" not in err
+
+
+def test_building_a_tree_index_prints_no_native_chatter(data, capfd):
+    x, _ = data
+    VectorIndex.build(x, choose_params(len(x), IndexConfig(kind="tree")))
+    err = capfd.readouterr().err
+    assert not re.search(r"^I\d{4} ", err, re.M), err[:500]
 
 
 @pytest.mark.parametrize("kind", ["exact", "brute_force", "ah", "tree"])

@@ -9,14 +9,17 @@ large ones. An index is a folder: ``vectors.npy`` (the database, row = catalog p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import platform
 import re
+import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -469,7 +472,44 @@ def _load_scann(folder: Path):
     return ScannSearcher(scann_pybind.ScannNumpy(str(folder), text), None)
 
 
+#: ScaNN's C++ progress chatter on fd 2: absl INFO lines and absl's one-time preamble.
+_NATIVE_INFO = re.compile(
+    r"^(I\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^\]]+\] "
+    r"|WARNING: All log messages before absl::InitializeLog\(\))"
+)
+
+
+@contextlib.contextmanager
+def native_info_held_back() -> Iterator[None]:
+    """Hold back ScaNN's C++ INFO lines ("Single-machine AH training with dataset size = ...")
+    written straight to fd 2 while this runs; pass on everything else written there meanwhile
+    (warnings, errors, other output) once it ends."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as held:
+            os.dup2(held.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                held.seek(0)
+                text = held.read().decode(errors="replace")
+                kept = [ln for ln in text.splitlines(keepends=True) if not _NATIVE_INFO.match(ln)]
+                if kept:
+                    sys.stderr.write("".join(kept))
+                    sys.stderr.flush()
+    finally:
+        os.close(saved)
+
+
 def _build_scann(vectors: np.ndarray, params: IndexParams, threads: int = 0):
+    with native_info_held_back():
+        return _build_scann_quietly(vectors, params, threads)
+
+
+def _build_scann_quietly(vectors: np.ndarray, params: IndexParams, threads: int):
     scann = _scann()
     n, dim = vectors.shape
     k = min(10, n)
