@@ -479,11 +479,21 @@ _NATIVE_INFO = re.compile(
 )
 
 
+#: fd 2 is process-wide: overlapping redirections from two threads would restore the wrong one.
+_FD2_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def native_info_held_back() -> Iterator[None]:
     """Hold back ScaNN's C++ INFO lines ("Single-machine AH training with dataset size = ...")
     written straight to fd 2 while this runs; pass on everything else written there meanwhile
-    (warnings, errors, other output) once it ends."""
+    (warnings, errors, other output) once it ends. One thread at a time."""
+    with _FD2_LOCK, _fd2_held_back():
+        yield
+
+
+@contextlib.contextmanager
+def _fd2_held_back() -> Iterator[None]:
     sys.stderr.flush()
     saved = os.dup(2)
     try:
