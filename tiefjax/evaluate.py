@@ -117,10 +117,9 @@ def box_scores(ws: Workspace, manifest: DemoManifest, locator: Any = None) -> Bo
     photos = [p for p in manifest.photos if p.id in paths]
     per_photo: dict[str, float] = {}
     fallbacks = 0
-    step = locator.batch_size
+    step, side = locator.batch_size, locator.config.decode_short_side
     for start in range(0, len(photos), step):
         part = photos[start : start + step]
-        side = locator.config.decode_short_side
         decoded = [load_rgb_scaled(paths[p.id], side, name=p.id) for p in part]
         located = locator.locate_many([img for img, _ in decoded])
         for photo, (_, scale), found in zip(part, decoded, located, strict=True):

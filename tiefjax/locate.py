@@ -241,11 +241,6 @@ class Locator:
         probability, deltas = self.score_features(clf_map, reg_map)
         return np.asarray(probability), np.asarray(deltas)
 
-    def score_map(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`score_maps` of one uint8 ``(H, W, 3)`` photo."""
-        probability, deltas = self.score_maps(pixels[None])
-        return probability[0], deltas[0]
-
     def windows(self, img: Image.Image) -> Windows:
         """Score every window of ``img`` at every configured scale."""
         return self.windows_many([img])[0]

@@ -49,12 +49,12 @@ class EncoderWeights:
 
 
 def on_device(target: Any) -> Any:
-    """Every leaf's shape and dtype, placed on the default device, as an orbax restore target.
+    """Every leaf's shape and dtype on this process's first device, as an orbax restore target.
 
     Without a placement orbax restores NumPy arrays, and every jitted call then copies them to
     the device again (95 MB of trained heads per locate call: 3x its time on the CPU).
     """
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])  # this process's own
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), target)
 
 
