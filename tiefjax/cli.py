@@ -2,7 +2,8 @@
 
 Subcommands live in ``tiefjax/commands/<area>.py``, each with ``register(subparsers)``. Errors the
 user can fix (:class:`TiefjaxError`) are printed as one plain message with exit code 2; Ctrl-C
-exits with 130 and a note that the command can be re-run to resume.
+exits with 130 and a note that the command can be re-run to resume. Compiled programs are
+cached on disk between runs (:mod:`tiefjax.compile_cache`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from tiefjax.compile_cache import use_compile_cache
 from tiefjax.errors import TiefjaxError
 
 #: Modules under ``tiefjax.commands`` that contribute subcommands, in help order.
@@ -46,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    use_compile_cache()
     try:
         result = args.func(args)
     except TiefjaxError as err:

@@ -1,0 +1,22 @@
+"""Session set-up shared by every test module."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+_made: list[str] = []
+
+
+def pytest_configure(config) -> None:
+    """Compiled programs go to a cache of this test session (commands under test turn the
+    cache on): nothing is written to the user's home, and test subprocesses share it."""
+    if "TIEFJAX_COMPILE_CACHE" not in os.environ:
+        _made.append(tempfile.mkdtemp(prefix="tiefjax-test-xla-"))
+        os.environ["TIEFJAX_COMPILE_CACHE"] = _made[0]
+
+
+def pytest_unconfigure(config) -> None:
+    for folder in _made:
+        shutil.rmtree(folder, ignore_errors=True)

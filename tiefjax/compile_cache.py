@@ -1,0 +1,60 @@
+"""The command line's persistent XLA compilation cache: a second ``tiefjax search`` answers in
+about a second instead of four.
+
+Every process compiles its programs (the encoder per input shape, the heads, the ranking net) at
+first use; JAX can keep the compiled executables on disk, keyed by program, JAX version, device
+and options, so a later process loads them instead. The command line turns that on, in
+``$XDG_CACHE_HOME/tiefjax/xla`` (``~/.cache/tiefjax/xla``) or wherever ``TIEFJAX_COMPILE_CACHE``
+points (``off`` turns it off). A cache folder the user gave JAX (``JAX_COMPILATION_CACHE_DIR``)
+wins; library users keep JAX's defaults unless they call :func:`use_compile_cache`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ENV = "TIEFJAX_COMPILE_CACHE"
+_OFF = {"", "0", "off", "false", "no", "none"}
+#: Least-recently-used entries go beyond this (the demo's programs take well under 10 MB).
+MAX_BYTES = 1 << 30
+
+
+def cache_dir() -> Path | None:
+    """Where compiled programs are kept, or None when ``TIEFJAX_COMPILE_CACHE`` turns it off."""
+    value = os.environ.get(ENV)
+    if value is not None:
+        return None if value.strip().lower() in _OFF else Path(value).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tiefjax" / "xla"
+
+
+def use_compile_cache() -> Path | None:
+    """Point JAX's persistent compilation cache at :func:`cache_dir` for this process and the
+    ones it starts, unless a cache folder is set already; the folder in use, or None (off, or
+    the folder cannot be created: programs are then compiled as usual)."""
+    folder = cache_dir()
+    if folder is None:
+        return None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home, say
+        return None
+    settings = {
+        "jax_compilation_cache_dir": str(folder),
+        "jax_persistent_cache_min_compile_time_secs": 0.0,
+        "jax_compilation_cache_max_size": MAX_BYTES,
+    }
+    if "jax" not in sys.modules:  # JAX reads these when it loads
+        for name, value in settings.items():
+            os.environ.setdefault(name.upper(), str(value))
+        return Path(os.environ["JAX_COMPILATION_CACHE_DIR"])
+    import jax
+
+    given = getattr(jax.config, "jax_compilation_cache_dir", None)  # not in jax's type stubs
+    if given:
+        return Path(given)
+    for name, value in settings.items():
+        jax.config.update(name, value)
+    return folder
