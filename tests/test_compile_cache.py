@@ -59,3 +59,14 @@ def test_every_command_turns_the_cache_on(monkeypatch, tmp_path):
     monkeypatch.setattr(cli, "use_compile_cache", lambda: calls.append(1))
     assert cli.main(["locate", str(tmp_path / "no-workspace"), "x.jpg"]) == 2
     assert calls == [1]
+
+
+def test_a_folder_that_cannot_be_written_is_named_once_and_skipped(monkeypatch, tmp_path, capsys):
+    from tiefjax.compile_cache import use_compile_cache
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("TIEFJAX_COMPILE_CACHE", str(blocker))
+    assert use_compile_cache() is None
+    err = capsys.readouterr().err
+    assert f"cannot write in {blocker}" in err and "TIEFJAX_COMPILE_CACHE" in err

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 ENV = "TIEFJAX_COMPILE_CACHE"
@@ -30,16 +31,29 @@ def cache_dir() -> Path | None:
     return Path(base) / "tiefjax" / "xla"
 
 
+def _writable(folder: Path) -> bool:
+    """Create ``folder`` and try a file in it; say once why not (JAX itself would warn, and
+    wait on a lock, for every program)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+            pass
+    except OSError as err:
+        print(
+            f"tiefjax: note: compiled programs are not cached: cannot write in {folder} "
+            f"({err.strerror or err}); set {ENV} to a writable folder, or to off",
+            file=sys.stderr,
+        )
+        return False
+    return True
+
+
 def use_compile_cache() -> Path | None:
     """Point JAX's persistent compilation cache at :func:`cache_dir` for this process and the
     ones it starts, unless a cache folder is set already; the folder in use, or None (off, or
-    the folder cannot be created: programs are then compiled as usual)."""
+    the folder is not writable: programs are then compiled as usual)."""
     folder = cache_dir()
-    if folder is None:
-        return None
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:  # a read-only home, say
+    if folder is None or not _writable(folder):
         return None
     settings = {
         "jax_compilation_cache_dir": str(folder),
