@@ -1,5 +1,5 @@
-"""The command line's persistent XLA compilation cache: a second ``tiefjax search`` answers in
-about a second instead of four.
+"""The command line's persistent XLA compilation cache: a second ``tiefjax search`` of a photo
+on the demo workspace takes 2.3 s instead of 5.4 (most of the difference was compiling).
 
 Every process compiles its programs (the encoder per input shape, the heads, the ranking net) at
 first use; JAX can keep the compiled executables on disk, keyed by program, JAX version, device

@@ -121,9 +121,7 @@ def box_scores(ws: Workspace, manifest: DemoManifest, locator: Any = None) -> Bo
     for start in range(0, len(photos), step):
         part = photos[start : start + step]
         decoded = [load_rgb_scaled(paths[p.id], side, name=p.id) for p in part]
-        located = locator.locate_many([img for img, _ in decoded])
-        for photo, (_, scale), found in zip(part, decoded, located, strict=True):
-            found = found.scaled(scale)
+        for photo, found in zip(part, locator.locate_decoded(decoded), strict=True):
             fallbacks += int(found.fallback)
             per_photo[photo.id] = float(box_iou(np.array([found.box]), np.array([photo.box]))[0])
     tests = ids_in_test_split(ws, per_photo)

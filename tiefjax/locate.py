@@ -288,6 +288,14 @@ class Locator:
             for img, found in zip(images, self.windows_many(images), strict=True)
         ]
 
+    def locate_decoded(
+        self, decoded: Sequence[tuple[Image.Image, tuple[float, float]]]
+    ) -> list[Located]:
+        """:meth:`locate_many` of ``(photo, scale)`` pairs from
+        :func:`~tiefjax.images.load_rgb_scaled`, boxes mapped back to the original photos."""
+        located = self.locate_many([img for img, _ in decoded])
+        return [found.scaled(scale) for found, (_, scale) in zip(located, decoded, strict=True)]
+
     def _located(self, img: Image.Image, found: Windows) -> Located:
         keep = found.probability >= self.config.threshold
         best = float(found.probability.max()) if found.probability.size else 0.0

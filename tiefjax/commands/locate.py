@@ -33,14 +33,13 @@ def run(args: argparse.Namespace) -> int:
     def flush() -> None:
         nonlocal failed
         decoded = [value for _, value in chunk if not isinstance(value, BaseException)]
-        located = iter(locator.locate_many([img for img, _ in decoded]))
-        scales = iter([scale for _, scale in decoded])
+        located = iter(locator.locate_decoded(decoded))
         for path, value in chunk:
             if isinstance(value, BaseException):
                 failed += 1
                 print(json.dumps({"image": path, "error": str(value)}) if args.json else value)
             else:
-                _report(path, next(located).scaled(next(scales)), args.json)
+                _report(path, next(located), args.json)
         chunk.clear()
 
     def decode(path: str) -> Any:
