@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -136,6 +136,14 @@ def test_border_crop_on_the_half_boundary():
     assert sorted(s.left for s in bg) == list(range(1, 448 - 224 + 1))  # up to the right border
     right = next(s for s in bg if s.left == 224)
     assert right.target == (-224, 0, -112, 224) and right.inside == 0.0
+
+
+def test_half_inside_after_scaling_is_foreground():
+    """338 x 338 photo, box = its lower half, scale 224: the window at the origin is exactly half
+    inside (169 * 224 / 338 = 112), so foreground, as label_for says."""
+    specs = sample_crops("x", 338, 338, (0, 169, 338, 338), _cfg(short_sides=(224,)))
+    assert [(s.left, s.top, s.label, s.inside) for s in specs] == [(0, 0, FOREGROUND, 0.5)]
+    assert label_for(specs[0].window, (0, 112, 224, 224)) == FOREGROUND
 
 
 def test_box_at_the_right_border_never_half_inside():
@@ -280,6 +288,7 @@ def test_decode_size_covers_both_scale_lists():
 
 
 @settings(max_examples=60, deadline=None)
+@example(w=338, h=338, fx=0.0, fy=0.5, fw=1.0, fh=1.0)  # a window exactly half inside the box
 @given(
     st.integers(224, 700),
     st.integers(224, 700),

@@ -41,6 +41,8 @@ from tiefjax.images import crop_resize
 #: Crop side in pixels; equals ``tiefjax.nets.alexnet.WINDOW`` (not imported: that pulls in JAX).
 WINDOW = 224
 FOREGROUND, BACKGROUND = 1, 0
+#: What :func:`labels` gives a window in the band between the two thresholds.
+UNLABELLED = -1
 #: The two crop sets a :class:`CropSpec` can belong to (also the prepared datasets' names).
 CLASSIFICATION, REGRESSION = "classification", "regression"
 
@@ -210,10 +212,15 @@ def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
 
 
 def scale_box(box: Box, size: tuple[int, int], scaled: tuple[int, int]) -> Box:
-    """Map a box from an image of ``size`` to the same image resized to ``scaled``."""
-    sx, sy = scaled[0] / size[0], scaled[1] / size[1]
+    """Map a box from an image of ``size`` to the same image resized to ``scaled``.
+
+    Multiplied before divided, so a pixel edge that lands on a whole pixel lands there exactly
+    (169 * 224 / 338 is 112; 169 * (224 / 338) is 112.00000000000001, which made a crop exactly
+    half inside the box background).
+    """
+    (w, h), (sw, sh) = size, scaled
     left, top, right, bottom = box
-    return (left * sx, top * sy, right * sx, bottom * sy)
+    return (left * sw / w, top * sh / h, right * sw / w, bottom * sh / h)
 
 
 def intersection_area(a: Box, b: Box) -> float:
@@ -241,12 +248,24 @@ def label_for(
     foreground with the default thresholds (both definitions hold; foreground wins).
     """
     area = (window[2] - window[0]) * (window[3] - window[1])
-    inter = intersection_area(window, box)
-    if inter >= foreground_min_inside * area:
-        return FOREGROUND
-    if inter <= background_max_inside * area:
-        return BACKGROUND
-    return None
+    label = int(
+        labels(intersection_area(window, box), area, foreground_min_inside, background_max_inside)
+    )
+    return None if label == UNLABELLED else label
+
+
+def labels(
+    inter: np.ndarray | float,
+    area: float,
+    foreground_min_inside: float,
+    background_max_inside: float,
+) -> np.ndarray:
+    """The one labelling rule, for :func:`label_for` and the sampler alike: per intersection
+    area ``inter`` of a window of ``area``, FOREGROUND when at least ``foreground_min_inside``
+    of it is inside, else BACKGROUND when at most ``background_max_inside`` is, else
+    UNLABELLED."""
+    background = np.where(inter <= background_max_inside * area, BACKGROUND, UNLABELLED)
+    return np.where(inter >= foreground_min_inside * area, FOREGROUND, background)
 
 
 def box_deltas(box: Box, left: float, top: float) -> Deltas:
@@ -316,14 +335,10 @@ def sample_crops(
             continue
         sbox = scale_box(box, (width, height), scaled)
         lefts, tops, inter = window_overlaps(scaled, sbox)
-        foreground = inter >= config.foreground_min_inside * area
-        masks = {
-            FOREGROUND: foreground,
-            BACKGROUND: ~foreground & (inter <= config.background_max_inside * area),
-        }
-        for label, mask in masks.items():
+        classes = labels(inter, area, config.foreground_min_inside, config.background_max_inside)
+        for label in (FOREGROUND, BACKGROUND):
             quotas = config.quotas(short_side, label)
-            candidates = np.flatnonzero(mask)
+            candidates = np.flatnonzero(classes == label)
             rng = _rng(config.seed, image_id, short_side, label)
             drawn = candidates[:0]
             for n in quotas.values():  # classification's first: see the docstring
