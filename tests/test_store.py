@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import signal
 import sqlite3
@@ -271,19 +272,24 @@ def test_refuses_a_newer_schema(tmp_path: Path) -> None:
 
 
 # -- concurrency ----------------------------------------------------------------------------------
-def _bump(store: Store, image_id: str, times: int) -> int:
-    """Read-modify-write the box ``times`` times, retrying on conflicts; returns conflicts seen."""
-    conflicts = 0
-    done = 0
+def _bump(store: Store, image_id: str, times: int, start: threading.Barrier) -> int:
+    """Read-modify-write the box ``times`` times, retrying on conflicts; returns conflicts seen.
+
+    Each writer reads the box, then waits at ``start`` for the others: they all hold the same
+    version, so all but one of their first writes must conflict.
+    """
+    current = store.get_box(image_id)
+    start.wait(timeout=60)
+    conflicts = done = 0
     while done < times:
-        current = store.get_box(image_id)
-        box = current.box
         try:
-            store.put_box(image_id, (0, 0, box.right + 1, 1), expected_version=current.version)
+            store.put_box(
+                image_id, (0, 0, current.box.right + 1, 1), expected_version=current.version
+            )
+            done += 1
         except Conflict:
             conflicts += 1
-            continue
-        done += 1
+        current = store.get_box(image_id)
     return conflicts
 
 
@@ -293,16 +299,27 @@ def _setup_counter(path: Path) -> None:
         s.put_box("x", (0, 0, 1, 1), expected_version=0)
 
 
+def _assert_counted(path: Path, writers: int, times: int, conflicts: list[int]) -> None:
+    """No lost update, and the writers really contended."""
+    with Store(path) as s:
+        final = s.get_box("x")
+    assert final.version == 1 + writers * times
+    assert final.box.right == 1 + writers * times
+    assert sum(conflicts) >= writers - 1, conflicts
+
+
 def test_concurrent_writers_on_two_connections_threads(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
     _setup_counter(path)
     times = 40
+    start = threading.Barrier(2)
+    conflicts: list[int] = []
     errors: list[BaseException] = []
 
     def worker() -> None:
         try:
             with Store(path) as own:
-                _bump(own, "x", times)
+                conflicts.append(_bump(own, "x", times, start))
         except BaseException as err:  # surfaced below
             errors.append(err)
 
@@ -312,56 +329,55 @@ def test_concurrent_writers_on_two_connections_threads(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert not errors
-    with Store(path) as s:
-        final = s.get_box("x")
-    assert final.version == 1 + 2 * times  # no lost update
-    assert final.box.right == 1 + 2 * times
+    _assert_counted(path, 2, times, conflicts)
 
 
 def test_one_store_shared_by_threads(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
     _setup_counter(path)
+    start = threading.Barrier(3)
+    conflicts: list[int] = []
     with Store(path) as shared:
-        threads = [threading.Thread(target=_bump, args=(shared, "x", 25)) for _ in range(3)]
+
+        def worker() -> None:
+            conflicts.append(_bump(shared, "x", 25, start))
+
+        threads = [threading.Thread(target=worker) for _ in range(3)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        assert shared.get_box("x").version == 1 + 3 * 25
+    _assert_counted(path, 3, 25, conflicts)
 
 
-_WORKER = textwrap.dedent(
-    """
-    import sys
-    sys.path.insert(0, sys.argv[3])
-    from tests.test_store import _bump
-    from tiefjax.store import Store
-    with Store(sys.argv[1]) as s:
-        print(_bump(s, "x", int(sys.argv[2])))
-    """
-)
+def _bump_in_process(
+    path: str, times: int, start: threading.Barrier, results: multiprocessing.Queue
+) -> None:
+    try:
+        with Store(path) as s:
+            results.put(_bump(s, "x", times, start))
+    except BaseException as err:  # reported to the test
+        results.put(repr(err))
 
 
 def test_concurrent_writers_in_two_processes(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
     _setup_counter(path)
     times = 30
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
+    start, results = ctx.Barrier(2), ctx.Queue()
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _WORKER, str(path), str(times), str(REPO)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        ctx.Process(target=_bump_in_process, args=(str(path), times, start, results))
         for _ in range(2)
     ]
     for p in procs:
-        out, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err
-    with Store(path) as s:
-        final = s.get_box("x")
-    assert final.version == 1 + 2 * times
-    assert final.box.right == 1 + 2 * times
+        p.start()
+    conflicts = [results.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    assert all(isinstance(n, int) for n in conflicts), conflicts
+    _assert_counted(path, 2, times, conflicts)
 
 
 _CRASHER = textwrap.dedent(
