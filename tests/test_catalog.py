@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ from PIL import Image
 
 from tiefjax.catalog import init_workspace
 from tiefjax.errors import InvalidInput, NotFound
+from tiefjax.settings import config_template
 from tiefjax.store import Box, Store
 from tiefjax.workspace import Workspace
 
@@ -193,14 +192,9 @@ def test_clear_errors_for_bad_arguments(tmp_path: Path, photos: Path) -> None:
         assert store.count_images() == 3
 
 
-def test_settings_file_comes_from_the_settings_template(
-    tmp_path: Path, photos: Path, monkeypatch
-) -> None:
-    fake = types.ModuleType("tiefjax.settings")
-    fake.config_template = lambda: "# from settings\n[prepare]\n"
-    monkeypatch.setitem(sys.modules, "tiefjax.settings", fake)
+def test_settings_file_comes_from_the_settings_template(tmp_path: Path, photos: Path) -> None:
     init_workspace(tmp_path / "ws", photos)
-    assert Workspace(tmp_path / "ws").config_path.read_text() == "# from settings\n[prepare]\n"
+    assert Workspace(tmp_path / "ws").config_path.read_text() == config_template()
     (Workspace(tmp_path / "ws").config_path).write_text("# mine\n")
     init_workspace(tmp_path / "ws")
     assert Workspace(tmp_path / "ws").config_path.read_text() == "# mine\n"  # never overwritten

@@ -25,6 +25,7 @@ from tiefjax.demo_catalog import (
     similarity_rank,
 )
 from tiefjax.errors import InvalidInput, NotFound
+from tiefjax.store import ImageRecord, Store
 
 
 def _hashes(root: Path) -> dict[str, str]:
@@ -191,15 +192,13 @@ def test_triplets_of_a_catalog_without_comparisons_are_empty() -> None:
 
 
 def test_load_ground_truth_into_the_store(tmp_path: Path, catalog) -> None:
-    store_mod = pytest.importorskip("tiefjax.store")
     out, manifest = catalog
-    with store_mod.Store(tmp_path / "s.sqlite") as store:
+    with Store(tmp_path / "s.sqlite") as store:
         with pytest.raises(NotFound, match="tiefjax init"):
             load_ground_truth(store, manifest)
         skipped = manifest.photos[-1]
         for p in manifest.photos[:-1]:
-            store.upsert_image(store_mod.ImageRecord(p.id, str(out / p.file), p.width, p.height,
-                                                     "0" * 64))  # fmt: skip
+            store.upsert_image(ImageRecord(p.id, str(out / p.file), p.width, p.height, "0" * 64))
         n_boxes, n_triplets = load_ground_truth(store, manifest, seed=0)
         assert n_boxes == len(manifest.photos) - 1
         boxes = store.boxes()

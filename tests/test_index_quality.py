@@ -11,6 +11,17 @@ import dataclasses
 
 import pytest
 
+from tiefjax.catalog import init_workspace
+from tiefjax.demo_catalog import load_ground_truth, make_demo_catalog
+from tiefjax.index.build import build_index
+from tiefjax.index.config import IndexConfig
+from tiefjax.prepare import PrepareConfig, prepare
+from tiefjax.search import Searcher
+from tiefjax.store import Store
+from tiefjax.train.artifacts import train
+from tiefjax.train.tasks import RankingConfig
+from tiefjax.workspace import Workspace
+
 pytestmark = pytest.mark.slow
 
 
@@ -29,23 +40,11 @@ def same_product_recall(searcher, manifest, mode: str, k: int = 10) -> float:
 
 
 def test_demo_catalog_recall_and_supervised_not_worse(tmp_path):
-    demo_catalog = pytest.importorskip("tiefjax.demo_catalog")
-    prepare_mod = pytest.importorskip("tiefjax.prepare")
-    artifacts = pytest.importorskip("tiefjax.train.artifacts")
-    tasks = pytest.importorskip("tiefjax.train.tasks")
-
-    from tiefjax.catalog import init_workspace
-    from tiefjax.index.build import build_index
-    from tiefjax.index.config import IndexConfig
-    from tiefjax.search import Searcher
-    from tiefjax.store import Store
-    from tiefjax.workspace import Workspace
-
-    manifest = demo_catalog.make_demo_catalog(tmp_path / "demo", n=40, seed=0)
+    manifest = make_demo_catalog(tmp_path / "demo", n=40, seed=0)
     init_workspace(tmp_path / "ws", tmp_path / "demo" / "images")
     ws = Workspace(tmp_path / "ws")
     with Store(ws.store_path) as store:
-        demo_catalog.load_ground_truth(store, manifest, seed=0)
+        load_ground_truth(store, manifest, seed=0)
     cfg = IndexConfig.tiny()
 
     build_index(ws, cfg, progress=False)
@@ -55,9 +54,9 @@ def test_demo_catalog_recall_and_supervised_not_worse(tmp_path):
     print(f"\ndemo catalog ({len(s.ids)} photos): same-product recall@10 unsupervised {unsup:.3f}")
     assert unsup > chance  # well above what random ranking gives
 
-    prepare_mod.prepare(ws, prepare_mod.PrepareConfig.tiny())
-    ranking_cfg = dataclasses.replace(tasks.RankingConfig.tiny(), steps=40)
-    artifacts.train(ws, "ranking", ranking_cfg, progress=False)
+    prepare(ws, PrepareConfig.tiny())
+    ranking_cfg = dataclasses.replace(RankingConfig.tiny(), steps=40)
+    train(ws, "ranking", ranking_cfg, progress=False)
     report = build_index(ws, cfg, progress=False)
     assert report.encoded == 0  # unchanged photos: only the supervised descriptors are new
     assert s.reload_if_changed() and "supervised" in s.modes

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from tiefjax.errors import InvalidInput, NotFound
 from tiefjax.images import image_size, list_image_files, load_rgb, prefetch
+from tiefjax.settings import config_template
 from tiefjax.store import ImageRecord, Store
 from tiefjax.workspace import Workspace
 
@@ -28,12 +29,6 @@ from tiefjax.workspace import Workspace
 IMAGES_DIR_KEY = "images_dir"
 #: Decode at most this size when checking that a photo is readable (JPEG draft mode).
 _CHECK_SIZE = (64, 64)
-
-_MINIMAL_TEMPLATE = """\
-# tiefjax workspace settings. Every setting has a default; uncomment a line to change it.
-# Sections: [prepare], [train.classifier], [train.regressor], [train.ranking], [locate],
-# [index], [server]. `tiefjax <command> --help` describes what each command reads.
-"""
 
 
 @dataclass(frozen=True)
@@ -81,17 +76,6 @@ class RegisterReport:
         for skip in self.skipped:
             lines.append(f"  skipped {skip.path}: {skip.reason}")
         return "\n".join(lines)
-
-
-def config_template() -> str:
-    """The settings file written into new workspaces (the lead's template when present)."""
-    try:
-        from tiefjax.settings import config_template as template
-    except ModuleNotFoundError as err:
-        if err.name != "tiefjax.settings":
-            raise
-        return _MINIMAL_TEMPLATE
-    return template()
 
 
 def _sha256(path: Path) -> tuple[bytes, str]:

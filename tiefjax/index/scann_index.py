@@ -160,7 +160,6 @@ class VectorIndex:
         # the pybind object under ScaNN's Python wrapper: the single-query path calls it directly
         self._raw = getattr(searcher, "searcher", None)
         self.info: dict = dict(info or {})
-        self._lock = threading.Lock()
 
     @property
     def size(self) -> int:
