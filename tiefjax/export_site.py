@@ -30,6 +30,7 @@ from tiefjax.server.app import hits_json, image_item, index_summary, modes_of
 from tiefjax.server.site import require_site_dir
 from tiefjax.server.thumbs import image_path, thumbnail
 from tiefjax.server.uploads import sniff
+from tiefjax.site_bundle import bundle
 from tiefjax.store import Store
 from tiefjax.workspace import Workspace
 
@@ -55,7 +56,10 @@ class ExportReport:
             f"similar images: {modes}",
         ]
         lines += [f"  skipped {s}" for s in self.skipped]
-        lines.append(f"serve it with: python -m http.server -d {self.out}")
+        lines.append(
+            f"open {Path(self.out) / 'index.html'} in a browser, or serve it: "
+            f"python -m http.server -d {self.out}"
+        )
         return "\n".join(lines)
 
 
@@ -65,8 +69,24 @@ def static_key(image_id: str) -> str:
 
 
 def _write_json(path: Path, value: Any) -> None:
+    """``path`` and its script twin ``.js`` (``tiefjaxData(<JSON>);``): a page opened from a
+    file may not fetch JSON but may load scripts."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value, separators=(",", ":")), encoding="utf-8")
+    text = json.dumps(value, separators=(",", ":"))
+    path.write_text(text, encoding="utf-8")
+    path.with_suffix(".js").write_text(f"tiefjaxData({text});\n", encoding="utf-8")
+
+
+def _use_bundle(root: Path) -> None:
+    """Point the exported index.html at one classic script (ES modules do not load from
+    ``file://``)."""
+    (root / "js" / "bundle.js").write_text(bundle(root / "js"), encoding="utf-8")
+    page = root / "index.html"
+    html = page.read_text(encoding="utf-8")
+    module = '<script type="module" src="js/app.js"></script>'
+    if module not in html:
+        raise InvalidInput(f"{page} does not load js/app.js as {module}; cannot export it")
+    page.write_text(html.replace(module, '<script defer src="js/bundle.js"></script>'), "utf-8")
 
 
 def _check_out(out: Path, ws: Workspace, site: Path) -> None:
@@ -116,6 +136,7 @@ def export_site(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         shutil.copytree(site, tmp, dirs_exist_ok=True)
+        _use_bundle(tmp)
         static = tmp / "static"
         with Store(ws.store_path) as store:
             records = store.list_images()

@@ -19,16 +19,12 @@ export class ApiError extends Error {
   }
 }
 
-/** Detect static mode: an export ships static/manifest.json next to index.html. */
+/** Static mode: an export loads js/bundle.js (which sets the flag) and ships static/manifest.json;
+ * the live site never asks for it. */
 export async function init() {
-  try {
-    const r = await fetch("static/manifest.json", { cache: "no-cache" });
-    if (r.ok) {
-      const j = await r.json();
-      if (j && j.static === true) manifest = j;
-    }
-  } catch {
-    manifest = null;
+  if (globalThis.TIEFJAX_STATIC_EXPORT) {
+    const j = await staticJson("static/manifest.json");
+    if (j && j.static === true) manifest = j;
   }
   return manifest;
 }
@@ -101,6 +97,34 @@ async function fetchJson(url, options = {}) {
   return type.includes("json") ? r.json() : null;
 }
 
+// A page opened from a file may not fetch(); every export file has a script twin (x.json ->
+// x.js, "tiefjaxData(<the JSON>);") that a <script> element loads instead.
+let scriptData;
+globalThis.tiefjaxData = (value) => (scriptData = value);
+
+function loadDataScript(src) {
+  return new Promise((resolve, reject) => {
+    const script = document.createElement("script");
+    script.src = src;
+    // a script's load event follows its execution at once: scriptData is this script's value
+    script.onload = () => {
+      script.remove();
+      resolve(scriptData);
+      scriptData = undefined;
+    };
+    script.onerror = () => {
+      script.remove();
+      reject(new ApiError(404, "not_found", `This export has no file ${decodeURIComponent(src)}.`));
+    };
+    document.head.append(script);
+  });
+}
+
+/** A JSON file of a static export. */
+function staticJson(path) {
+  return location.protocol === "file:" ? loadDataScript(path.replace(/\.json$/, ".js")) : fetchJson(path);
+}
+
 function requireServer(what) {
   if (manifest) {
     throw new ApiError(
@@ -154,7 +178,7 @@ export function thumbUrl(id, size = 256) {
 
 export async function stats(fresh = false) {
   if (!statsCache || fresh) {
-    statsCache = manifest ? fetchJson("static/stats.json") : fetchJson("api/stats");
+    statsCache = manifest ? staticJson("static/stats.json") : fetchJson("api/stats");
     statsCache.catch(() => (statsCache = null));
   }
   return statsCache;
@@ -174,7 +198,7 @@ export async function modes() {
 const pageCache = new Map();
 function staticPage(n) {
   if (!pageCache.has(n)) {
-    const p = fetchJson(`static/pages/${n}.json`);
+    const p = staticJson(`static/pages/${n}.json`);
     p.catch(() => pageCache.delete(n));
     pageCache.set(n, p);
   }
@@ -241,7 +265,7 @@ export async function getBox(id) {
 /** {id, mode, hits:[{id, score}]} */
 export async function similar(id, mode = "unsupervised", k = 10) {
   if (manifest) {
-    const r = await fetchJson(staticPath(`similar/${mode}`, id, "json"));
+    const r = await staticJson(staticPath(`similar/${mode}`, id, "json"));
     return { ...r, hits: (r.hits || []).slice(0, k) };
   }
   return fetchJson(`${idPath(id)}/similar?mode=${encodeURIComponent(mode)}&k=${k}`);
