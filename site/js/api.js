@@ -248,18 +248,11 @@ export async function getImage(id) {
   throw new ApiError(404, "not_found", `No image "${id}" in this catalog.`);
 }
 
-/** The stored box {left, top, right, bottom, version} of an image, or null. */
+/** The stored box {left, top, right, bottom, version} of an image, or null: read fresh from the
+ * image's record (GET .../box answers 404 for an image without one). */
 export async function getBox(id) {
   requireServer("The box editor");
-  try {
-    const res = await fetchJson(`${idPath(id)}/box`);
-    if (!res || typeof res !== "object") return null;
-    const b = "left" in res ? res : res.box;
-    return b && typeof b === "object" && "left" in b ? { ...b, version: b.version ?? res.version ?? 0 } : null;
-  } catch (e) {
-    if (e instanceof ApiError && e.status === 404) return null;
-    throw e;
-  }
+  return (await fetchJson(idPath(id))).box;
 }
 
 /** {id, mode, hits:[{id, score}]} */

@@ -13,6 +13,8 @@ const main = document.getElementById("main");
 const footer = document.getElementById("footer");
 let cleanup = null;
 let generation = 0;
+let shownHash = location.hash; // the route on screen
+let leaveGuard = null; // set by a page: (hash) => false keeps it on screen (the page says why)
 
 const ROUTES = {
   gallery: { nav: "gallery", title: "Gallery", render: gallery.renderGallery },
@@ -23,6 +25,12 @@ const ROUTES = {
 };
 
 async function route() {
+  if (leaveGuard && location.hash !== shownHash && !leaveGuard(location.hash)) {
+    history.replaceState(null, "", shownHash || location.pathname + location.search);
+    return;
+  }
+  leaveGuard = null;
+  shownHash = location.hash;
   const { parts, query } = parseHash();
   const name = parts[0] || "gallery";
   const r = ROUTES[name];
@@ -48,6 +56,7 @@ async function route() {
     query,
     alive: () => gen === generation,
     refreshStats: () => renderStats(true),
+    guardLeaving: (fn) => gen === generation && (leaveGuard = fn),
   };
   try {
     cleanup = (await r.render(main, ctx)) || null;

@@ -99,21 +99,31 @@ export async function render(main, ctx) {
   );
 
   main.querySelector(".page-head").append(el("p.ref-name", { title: id }, id), progressEl);
+  // Status and messages sit beside the image (below it on narrow screens): when they come and
+  // go, the image stays where it is under the pointer.
   main.append(
     toolbar,
-    el("div.editor-status", {}, statusEl, coordsEl),
-    messageEl,
-    conflictEl,
-    el("div.stage-wrap", {}, stage),
     el(
-      "p.hint",
+      "div.editor-layout",
+      {},
+      el("div.stage-wrap", {}, stage),
+      el(
+        "div.editor-side",
+        {},
+        el("div.editor-status", {}, statusEl, coordsEl),
+        messageEl,
+        conflictEl,
+        el(
+          "p.hint",
       {},
       "Drag on the image to draw; drag the box or its handles to adjust. Keys: ",
       el("kbd", {}, "n"), "/", el("kbd", {}, "→"), " next, ",
       el("kbd", {}, "p"), "/", el("kbd", {}, "←"), " previous, ",
       el("kbd", {}, "s"), " save, ",
       el("kbd", {}, "c"), "/", el("kbd", {}, "Delete"), " clear, ",
-      el("kbd", {}, "u"), " next unannotated. Coordinates are saved in image pixels.",
+          el("kbd", {}, "u"), " next unannotated. Coordinates are saved in image pixels.",
+        ),
+      ),
     ),
   );
 
@@ -165,12 +175,14 @@ export async function render(main, ctx) {
 
   function conflictPanel() {
     const c = conflict.current;
-    const where = c ? `left ${c.left}, top ${c.top}, right ${c.right}, bottom ${c.bottom} (version ${c.version})` : "no box (it was deleted)";
+    const now = c
+      ? `The stored box is now left ${c.left}, top ${c.top}, right ${c.right}, bottom ${c.bottom} (version ${c.version}); it is drawn dashed in orange.`
+      : "The stored box was deleted: this image has no box now.";
     return el(
       "div.notice.warn.conflict-panel",
       { role: "alert" },
       el("strong", {}, "Someone else changed this box while you were editing. "),
-      `The stored box is now ${where}; it is drawn dashed in orange. Your box was not saved.`,
+      `${now} Your box was not saved.`,
       el(
         "div.actions",
         {},
@@ -316,13 +328,14 @@ export async function render(main, ctx) {
     save(v);
   }
 
-  function go(targetId) {
-    if (dirty() && pendingNav !== targetId) {
-      pendingNav = targetId;
-      return say("Unsaved changes: press s to save, or repeat to leave without saving.", "warn");
-    }
-    location.hash = href(targetId);
-  }
+  // Every way out (keys, buttons, the top bar, a typed address) passes the router's guard.
+  ctx.guardLeaving((target) => {
+    if (!dirty() || pendingNav === target) return true;
+    pendingNav = target;
+    say("Unsaved changes: press s to save, or repeat to leave without saving.", "warn");
+    return false;
+  });
+  const go = (targetId) => (location.hash = href(targetId));
 
   function navigate(i) {
     if (i < 0) return say("This is the first image.");
@@ -335,7 +348,8 @@ export async function render(main, ctx) {
       const r = catalog[(index + step) % catalog.length];
       if (!r.box && r.id !== id) return go(r.id);
     }
-    say("Every image has a box.", "success");
+    if (rec.box) say("Every image has a box.", "success");
+    else say("This is the only image without a box.");
   }
 
   const onKey = (event) => {

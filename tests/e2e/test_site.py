@@ -480,3 +480,92 @@ def test_static_export_opens_from_a_file(page, static_root, catalog) -> None:  #
     shot(page, "static-file-similar")
     open_page(page, index.as_uri(), "#/boxes")
     expect(page.locator(".static-note")).to_contain_text("The box editor needs the tiefjax server")
+
+
+def test_box_editor_notices_never_move_the_image(page, server_url, catalog) -> None:  # noqa: ANN001
+    """A notice coming or going must not shift the image under a drag; at 1366×768 the whole
+    image, conflict panel or not, stays on screen."""
+    from tiefjax.store import Box, Store
+
+    image_id = sorted(catalog.annotated)[2]
+    w, h = catalog.size(image_id)
+    with Store(catalog.ws.store_path) as store:
+        before = store.get_box(image_id)
+    page.set_viewport_size({"width": 1366, "height": 768})
+    open_page(page, server_url, f"#/boxes/{enc(image_id)}")
+    page.wait_for_selector("#box-stage[data-ready='true']")
+    page.keyboard.press("c")
+    page.keyboard.press("c")
+    expect(page.locator("#box-message")).to_contain_text("There is no box to clear.")
+    img = page.locator("#box-stage img")
+    drag(page, img, (0.1, 0.2), (0.6, 0.7))
+    expect(page.locator("#box-message .notice")).to_have_count(0)  # the drag dismissed it
+    left, top, right, bottom = (round(f * s) for f, s in ((0.1, w), (0.2, h), (0.6, w), (0.7, h)))
+    coords = page.locator("#box-coords").inner_text()
+    got = [int(v) for v in coords.split("·")[0].replace(",", " ").split() if v.isdigit()]
+    assert all(abs(a - b) <= 0.01 * h for a, b in zip(got, [left, top, right, bottom], strict=True))
+
+    with Store(catalog.ws.store_path) as store:  # someone else saves meanwhile: a conflict
+        store.put_box(image_id, Box(10, 20, 300, 400), None)
+    page.keyboard.press("s")
+    give_token(page)
+    expect(page.locator("#box-status")).to_have_attribute("data-state", "conflict")
+    shot(page, "box-editor-conflict-1366x768")
+    assert page.evaluate("scrollY") == 0
+    for node in (img, page.locator("#box-selection .h-se")):
+        b = node.bounding_box()
+        assert b["y"] + b["height"] <= 768, "below the fold"
+    with Store(catalog.ws.store_path) as store:
+        store.put_box(image_id, before.box, None)
+
+    expect(page.locator(".overlay-box.conflict")).to_be_visible()  # the stored box, dashed
+
+
+def test_box_editor_guards_unsaved_work_and_knows_what_is_left(page, server_url, catalog) -> None:  # noqa: ANN001
+    from tiefjax.store import Store
+
+    todo = ODD_ID  # the one image without a ground-truth box
+    assert todo not in catalog.annotated
+    open_page(page, server_url, f"#/boxes/{enc(todo)}")
+    page.wait_for_selector("#box-stage[data-ready='true']")
+    expect(page.locator("#box-status")).to_have_attribute("data-state", "empty")
+    expect(page.locator("#box-progress")).to_contain_text(
+        f"{len(catalog.ids) - 1} of {len(catalog.ids)} annotated"
+    )
+    page.keyboard.press("u")  # the only unannotated image is this one
+    expect(page.locator("#box-message")).to_contain_text("This is the only image without a box")
+    assert page.bad_responses == []  # no 404 for the box it does not have
+
+    # an unsaved box: the top bar and a typed address stay on the page and warn, like n/p/u
+    drag(page, page.locator("#box-stage img"), (0.2, 0.2), (0.7, 0.8))
+    expect(page.locator("#box-status")).to_have_attribute("data-state", "unsaved")
+    page.click("nav [data-nav='gallery']")
+    expect(page.locator("#box-message")).to_contain_text("Unsaved changes")
+    wait_route(page, f"#/boxes/{todo}")
+    page.evaluate("location.hash = '#/search'")
+    expect(page.locator("#box-message")).to_contain_text("Unsaved changes")
+    wait_route(page, f"#/boxes/{todo}")
+    expect(page.locator("#box-status")).to_have_attribute("data-state", "unsaved")
+    expect(page.locator("#box-selection")).to_be_visible()
+    page.click("nav [data-nav='gallery']")
+    page.click("nav [data-nav='gallery']")  # asked twice: leave without saving
+    wait_route(page, "#/gallery")
+    expect(page.locator("#gallery-grid .card")).to_have_count(len(catalog.ids))
+
+    # the other tab deleted the box this one edits: said so, nothing claimed to be drawn
+    image_id = sorted(catalog.annotated)[6]
+    with Store(catalog.ws.store_path) as store:
+        before = store.get_box(image_id)
+    open_page(page, server_url, f"#/boxes/{enc(image_id)}")
+    page.wait_for_selector("#box-stage[data-ready='true']")
+    with Store(catalog.ws.store_path) as store:
+        store.delete_box(image_id)
+    drag(page, page.locator("#box-stage img"), (0.3, 0.3), (0.6, 0.6))
+    page.keyboard.press("s")
+    give_token(page)
+    expect(page.locator("#box-status")).to_have_attribute("data-state", "conflict")
+    expect(page.locator("#box-conflict")).to_contain_text("The stored box was deleted")
+    expect(page.locator("#box-conflict")).not_to_contain_text("drawn")
+    expect(page.locator(".overlay-box.conflict")).to_be_hidden()
+    with Store(catalog.ws.store_path) as store:
+        store.put_box(image_id, before.box, None)
