@@ -142,7 +142,7 @@ def test_bad_json_rows_rejected_atomically(tmp_path: Path) -> None:
         assert "boxes[1]: right must be a number" in message
         assert "boxes[2]: box (1, 1, 500, 5) is invalid for image c" in message
         assert "boxes[3]: expected an object" in message
-        assert "triplets[0]: negative must be a non-empty image id" in message
+        assert "triplets[0]: negative None is not an image id" in message
         assert store.stats()["boxes"] == 0
 
 
@@ -161,13 +161,19 @@ def test_wider_catalog_boxes_do_not_fit_a_narrower_one(source: Store, tmp_path: 
         ("x.json", "{not json", "not valid JSON at line 1"),
         ("x.json", "[1, 2]", 'expected a JSON object with "boxes"'),
         ("x.csv", "image_id,left\na,1\n", "kind column"),
+        ("x.json", '{"boxes": [{"left": 1' + "0" * 400 + "}]}", "integer '1000.* out of range"),
+        ("x.json", '{"boxes": [{"left": 1' + "0" * 5000 + "}]}", "integer '1000.* out of range"),
+        ("x.json", '{"boxes": [{"left": 1e999}]}', "too large to be a finite number"),
+        ("x.json", '{"boxes": ' + "[" * 100_000 + "]" * 100_000 + "}", "more than 32 deep"),
+        ("x.json", '{"triplets": [{"reference": "\\udc80"}]}', "not valid Unicode"),
     ],
 )
 def test_unreadable_files(tmp_path: Path, name: str, content: str, message: str) -> None:
     path = tmp_path / name
     path.write_text(content)
     with _workspace_store(tmp_path / "s.sqlite") as store:
-        with pytest.raises(InvalidInput, match=message):
+        with pytest.raises(InvalidInput, match=message) as info:
             import_annotations(store, path)
+        assert "\n" not in str(info.value) and len(str(info.value)) < 400  # one line
         with pytest.raises(InvalidInput, match="file not found"):
             import_annotations(store, tmp_path / "missing.json")

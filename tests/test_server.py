@@ -413,6 +413,51 @@ def test_box_validation(client):
     assert client.get(url).status_code == 404
 
 
+_TRIPLET = b'{"reference": "img00", "positive": "img01", "negative": "img02"}'
+_BOX = '{{"left": {}, "top": 2, "right": 30, "bottom": 40, "version": 0}}'
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body"),
+    [
+        ("GET", "/api/images/img00/thumb?size=\u00b2", None),  # '²'.isdigit() is True
+        ("GET", "/api/images?limit=\u0663", None),  # int('٣') is 3
+        ("GET", "/api/images?offset=99999999999999999999999", None),
+        ("GET", "/api/images/img00/similar?k=+5", None),
+        ("DELETE", "/api/images/img00/box?version=\u00b2", None),
+        ("DELETE", "/api/images/img00/box?version=99999999999999999999", None),
+        ("DELETE", "/api/triplets/99999999999999999999999", None),  # beyond SQLite's int64
+        ("DELETE", "/api/triplets/\u00b2", None),
+        ("PUT", "/api/images/img00/box", _BOX.format("1" + "0" * 400).encode()),
+        ("PUT", "/api/images/img00/box", _BOX.format("1" + "0" * 5000).encode()),
+        ("PUT", "/api/images/img00/box", _BOX.format("1e400").encode()),  # infinite as a float
+        ("PUT", "/api/images/img00/box", _BOX.format("NaN").encode()),
+        ("PUT", "/api/images/img00/box", b'{"left": ' + b"[" * 5000 + b"]" * 5000 + b"}"),
+        ("PUT", "/api/images/img00/box", b'{"left": 1, "top": "\xff"}'),  # not UTF-8
+        ("POST", "/api/triplets", _TRIPLET.replace(b'"img01"', b'"\\ud800"')),
+        ("POST", "/api/triplets", _TRIPLET.replace(b'"img01"', b'"img\\n01"')),
+        ("GET", "/api/triplets?reference=img%0A00", None),
+        ("GET", "/api/images/img%0900", None),  # control characters are never an id
+        ("GET", "/api/images/img%0000/similar", None),
+    ],
+)
+def test_malformed_input_is_a_400(client, method, url, body):
+    r = client.request(method, url, content=body, headers=AUTH)
+    message = _error(r, 400, "bad_request")["error"]["message"]
+    assert len(message) < 300 and "\n" not in message
+
+
+def test_a_newline_in_a_path_matches_no_route(client):
+    """Starlette's /api mount does not match across a newline: a JSON 404, not a 500."""
+    _error(client.get("/api/images/img%0A00"), 404, "not_found")
+
+
+def test_deep_json_in_a_string_is_just_a_string(client):
+    """Brackets inside JSON strings do not count as nesting."""
+    body = b'{"reference": "' + b"[" * 5000 + b'", "positive": "img01", "negative": "img02"}'
+    _error(client.post("/api/triplets", content=body, headers=AUTH), 404)  # an unknown id
+
+
 # -- triplets and candidates ---------------------------------------------------------------------
 def test_triplets_and_candidates(client, ids):
     t = {"reference": "img00", "positive": "img01", "negative": "img02"}
@@ -438,7 +483,7 @@ def test_triplets_and_candidates(client, ids):
     _error(client.post("/api/triplets", json={"reference": "img00"}, headers=AUTH), 400)
     assert client.delete(f"/api/triplets/{created['id']}", headers=AUTH).status_code == 204
     _error(client.delete(f"/api/triplets/{created['id']}", headers=AUTH), 404)
-    _error(client.delete("/api/triplets/abc", headers=AUTH), 404)
+    _error(client.delete("/api/triplets/abc", headers=AUTH), 400)
     assert client.get("/api/triplets").json()["triplets"] == []
 
 

@@ -36,6 +36,7 @@ from typing import Any
 
 from tiefjax.errors import InvalidInput, TiefjaxError
 from tiefjax.store import Box, Store
+from tiefjax.validate import BadRequest, id_problem, loads_json, shown
 from tiefjax.workspace import atomic_write_text
 
 FORMATS = ("json", "csv")
@@ -173,7 +174,10 @@ def import_annotations(
     except (OSError, UnicodeDecodeError) as err:
         raise InvalidInput(f"{path}: cannot read it as UTF-8 text ({err})") from err
     errors: list[str] = []
-    boxes, triplets = (_parse_json if fmt == "json" else _parse_csv)(text, errors)
+    try:
+        boxes, triplets = (_parse_json if fmt == "json" else _parse_csv)(text, errors)
+    except BadRequest as err:  # the file as a whole is malformed
+        raise InvalidInput(f"{path}: {err}") from None
     return _apply(store, str(path), fmt, boxes, triplets, errors)
 
 
@@ -247,12 +251,7 @@ def _position(message: str) -> tuple[int, int]:
 
 
 def _parse_json(text: str, errors: list[str]) -> tuple[list[_BoxRow], list[_TripletRow]]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InvalidInput(
-            f"not valid JSON at line {err.lineno} column {err.colno} ({err.msg})"
-        ) from err
+    data = loads_json(text)
     if not isinstance(data, dict) or not ({"boxes", "triplets"} & data.keys()):
         raise InvalidInput(
             'expected a JSON object with "boxes" and/or "triplets" lists '
@@ -324,9 +323,10 @@ def _parse_csv(text: str, errors: list[str]) -> tuple[list[_BoxRow], list[_Tripl
 
 
 def _id(value: Any, name: str, where: str, errors: list[str]) -> str | None:
-    if isinstance(value, str) and value:
+    problem = id_problem(value)
+    if problem is None:
         return value
-    errors.append(f"{where}: {name} must be a non-empty image id, got {value!r}")
+    errors.append(f"{where}: {name} {shown(value)} is not an image id: {problem}")
     return None
 
 

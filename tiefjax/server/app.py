@@ -47,8 +47,9 @@ from tiefjax.server.config import ServerConfig
 from tiefjax.server.openapi import openapi_schema
 from tiefjax.server.site import find_site_dir
 from tiefjax.server.thumbs import image_path, thumbnail
-from tiefjax.server.uploads import BadRequest, decode_upload, read_upload, sniff
+from tiefjax.server.uploads import decode_upload, read_upload, sniff
 from tiefjax.store import BoxConflict, Store
+from tiefjax.validate import BadRequest, check_id, loads_json, parse_int
 from tiefjax.workspace import Workspace
 
 if TYPE_CHECKING:  # the search module (and JAX) load only once an index is used
@@ -139,17 +140,7 @@ def hits_json(hits: Any) -> list[dict[str, Any]]:
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(
-            f"{name} must be a whole number from {low} to {high}, got {raw!r}"
-        ) from None
-    if not low <= value <= high:
-        raise BadRequest(f"{name} must be from {low} to {high}, got {value}")
-    return value
+    return default if raw is None or raw == "" else parse_int(raw, name, low, high)
 
 
 def _mode_param(request: Request, default: str) -> str:
@@ -166,10 +157,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
         if size > JSON_BODY_MAX:
             raise BadRequest(f"the JSON body is larger than {JSON_BODY_MAX // 1024} KB")
         chunks.append(chunk)
-    try:
-        body = json.loads(b"".join(chunks) or b"null")
-    except (ValueError, UnicodeDecodeError) as err:
-        raise BadRequest(f"the body is not valid JSON ({err}); send a JSON object") from None
+    body = loads_json(b"".join(chunks) or b"null")
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     return body
@@ -181,6 +169,8 @@ def api(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awa
     @functools.wraps(fn)
     async def endpoint(request: Request) -> Response:
         try:
+            if "image_id" in request.path_params:
+                check_id(request.path_params["image_id"])
             return await fn(request)
         except BoxConflict as err:
             return error_response(409, str(err), current=stored_box_json(err.current))
@@ -357,14 +347,12 @@ def build_routes(state: ServerState) -> list[Route]:
     async def thumb(request: Request) -> Response:
         image_id = request.path_params["image_id"]
         default = 256 if 256 in cfg.thumb_sizes else cfg.thumb_sizes[0]
-        raw = request.query_params.get("size") or str(default)
-        if not raw.isdigit() or int(raw) not in cfg.thumb_sizes:
+        size = _int_param(request, "size", default, 1, max(cfg.thumb_sizes))
+        if size not in cfg.thumb_sizes:
             raise BadRequest(
-                f"size must be one of {', '.join(map(str, cfg.thumb_sizes))}, got {raw!r}"
+                f"size must be one of {', '.join(map(str, cfg.thumb_sizes))}, got {size}"
             )
-        path = await run_in_threadpool(
-            lambda: thumbnail(state.ws, store.get_image(image_id), int(raw))
-        )
+        path = await run_in_threadpool(lambda: thumbnail(state.ws, store.get_image(image_id), size))
         return FileResponse(
             path, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=3600"}
         )
@@ -446,15 +434,17 @@ def build_routes(state: ServerState) -> list[Route]:
         state.check_token(request)
         image_id = request.path_params["image_id"]
         raw = request.query_params.get("version")
-        if raw is None or not raw.isdigit():
+        if raw is None:
             raise BadRequest(
                 "add ?version=N with the version of the box you are deleting (from GET .../box)"
             )
-        await run_in_threadpool(store.delete_box, image_id, int(raw))
+        version = parse_int(raw, "version")
+        await run_in_threadpool(store.delete_box, image_id, version)
         return Response(status_code=204)
 
     async def list_triplets(request: Request) -> Response:
-        reference = request.query_params.get("reference") or None
+        given = request.query_params.get("reference")
+        reference = check_id(given, "reference") if given else None
 
         def rows() -> list[dict[str, Any]]:
             if reference is not None:
@@ -466,19 +456,16 @@ def build_routes(state: ServerState) -> list[Route]:
     async def add_triplet(request: Request) -> Response:
         state.check_token(request)
         body = await _json_body(request)
-        given = [body.get(k) for k in ("reference", "positive", "negative")]
-        ids = [i for i in given if isinstance(i, str) and i]
-        if len(ids) != len(given):
+        if not all(body.get(k) for k in ("reference", "positive", "negative")):
             raise BadRequest("send {reference, positive, negative}: three image ids")
+        ids = [check_id(body[k], k) for k in ("reference", "positive", "negative")]
         triplet = await run_in_threadpool(store.add_triplet, *ids)
         return JSONResponse(_triplet_json(triplet), status_code=201)
 
     async def delete_triplet(request: Request) -> Response:
         state.check_token(request)
-        raw = request.path_params["tid"]
-        if not raw.isdigit():
-            raise NotFound(f"no triplet with id {raw!r} (triplet ids are numbers)")
-        await run_in_threadpool(store.delete_triplet, int(raw))
+        tid = parse_int(request.path_params["tid"], "the triplet id", 1)
+        await run_in_threadpool(store.delete_triplet, tid)
         return Response(status_code=204)
 
     async def candidates(request: Request) -> Response:

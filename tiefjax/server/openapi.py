@@ -302,7 +302,11 @@ def openapi_schema() -> dict[str, Any]:
                 "parameters": [
                     {"name": "tid", "in": "path", "required": True, "schema": {"type": "integer"}}
                 ],
-                "responses": {"204": {"description": "deleted"}, "404": _err("unknown id")},
+                "responses": {
+                    "204": {"description": "deleted"},
+                    "400": _err("the id is not a whole number from 1 to 2^63 - 1"),
+                    "404": _err("unknown id"),
+                },
             }
         },
         "/api/candidates/{image_id}": _neighbours_of_image(

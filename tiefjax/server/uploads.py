@@ -20,6 +20,7 @@ from starlette.requests import Request
 
 from tiefjax.errors import InvalidInput, TiefjaxError
 from tiefjax.images import load_rgb_scaled
+from tiefjax.validate import BadRequest
 
 #: Room for the multipart framing (boundaries, part headers) on top of the file itself.
 FORM_OVERHEAD = 64 * 1024
@@ -38,11 +39,6 @@ class ImageTooLarge(TiefjaxError):
 class UnsupportedMediaType(TiefjaxError):
     http_status = 415
     code = "unsupported_media_type"
-
-
-class BadRequest(TiefjaxError):
-    http_status = 400
-    code = "bad_request"
 
 
 def sniff(data: bytes) -> str | None:
