@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import threading
 import time
@@ -17,7 +18,7 @@ from tiefjax.catalog import init_workspace
 from tiefjax.index.build import build_index
 from tiefjax.index.config import IndexConfig
 from tiefjax.search import Searcher
-from tiefjax.server import ServerConfig, create_app
+from tiefjax.server import ServerConfig, create_app, uploads
 from tiefjax.server.app import build_routes
 from tiefjax.server.openapi import openapi_schema
 from tiefjax.store import Detection, Store
@@ -314,6 +315,45 @@ def test_bad_uploads(client):
     # ...and the server still answers normally
     assert client.post("/api/search", files={"image": ("a.jpg", jpeg)}).status_code == 200
     assert client.get("/api/health").status_code == 200
+
+
+def _gray_png(w: int, h: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("L", (w, h)).save(out, "PNG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("w", "h"), [(400_000, 100), (400, 1), (1, 400)])
+def test_elongated_uploads_are_refused_before_any_decode(workspace, searcher, monkeypatch, w, h):
+    """The attack images of issue 14: within the pixel limit, tiny as files, but resized to a
+    448 px shorter side they would be 1,792,000x448 and 179,200x448 pixels."""
+    data = _gray_png(w, h)
+    assert len(data) < 64 * 1024 and w * h <= 40_000_000
+
+    def no_decode(*args, **kwargs):
+        raise AssertionError("decoded an upload that should have been refused")
+
+    monkeypatch.setattr(uploads, "load_rgb_scaled", no_decode)
+    config = dataclasses.replace(ServerConfig.tiny(), max_upload_pixels=40_000_000)
+    app = create_app(workspace, token=TOKEN, config=config, searcher=searcher)
+    with TestClient(app) as c:
+        started = time.perf_counter()
+        r = c.post("/api/search", files={"image": ("a.png", data)})
+        assert time.perf_counter() - started < 5
+    message = _error(r, 413, "image_too_large")["error"]["message"]
+    assert f"is {w}x{h}, more elongated than the 10:1 allowed" in message
+    assert "max_upload_aspect" in message and not searcher.decoded_sizes
+
+
+def test_aspect_limit_bounds_the_resized_photo():
+    """At the limit an upload decodes; the photo the locator makes of it (shorter side 448) is
+    at most 448 x 4480 pixels."""
+    img, scale = uploads.decode_upload(_gray_png(2240, 224), 40_000_000, 448, 10.0)
+    assert img.size == (2240, 224) and scale == (1.0, 1.0)
+    with pytest.raises(uploads.ImageTooLarge, match="4,482x448 pixels"):
+        uploads.decode_upload(_gray_png(2241, 224), 40_000_000, 448, 10.0)
+    with pytest.raises(uploads.ImageTooLarge, match="448x4,482 pixels"):  # upright too
+        uploads.decode_upload(_gray_png(224, 2241), 40_000_000, 448, 10.0)
 
 
 def test_oversized_upload_without_content_length_is_cut_off(client):

@@ -386,7 +386,9 @@ def build_routes(state: ServerState) -> list[Route]:
         loop = asyncio.get_running_loop()  # a small pool: decoding must not starve the search
 
         def decode() -> tuple[Image.Image, tuple[float, float]]:  # reads [locate] on first use
-            return decode_upload(data, cfg.max_upload_pixels, searcher.decode_short_side)
+            return decode_upload(
+                data, cfg.max_upload_pixels, searcher.decode_short_side, cfg.max_upload_aspect
+            )
 
         img, scale = await loop.run_in_executor(state.decode_pool, decode)
         from tiefjax.search import PreparedQuery  # loaded with the searcher, JAX and all

@@ -21,6 +21,13 @@ class ServerConfig:
     max_upload_pixels: int = field(
         default=40_000_000, metadata={"help": "largest accepted upload in pixels (width*height)"}
     )
+    max_upload_aspect: float = field(
+        default=10.0,
+        metadata={
+            "help": "most elongated upload accepted (longer side / shorter side): it bounds the "
+            "photo the locator scores, resized to its shorter side, before any resize"
+        },
+    )
     batch_max: int = field(
         default=16, metadata={"help": "most upload searches combined into one device call"}
     )

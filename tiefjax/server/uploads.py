@@ -10,6 +10,7 @@ upload is kept in memory (or an anonymous temporary file) and never written unde
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from collections.abc import AsyncGenerator
 
@@ -103,11 +104,15 @@ async def read_upload(request: Request, field: str, max_bytes: int) -> bytes:
 
 
 def decode_upload(
-    data: bytes, max_pixels: int, short_side: int
+    data: bytes, max_pixels: int, short_side: int, max_aspect: float
 ) -> tuple[Image.Image, tuple[float, float]]:
-    """Check type and pixel count from the header, then decode to upright RGB (worker thread).
+    """Check type, pixel count and shape from the header, then decode to upright RGB (worker
+    thread).
 
-    JPEGs decode only as big as a search needs (shorter side >= ``short_side``, see
+    The search resizes the photo so its shorter side is ``short_side`` (up, for a small one):
+    ``max_aspect`` (longer side / shorter side) bounds that resized photo at ``short_side`` x
+    ``short_side * max_aspect`` pixels, whatever the upload's own size, and ``max_pixels`` the
+    decoded one. JPEGs decode only as big as a search needs (shorter side >= ``short_side``, see
     :func:`~tiefjax.images.load_rgb_scaled`); returns the image and its scale to the upload's
     own pixels.
     """
@@ -135,6 +140,14 @@ def decode_upload(
         raise ImageTooLarge(
             f"the image is {width}x{height} = {width * height:,} pixels, more than the "
             f"{max_pixels:,} allowed; scale it down (or raise [server] max_upload_pixels)"
+        )
+    if max(width, height) > max_aspect * min(width, height):
+        factor = short_side / min(width, height)
+        resized = f"{math.ceil(width * factor):,}x{math.ceil(height * factor):,}"
+        raise ImageTooLarge(
+            f"the image is {width}x{height}, more elongated than the {max_aspect:g}:1 allowed "
+            f"(with its shorter side resized to {short_side} px it would be {resized} pixels); "
+            "crop it (or raise [server] max_upload_aspect)"
         )
     try:
         return load_rgb_scaled(data, short_side, name="the uploaded image")
