@@ -32,14 +32,16 @@ export async function init() {
 export const isStatic = () => manifest !== null;
 export const staticManifest = () => manifest;
 
-/** Python's urllib.parse.quote(id, safe="") — the key of an id in the export's file names. */
+/** The key of an id in the export's file names, as tiefjax.export_site.static_key: the 64-bit
+ * FNV-1a hash of its UTF-8 bytes in 16 hex digits (short on every file system). */
 export function staticKey(id) {
-  return encodeURIComponent(id).replace(
-    /[!'()*]/g,
-    (c) => "%" + c.charCodeAt(0).toString(16).toUpperCase(),
-  );
+  let key = 0xcbf29ce484222325n;
+  for (const byte of new TextEncoder().encode(id)) {
+    key = ((key ^ BigInt(byte)) * 0x100000001b3n) & 0xffffffffffffffffn;
+  }
+  return key.toString(16).padStart(16, "0");
 }
-const staticPath = (dir, id, ext) => `static/${dir}/${encodeURIComponent(staticKey(id))}.${ext}`;
+const staticPath = (dir, id, ext) => `static/${dir}/${staticKey(id)}.${ext}`;
 const idPath = (id) => `api/images/${encodeURIComponent(id)}`;
 
 // ---- token --------------------------------------------------------------------------------
@@ -246,6 +248,15 @@ export async function getImage(id) {
   if (!manifest) return fetchJson(idPath(id));
   for (const rec of await allImages()) if (rec.id === id) return rec;
   throw new ApiError(404, "not_found", `No image "${id}" in this catalog.`);
+}
+
+/** The records of `ids`, in order (null for one that cannot be read): boxes for result cards. */
+export async function records(ids) {
+  if (manifest) {
+    const byId = new Map((await allImages()).map((r) => [r.id, r]));
+    return ids.map((id) => byId.get(id) || null);
+  }
+  return Promise.all(ids.map((id) => fetchJson(idPath(id)).catch(() => null)));
 }
 
 /** The stored box {left, top, right, bottom, version} of an image, or null: read fresh from the

@@ -154,6 +154,12 @@ dialog.addEventListener("cancel", (event) => {
   finishToken(null);
 });
 
+// The skip link moves focus; following its "#main" would be taken for a route.
+document.getElementById("skip-link").addEventListener("click", (event) => {
+  event.preventDefault();
+  main.focus();
+});
+
 // ---- start --------------------------------------------------------------------------------
 
 async function start() {

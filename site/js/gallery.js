@@ -8,6 +8,7 @@ import {
   fmt,
   hitCard,
   imageHref,
+  listItem,
   modeToggle,
   notice,
   recordBoxes,
@@ -85,24 +86,29 @@ export async function renderGallery(main, ctx) {
     location.hash = galleryHref(Math.floor(firstIndex / n) + 1, n, mode);
   });
 
+  // A link to the page shown is disabled: without href it also leaves the Tab order.
+  const pageLink = (target, label, text, rel = null) => {
+    const off = target === page;
+    return el("a.btn", { href: off ? null : galleryHref(target, size, mode), rel, "aria-disabled": off ? "true" : null, "aria-label": label }, text);
+  };
   const pager = (where) =>
     el(
       "nav.pager",
       { "aria-label": `Pages (${where})` },
-      el("a.btn", { href: galleryHref(1, size, mode), "aria-disabled": page === 1 ? "true" : null, "aria-label": "First page" }, "«"),
-      el("a.btn", { href: galleryHref(Math.max(1, page - 1), size, mode), rel: "prev", "aria-disabled": page === 1 ? "true" : null, "aria-label": "Previous page" }, "‹ Prev"),
+      pageLink(1, "First page", "«"),
+      pageLink(Math.max(1, page - 1), "Previous page", "‹ Prev", "prev"),
       el("span.page-info", { "aria-live": "polite" }, `Page ${page} of ${pages}`),
-      el("a.btn", { href: galleryHref(Math.min(pages, page + 1), size, mode), rel: "next", "aria-disabled": page === pages ? "true" : null, "aria-label": "Next page" }, "Next ›"),
-      el("a.btn", { href: galleryHref(pages, size, mode), "aria-disabled": page === pages ? "true" : null, "aria-label": "Last page" }, "»"),
+      pageLink(Math.min(pages, page + 1), "Next page", "Next ›", "next"),
+      pageLink(pages, "Last page", "»"),
     );
 
   const grid = el("div.grid#gallery-grid", { role: "list", "aria-label": "Catalog images" });
   for (const rec of data.images) {
     const label = `${rec.id}${rec.box ? ", annotated" : ""}`;
-    grid.append(
+    grid.append(listItem(
       el(
         "a.card.tile",
-        { href: imageHref(rec.id, mode), role: "listitem", dataset: { id: rec.id }, "aria-label": `${label}: show similar images` },
+        { href: imageHref(rec.id, mode), dataset: { id: rec.id }, "aria-label": `${label}: show similar images` },
         el("div.frame", {}, figure(api.thumbUrl(rec.id), rec.width, rec.height, recordBoxes(rec), label)),
         el(
           "div.caption",
@@ -115,7 +121,7 @@ export async function renderGallery(main, ctx) {
               : null,
         ),
       ),
-    );
+    ));
   }
 
   const first = data.total ? (page - 1) * size + 1 : 0;
@@ -253,13 +259,10 @@ export async function renderImage(main, ctx) {
     try {
       const k = api.isStatic() ? api.staticManifest().k || 10 : 12;
       const res = await api.similar(id, mode, k);
+      const recs = await api.records(res.hits.map((h) => h.id));
       if (!ctx.alive()) return detach;
       const grid = el("div.grid.hits#similar-grid", { role: "list", "aria-label": `Images similar to ${id}` });
-      res.hits.forEach((hit, i) => {
-        const card = hitCard(hit, i + 1, { mode });
-        card.setAttribute("role", "listitem");
-        grid.append(card);
-      });
+      res.hits.forEach((hit, i) => grid.append(listItem(hitCard(hit, i + 1, { mode, rec: recs[i] }))));
       results.replaceChildren(
         el("h2.sr-only", {}, "Results"),
         res.hits.length ? grid : notice("No similar images found.", "info"),

@@ -1,7 +1,7 @@
 // Search by picture: drag & drop, file picker or paste; shows the detected box and the results.
 
 import * as api from "./api.js";
-import { el, errorText, figure, fmt, hitCard, modeToggle, notice, staticNotice } from "./ui.js";
+import { el, errorText, figure, fmt, hitCard, listItem, modeToggle, notice, staticNotice } from "./ui.js";
 
 const ACCEPT = "image/jpeg,image/png,image/webp";
 let mode = "unsupervised";
@@ -59,9 +59,10 @@ export async function render(main, ctx) {
     results.setAttribute("aria-busy", "true");
     try {
       const res = await api.search(file, mode, 12);
+      const recs = await api.records(res.hits.map((h) => h.id));
       if (mine !== seq || !ctx.alive()) return;
-      last.result = res;
-      show(res);
+      last.result = { ...res, recs };
+      show(last.result);
       status.replaceChildren();
     } catch (e) {
       if (mine !== seq || !ctx.alive()) return;
@@ -84,11 +85,7 @@ export async function render(main, ctx) {
       el("p.muted#search-detection", {}, `${res.width} × ${res.height} px · ${what}`),
     );
     const grid = el("div.grid.hits#search-grid", { role: "list", "aria-label": "Similar catalog images" });
-    res.hits.forEach((hit, i) => {
-      const card = hitCard(hit, i + 1, { mode: res.mode || mode });
-      card.setAttribute("role", "listitem");
-      grid.append(card);
-    });
+    res.hits.forEach((hit, i) => grid.append(listItem(hitCard(hit, i + 1, { mode: res.mode || mode, rec: res.recs[i] }))));
     results.replaceChildren(res.hits.length ? grid : notice("No similar images in the catalog.", "info"));
   }
 

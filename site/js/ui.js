@@ -120,6 +120,9 @@ export function staticNotice(what) {
   );
 }
 
+/** A grid cell for assistive technology's list; the card inside stays a link or a button. */
+export const listItem = (card) => el("div.cell", { role: "listitem" }, card);
+
 /** Route hash for an image's similar-images view. */
 export const imageHref = (id, mode) =>
   `#/image/${encodeURIComponent(id)}${mode ? `?mode=${encodeURIComponent(mode)}` : ""}`;

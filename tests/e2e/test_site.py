@@ -79,6 +79,11 @@ def test_gallery_click_shows_neighbours(page, server_url, catalog) -> None:  # n
     assert first not in ids and set(ids) <= set(catalog.ids)
     scores = [float(s) for s in page.locator("#similar-grid .score").all_inner_texts()]
     assert scores == sorted(scores, reverse=True)
+    # each result shows the box its descriptor came from
+    annotated_hits = [i for i in ids if i in catalog.annotated]
+    assert annotated_hits
+    expect(page.locator("#similar-grid rect.box-annotated")).to_have_count(len(annotated_hits))
+    assert images_load(page, "#similar-grid")
     expect(page.locator(".reference .ref-name")).to_have_text(first)
     # only the unsupervised index exists: the supervised toggle is disabled, not broken
     expect(page.locator(".seg[data-mode='supervised']")).to_be_disabled()
@@ -174,6 +179,7 @@ def test_upload_shows_box_and_results(page, server_url, catalog) -> None:  # noq
     expect(page.locator("#search-detection")).to_contain_text(f"{width} × {height} px")
     scores = [float(s) for s in page.locator("#search-grid .score").all_inner_texts()]
     assert scores == sorted(scores, reverse=True)
+    expect(page.locator("#search-grid rect.box-annotated").first).to_be_attached()
     shot(page, "search")
 
     # a file that is not an image: the server's own message, no crash
@@ -569,3 +575,27 @@ def test_box_editor_guards_unsaved_work_and_knows_what_is_left(page, server_url,
     expect(page.locator(".overlay-box.conflict")).to_be_hidden()
     with Store(catalog.ws.store_path) as store:
         store.put_box(image_id, before.box, None)
+
+
+def test_gallery_for_assistive_technology(page, server_url, catalog) -> None:  # noqa: ANN001
+    """Cards are links inside list items, a skip link comes first, and disabled pager links
+    are out of the Tab order."""
+    open_page(page, server_url, "#/gallery?page=1&size=12")
+    grid = page.locator("#gallery-grid")
+    expect(grid.get_by_role("listitem")).to_have_count(12)
+    expect(grid.get_by_role("listitem").get_by_role("link")).to_have_count(12)
+    expect(grid.get_by_role("link", name=f"{catalog.ids[0]}: show similar images")).to_be_visible()
+
+    page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="Skip to content")
+    expect(skip).to_be_focused()
+    expect(skip).to_be_in_viewport()
+    page.keyboard.press("Enter")
+    expect(page.locator("#main")).to_be_focused()
+    assert page.evaluate("location.hash") == "#/gallery?page=1&size=12"
+
+    expect(page.locator(".pager a[aria-disabled='true']")).to_have_count(4)  # « and ‹, twice
+    page.focus("#page-size")  # the top pager follows: Tab skips its disabled « and ‹
+    page.keyboard.press("Tab")
+    expect(page.locator(".pager").first.get_by_role("link", name="Next page")).to_be_focused()
+    shot(page, "gallery-skip-link")
