@@ -59,7 +59,7 @@ def test_layout_and_shapes_match_the_api(ws, tmp_path):
         assert stats["boxes"] == 1 and stats["index"]["modes"] == live["index"]["modes"]
         for mode in ("unsupervised", "supervised"):
             for image_id in ids:
-                path = static / "similar" / mode / f"{quote(image_id, safe='')}.json"
+                path = static / "similar" / mode / f"{static_key(image_id)}.json"
                 got = json.loads(path.read_text())
                 want = api.get(
                     f"/api/images/{quote(image_id, safe='')}/similar",
@@ -72,9 +72,46 @@ def test_layout_and_shapes_match_the_api(ws, tmp_path):
             assert img.format == "JPEG"
         with Image.open(static / "thumbs" / f"{key}.jpg") as img:
             assert img.format == "JPEG" and max(img.size) <= 256
-    assert static_key("odd name%?") == "odd%20name%25%3F"
-    assert (static / "images" / "odd%20name%25%3F.jpg").is_file()
+    assert static_key("odd name%?") == "62d777994dcaaac9"
+    assert (static / "images" / "62d777994dcaaac9.jpg").is_file()
     assert not list(tmp_path.glob(".site-out*"))  # no temporary folders left
+
+
+def test_static_key_is_fnv1a_64_in_hex():
+    """Published FNV-1a 64 test vectors: site/js/api.js computes the same function."""
+    assert static_key("") == "cbf29ce484222325"
+    assert static_key("a") == "af63dc4c8601ec8c"
+    assert static_key("foobar") == "85944171f73967e8"
+    assert static_key("\u00e9" * 100) == "b1c912a8e533f4b5"  # 200 bytes of UTF-8
+
+
+def test_long_ids_export_under_short_file_names(tmp_path):
+    """A photo named with 100 x 'é' (200 bytes, legal) made a 600-byte percent-encoded name."""
+    images = tmp_path / "images"
+    images.mkdir()
+    long_id = "\u00e9" * 100
+    (images / f"{long_id}.jpg").write_bytes(_jpeg(60, 50))
+    (images / "short.jpg").write_bytes(_jpeg(50, 60, seed=1))
+    init_workspace(tmp_path / "ws", images)
+    out = tmp_path / "out"
+    report = export_site(Workspace(tmp_path / "ws"), out, searcher=FakeSearcher([long_id, "short"]))
+    assert report.images == 2 and not report.skipped
+    static = out / "static"
+    key = static_key(long_id)
+    for path in (f"images/{key}.jpg", f"thumbs/{key}.jpg", f"similar/supervised/{key}.json"):
+        assert (static / path).is_file(), path
+    similar = json.loads((static / "similar" / "unsupervised" / f"{key}.json").read_text())
+    assert similar["id"] == long_id and similar["hits"][0]["id"] == "short"
+    assert max(len(p.name.encode()) for p in out.rglob("*")) < 64
+
+
+def test_ids_sharing_a_file_name_are_refused(ws, tmp_path, monkeypatch):
+    import tiefjax.export_site as export_module
+
+    monkeypatch.setattr(export_module, "static_key", lambda image_id: "same")
+    with pytest.raises(InvalidInput, match="would share the export file name same"):
+        export_site(ws, tmp_path / "out", searcher=FakeSearcher(["p0"]))
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
 
 
 def test_without_an_index(ws, tmp_path, monkeypatch):

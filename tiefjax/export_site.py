@@ -20,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from tqdm import tqdm
 
@@ -35,6 +34,7 @@ from tiefjax.store import Store
 from tiefjax.workspace import Workspace
 
 PAGE_SIZE = 48
+_FNV_OFFSET, _FNV_PRIME, _MASK64 = 0xCBF29CE484222325, 0x100000001B3, 2**64 - 1
 K = 20
 THUMB_SIZE = 256
 
@@ -64,8 +64,28 @@ class ExportReport:
 
 
 def static_key(image_id: str) -> str:
-    """The file-name key of an id: ``quote(id, safe="")`` (the site requests it URI-encoded)."""
-    return quote(image_id, safe="")
+    """The file-name key of an id: its 64-bit FNV-1a hash over UTF-8, as 16 hex digits.
+
+    Short and safe on every file system whatever the id (a percent-encoded id of 100 x ``é`` is
+    600 bytes, over the usual 255-byte limit); the id itself stays in the JSON. The site
+    computes the same key (``staticKey`` in ``site/js/api.js``).
+    """
+    key = _FNV_OFFSET
+    for byte in image_id.encode("utf-8"):
+        key = ((key ^ byte) * _FNV_PRIME) & _MASK64
+    return f"{key:016x}"
+
+
+def _check_keys(ids: list[str]) -> None:
+    """InvalidInput when two ids share a key (about one chance in 10^7 for a million ids)."""
+    seen: dict[str, str] = {}
+    for image_id in ids:
+        other = seen.setdefault(static_key(image_id), image_id)
+        if other != image_id:
+            raise InvalidInput(
+                f"images {other!r} and {image_id!r} would share the export file name "
+                f"{static_key(image_id)}; rename one of the photos and run tiefjax init again"
+            )
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -140,6 +160,7 @@ def export_site(
         static = tmp / "static"
         with Store(ws.store_path) as store:
             records = store.list_images()
+            _check_keys([r.id for r in records])
             boxes = store.boxes()
             detections = store.detections()
             counts = store.stats()
