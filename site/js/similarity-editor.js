@@ -2,10 +2,12 @@
 // reference; saving stores one triplet (reference, more, less) for every pair.
 
 import * as api from "./api.js";
-import { el, errorText, fmt, modeToggle, notice, staticNotice, typing } from "./ui.js";
+import { el, errorText, fmt, modeToggle, notice, segmented, staticNotice, typing } from "./ui.js";
 
 const K = 24;
 let mode = "supervised";
+let tapMark = "more"; // what a plain click or tap marks; shift-click and right-click mark the other
+const other = (m) => (m === "more" ? "less" : "more");
 const href = (id) => `#/similarity/${encodeURIComponent(id)}`;
 
 export async function render(main, ctx) {
@@ -40,6 +42,7 @@ export async function render(main, ctx) {
   const toggleSlot = el("div.toolbar");
   head.append(el("p.muted", {}, `Reference ${index + 1} of ${catalog.length}`), toggleSlot);
 
+  const tapSlot = el("div#sim-tap");
   const countEl = el("span#sim-count.status-pill", { role: "status", "aria-live": "polite" });
   const saveBtn = el("button.btn.primary#sim-save", { type: "button", onclick: () => save(), title: "Save triplets (s)" }, "Save triplets", el("kbd", {}, "s"));
   const clearBtn = el("button.btn#sim-clear", { type: "button", onclick: () => { marks.clear(); paint(); } }, "Clear marks");
@@ -66,24 +69,41 @@ export async function render(main, ctx) {
       {},
       el("div.side", {}, reference, storedEl),
       el(
-        "section.results",
+        "section.results.candidates-view",
         { "aria-label": "Candidates to judge" },
         el(
           "p.hint",
           {},
-          "Click: ",
+          "A click or tap marks ",
           el("span.legend.more", {}, "more similar"),
-          " · Shift-click or right-click: ",
+          " or ",
           el("span.legend.less", {}, "less similar"),
-          " · click again to unmark. Keys on a focused image: ",
+          ", as chosen below; shift-click or right-click marks the other; click again to unmark. Keys on a focused image: ",
           el("kbd", {}, "m"), " more, ", el("kbd", {}, "l"), " less, ", el("kbd", {}, "0"), " unmark.",
         ),
-        el("div.toolbar.editor-tools", {}, countEl, saveBtn, clearBtn),
+        el("div.toolbar.editor-tools", {}, tapSlot, countEl, saveBtn, clearBtn),
         messageEl,
         grid,
       ),
     ),
   );
+
+  const drawTapToggle = () =>
+    tapSlot.replaceChildren(
+      segmented(
+        "A click or tap marks",
+        [
+          { value: "more", text: "more similar", title: "a click or tap marks more similar" },
+          { value: "less", text: "less similar", title: "a click or tap marks less similar" },
+        ],
+        tapMark,
+        (m) => {
+          tapMark = m;
+          drawTapToggle();
+        },
+      ),
+    );
+  drawTapToggle();
 
   const say = (text, kind = "info") => messageEl.replaceChildren(text ? notice(text, kind) : "");
 
@@ -143,7 +163,7 @@ export async function render(main, ctx) {
             dataset: { id: c.id, mark: "" },
             "aria-pressed": "false",
             "aria-label": label,
-            onclick: (e) => mark(c.id, e.shiftKey ? "less" : "more"),
+            onclick: (e) => mark(c.id, e.shiftKey ? other(tapMark) : tapMark),
             oncontextmenu: (e) => {
               e.preventDefault();
               mark(c.id, "less");

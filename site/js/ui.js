@@ -149,12 +149,11 @@ export function hitCard(hit, rank, { mode, rec = null, href = null } = {}) {
   );
 }
 
-/** Segmented control for search modes; disabled modes have no index. */
-export function modeToggle(current, available, onChange) {
-  const group = el("div.segmented", { role: "radiogroup", "aria-label": "Similarity mode" });
-  for (const m of ["unsupervised", "supervised"]) {
-    const on = m === current;
-    const ok = available.includes(m);
+/** Segmented control (radio group); options: [{value, text, title, disabled}]. */
+export function segmented(label, options, current, onChange) {
+  const group = el("div.segmented", { role: "radiogroup", "aria-label": label });
+  for (const o of options) {
+    const on = o.value === current;
     group.append(
       el(
         "button.seg",
@@ -162,16 +161,25 @@ export function modeToggle(current, available, onChange) {
           type: "button",
           role: "radio",
           "aria-checked": on ? "true" : "false",
-          disabled: !ok,
-          title: ok ? `${m} similarity` : `no ${m} index has been built`,
-          dataset: { mode: m },
-          onclick: () => !on && onChange(m),
+          disabled: !!o.disabled,
+          title: o.title,
+          dataset: { value: o.value },
+          onclick: () => !on && onChange(o.value),
         },
-        m,
+        o.text,
       ),
     );
   }
   return group;
+}
+
+/** Segmented control for search modes; disabled modes have no index. */
+export function modeToggle(current, available, onChange) {
+  const options = ["unsupervised", "supervised"].map((m) => {
+    const ok = available.includes(m);
+    return { value: m, text: m, disabled: !ok, title: ok ? `${m} similarity` : `no ${m} index has been built` };
+  });
+  return segmented("Similarity mode", options, current, onChange);
 }
 
 /** Parse "#/a/b?x=1" into {parts:["a","b"], query: URLSearchParams}. */

@@ -140,7 +140,19 @@ class PageErrors(list):
 @pytest.fixture
 def page(browser, request: pytest.FixtureRequest):  # noqa: ANN001, ANN201
     """A fresh browser context (empty localStorage) per test; screenshots on failure."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    yield from _page(browser, request, viewport={"width": 1280, "height": 900})
+
+
+@pytest.fixture
+def phone(browser, request: pytest.FixtureRequest):  # noqa: ANN001, ANN201
+    """Like ``page``, on a 390×844 touch screen."""
+    yield from _page(
+        browser, request, viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True
+    )
+
+
+def _page(browser, request: pytest.FixtureRequest, **options):  # noqa: ANN001, ANN003, ANN202
+    context = browser.new_context(**options)
     context.set_default_timeout(30_000)
     pg = context.new_page()
     errors = PageErrors()

@@ -5,6 +5,7 @@ Screenshots of every page land in test-artifacts/e2e/ (gitignored; CI keeps them
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote
 
 import pytest
@@ -86,7 +87,7 @@ def test_gallery_click_shows_neighbours(page, server_url, catalog) -> None:  # n
     assert images_load(page, "#similar-grid")
     expect(page.locator(".reference .ref-name")).to_have_text(first)
     # only the unsupervised index exists: the supervised toggle is disabled, not broken
-    expect(page.locator(".seg[data-mode='supervised']")).to_be_disabled()
+    expect(page.get_by_role("radio", name=re.compile("^supervised$", re.I))).to_be_disabled()
     shot(page, "similar")
 
     # a neighbour's card opens its own neighbours; Esc goes back to the gallery
@@ -599,3 +600,40 @@ def test_gallery_for_assistive_technology(page, server_url, catalog) -> None:  #
     page.keyboard.press("Tab")
     expect(page.locator(".pager").first.get_by_role("link", name="Next page")).to_be_focused()
     shot(page, "gallery-skip-link")
+
+
+def test_phone_layout_and_touch(phone, server_url, static_url, catalog) -> None:  # noqa: ANN001
+    page, width, height = phone, 390, 844
+    open_page(page, server_url, "#/gallery")
+    links = page.locator("nav[aria-label='Main'] a")
+    expect(links).to_have_count(4)
+    for link in links.all():  # every link whole and on screen, nothing to scroll sideways
+        box = link.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= width, link.inner_text()
+        assert link.evaluate("a => a.scrollWidth <= a.clientWidth"), link.inner_text()
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    shot(page, "phone-gallery")
+
+    # results start on the first screen, the query image is a preview above them
+    open_page(page, server_url, f"#/image/{enc(catalog.ids[2])}")
+    first = page.locator("#similar-grid .card").first
+    expect(first).to_be_visible()
+    assert first.bounding_box()["y"] + 100 <= height
+    shot(page, "phone-similar")
+
+    # the similarity editor: "less similar" with taps only
+    open_page(page, server_url, f"#/similarity/{enc(catalog.ids[1])}")
+    cards = page.locator("#sim-grid .candidate")
+    expect(cards.first).to_be_visible()
+    assert cards.first.bounding_box()["y"] + 100 <= height
+    page.get_by_role("radio", name=re.compile("less similar", re.I)).tap()
+    cards.nth(0).tap()
+    expect(cards.nth(0)).to_have_attribute("data-mark", "less")
+    page.get_by_role("radio", name=re.compile("more similar", re.I)).tap()
+    cards.nth(1).tap()
+    expect(cards.nth(1)).to_have_attribute("data-mark", "more")
+    expect(page.locator("#sim-count")).to_contain_text("1 triplet")
+    shot(page, "phone-similarity-editor")
+
+    open_page(page, static_url, "")  # the static-export badge is on screen
+    expect(page.locator("#mode-badge")).to_be_in_viewport(ratio=1)
