@@ -539,6 +539,20 @@ def test_site_is_served(client):
 
 
 @pytest.mark.parametrize(
+    "url", ["/", "/js/app.js", "/api/stats", "/api/images/img00/file", "/api/nope", "/nope"]
+)
+def test_security_headers_on_every_response(client, url):
+    r = client.get(url)
+    assert r.headers["x-content-type-options"] == "nosniff"
+    policy = dict(
+        part.strip().split(" ", 1) for part in r.headers["content-security-policy"].split(";")
+    )
+    assert policy["frame-ancestors"] == "'none'" and policy["default-src"] == "'self'"
+    assert policy["object-src"] == "'none'" and "unsafe" not in r.headers["content-security-policy"]
+    assert r.headers["x-frame-options"] == "DENY"
+
+
+@pytest.mark.parametrize(
     "path",
     [
         "/%2e%2e/%2e%2e/pyproject.toml",

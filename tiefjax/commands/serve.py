@@ -42,6 +42,7 @@ def _is_loopback(host: str) -> bool:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from tiefjax.errors import InvalidInput
     from tiefjax.server.app import create_app
     from tiefjax.server.config import ServerConfig
     from tiefjax.workspace import Workspace
@@ -50,6 +51,9 @@ def serve(args: argparse.Namespace) -> int:
     config = ws.section("server", ServerConfig)
     host = args.host or config.host
     port = args.port if args.port is not None else config.port
+    if not 1 <= port <= 65535:
+        where = "--port" if args.port is not None else "[server] port"
+        raise InvalidInput(f"{where} must be a TCP port from 1 to 65535, got {port}")
     print("loading the workspace and its search index ...", file=sys.stderr)
     app = create_app(ws, token=args.token, config=config)
     shown = f"[{host}]" if ":" in host else host

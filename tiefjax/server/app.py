@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -44,6 +45,7 @@ from starlette.staticfiles import StaticFiles
 from tiefjax.errors import NotFound, TiefjaxError
 from tiefjax.server.batching import MicroBatcher
 from tiefjax.server.config import ServerConfig
+from tiefjax.server.headers import SecurityHeaders
 from tiefjax.server.openapi import openapi_schema
 from tiefjax.server.site import find_site_dir
 from tiefjax.server.thumbs import image_path, thumbnail
@@ -223,6 +225,10 @@ class ServerState:
         except NotFound:
             self.searcher = None
 
+    def _load_if_missing(self) -> None:
+        if self.searcher is None:  # an earlier request may have loaded it meanwhile
+            self._load_searcher()
+
     def encoder_batch(self) -> int:
         """Encoder batch size for upload searches (see ServerConfig.encoder_batch)."""
         return self.config.encoder_batch or max(1, self.config.batch_max)
@@ -252,9 +258,17 @@ class ServerState:
         except RuntimeError:  # shutting down
             self._checking.release()
 
-    def require_searcher(self) -> Any:
-        self.maybe_reload()
-        searcher = self.searcher
+    async def current_searcher(self) -> Any:
+        """The searcher; while there is none, first look for an index built since (in the search
+        thread, waited for): a page loaded right after ``tiefjax index`` must find it."""
+        if self.searcher is None:
+            await asyncio.wrap_future(self.search_thread.submit(self._load_if_missing))
+        else:
+            self.maybe_reload()
+        return self.searcher
+
+    async def require_searcher(self) -> Any:
+        searcher = await self.current_searcher()
         if searcher is None:
             raise NotFound(
                 "there is no search index yet; build one with: tiefjax index "
@@ -302,8 +316,7 @@ def build_routes(state: ServerState) -> list[Route]:
         return JSONResponse({"status": "ok"})
 
     async def stats(request: Request) -> Response:
-        state.maybe_reload()
-        searcher = state.searcher
+        searcher = await state.current_searcher()
         counts, index = await run_in_threadpool(
             lambda: (store.stats(), index_summary(searcher))  # info stats files: off the loop
         )
@@ -361,7 +374,7 @@ def build_routes(state: ServerState) -> list[Route]:
         image_id = request.path_params["image_id"]
         mode = _mode_param(request, "unsupervised")
         k = _int_param(request, "k", 10, 1, SIMILAR_K_MAX)
-        searcher = state.require_searcher()
+        searcher = await state.require_searcher()
         key = (getattr(searcher, "built_at", None), image_id, mode, k)
         body = state.similar_cache.get(key)
         if body is None:
@@ -375,7 +388,7 @@ def build_routes(state: ServerState) -> list[Route]:
     async def search(request: Request) -> Response:
         mode = _mode_param(request, "unsupervised")
         k = _int_param(request, "k", 10, 1, SIMILAR_K_MAX)
-        searcher = state.require_searcher()
+        searcher = await state.require_searcher()
         if mode not in modes_of(searcher):
             raise NotFound(
                 f"there is no {mode} index; train the ranking net (tiefjax train "
@@ -474,7 +487,7 @@ def build_routes(state: ServerState) -> list[Route]:
         image_id = request.path_params["image_id"]
         mode = _mode_param(request, "supervised")
         k = _int_param(request, "k", 24, 1, SIMILAR_K_MAX)
-        searcher = state.require_searcher()
+        searcher = await state.require_searcher()
         if mode not in modes_of(searcher):
             mode = "unsupervised"
 
@@ -650,6 +663,7 @@ def create_app(
         log.warning("the site folder was not found; serving the API only")
     app = Starlette(
         routes=routes,
+        middleware=[Middleware(SecurityHeaders)],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan,
     )
