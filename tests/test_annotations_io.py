@@ -177,3 +177,30 @@ def test_unreadable_files(tmp_path: Path, name: str, content: str, message: str)
         assert "\n" not in str(info.value) and len(str(info.value)) < 400  # one line
         with pytest.raises(InvalidInput, match="file not found"):
             import_annotations(store, tmp_path / "missing.json")
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_escaped(tmp_path: Path) -> None:
+    """Ids like =HYPERLINK(...) are written as text ('=...) and come back unchanged."""
+    ids = ['=HYPERLINK("http://evil")', "+1", "-dress", "@SUM(A1)", "'quoted", "plain"]
+    with Store(tmp_path / "src.sqlite") as source:
+        source.upsert_images(
+            [ImageRecord(i, f"/p/{n}.jpg", 100, 80, f"h{n}") for n, i in enumerate(ids)]
+        )
+        for image_id in ids:
+            source.put_box(image_id, (1, 2, 30, 40))
+        source.add_triplet(ids[0], ids[1], ids[2])
+        out = tmp_path / "a.csv"
+        export_annotations(source, out)
+    cells = [cell for line in out.read_text().splitlines()[1:] for cell in line.split(",")]
+    assert not any(cell.lstrip('"').startswith(("=", "+", "-", "@")) for cell in cells), cells
+    assert "'-dress" in cells and "''quoted" in cells and "plain" in cells
+    with Store(tmp_path / "dst.sqlite") as dest:
+        dest.upsert_images(
+            [ImageRecord(i, f"/p/{n}.jpg", 100, 80, f"h{n}") for n, i in enumerate(ids)]
+        )
+        report = import_annotations(dest, out)
+        assert (report.boxes_saved, report.triplets_added) == (len(ids), 1)
+        assert sorted(dest.boxes()) == sorted(ids)
+        assert [(t.reference, t.positive, t.negative) for t in dest.list_triplets()] == [
+            tuple(ids[:3])
+        ]

@@ -15,6 +15,9 @@ CSV is **one file with a ``kind`` column** (so one file carries everything, like
     triplet,,,,,,a,b,c
 
 Columns a row does not use are left empty; column order is free, extra columns are ignored.
+An id starting with ``=``, ``+``, ``-``, ``@`` or ``'`` is written with a ``'`` in front, so a
+spreadsheet shows it as text instead of running it as a formula; import takes one leading ``'``
+off every id.
 
 Import is all-or-nothing: every row is checked (syntax, known image ids, box inside the image,
 three different images per triplet) inside one store transaction, and if any row is wrong nothing
@@ -53,6 +56,8 @@ CSV_COLUMNS = (
 )
 _BOX_FIELDS = ("left", "top", "right", "bottom")
 _TRIPLET_FIELDS = ("reference", "positive", "negative")
+#: A spreadsheet runs a cell starting with one of =+-@ as a formula; ' is the guard itself.
+_FORMULA_START = ("=", "+", "-", "@", "'")
 #: How many bad rows an import error lists before summarising the rest.
 MAX_LISTED_ERRORS = 20
 
@@ -139,7 +144,7 @@ def export_annotations(
         for box in data["boxes"]:
             writer.writerow({"kind": "box", **{k: _csv_value(v) for k, v in box.items()}})
         for triplet in data["triplets"]:
-            writer.writerow({"kind": "triplet", **triplet})
+            writer.writerow({"kind": "triplet", **{k: _csv_value(v) for k, v in triplet.items()}})
         text = out.getvalue()
     atomic_write_text(Path(path), text)
     return ExportReport(str(path), fmt, len(data["boxes"]), len(data["triplets"]))
@@ -158,7 +163,14 @@ def _json_text(data: dict[str, Any]) -> str:
 def _csv_value(value: Any) -> str:
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() else repr(value)
-    return str(value)
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def _csv_id(cell: str | None) -> str:
+    """An id as written by :func:`_csv_value`: one leading ``'`` (the formula guard) dropped."""
+    text = (cell or "").strip()
+    return text[1:] if text.startswith("'") else text
 
 
 # -- import ---------------------------------------------------------------------------------------
@@ -303,7 +315,7 @@ def _parse_csv(text: str, errors: list[str]) -> tuple[list[_BoxRow], list[_Tripl
                 if missing:
                     errors.append(f"{where}: box rows need the column(s) {', '.join(missing)}")
                     continue
-                image_id = _id((row["image_id"] or "").strip(), "image_id", where, errors)
+                image_id = _id(_csv_id(row["image_id"]), "image_id", where, errors)
                 values = [_csv_number(row[k], k, where, errors) for k in _BOX_FIELDS]
                 if image_id is not None and None not in values:
                     boxes.append(_BoxRow(where, image_id, Box(*values)))  # type: ignore[arg-type]
@@ -312,7 +324,7 @@ def _parse_csv(text: str, errors: list[str]) -> tuple[list[_BoxRow], list[_Tripl
                 if missing:
                     errors.append(f"{where}: triplet rows need the column(s) {', '.join(missing)}")
                     continue
-                ids = [_id((row[k] or "").strip(), k, where, errors) for k in _TRIPLET_FIELDS]
+                ids = [_id(_csv_id(row[k]), k, where, errors) for k in _TRIPLET_FIELDS]
                 if None not in ids:
                     triplets.append(_TripletRow(where, tuple(ids)))  # type: ignore[arg-type]
             else:
