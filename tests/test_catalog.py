@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -198,3 +199,27 @@ def test_settings_file_comes_from_the_settings_template(tmp_path: Path, photos: 
     (Workspace(tmp_path / "ws").config_path).write_text("# mine\n")
     init_workspace(tmp_path / "ws")
     assert Workspace(tmp_path / "ws").config_path.read_text() == "# mine\n"  # never overwritten
+
+
+def test_unusable_names_and_links_out_of_the_folder_are_skipped(
+    tmp_path: Path, photos: Path
+) -> None:
+    outside = _photo(tmp_path / "secret.jpg", seed=9)
+    (photos / "out.jpg").symlink_to(outside)
+    (photos / "alias.jpg").symlink_to(photos / "a.jpg")  # a link inside the folder is fine
+    _photo(photos / "new\nline.jpg")
+    _photo(photos / "tab\there.png")
+    _photo(photos / os.fsdecode(b"latin\xe9.jpg"))  # not UTF-8: a lone surrogate in Python
+    report = init_workspace(tmp_path / "ws", photos)
+    with _store(tmp_path / "ws") as store:
+        assert store.image_ids() == ["a", "alias", "b", "c"]
+    reasons = {Path(s.path).name: s.reason for s in report.skipped}
+    assert reasons["out.jpg"] == (
+        f"it is a link to {outside}, outside {photos}; copy the photo into the folder instead"
+    )
+    for name in ("new\nline.jpg", "tab\there.png"):
+        assert "contains a control character" in reasons[name]
+    assert "not valid Unicode" in reasons[os.fsdecode(b"latin\xe9.jpg")]
+    lines = report.summary().splitlines()
+    assert len(lines) == 2 + 4  # one line per skipped file, newline or not
+    assert any(line.startswith(f"  skipped '{photos}/new\\nline.jpg': its name") for line in lines)

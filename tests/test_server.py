@@ -538,6 +538,24 @@ def test_site_is_served(client):
     assert r.status_code == 200 and "text/html" in r.headers["content-type"]
 
 
+def test_a_link_re_pointed_out_of_the_images_folder_is_not_served(tmp_path):
+    """Registered as a link inside the folder, then re-pointed at a file outside it."""
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.jpg").write_bytes(_jpeg(40, 30))
+    (images / "link.jpg").symlink_to(images / "a.jpg")
+    init_workspace(tmp_path / "ws", images)
+    (tmp_path / "secret.jpg").write_bytes(_jpeg(40, 30, seed=7))
+    (images / "link.jpg").unlink()
+    (images / "link.jpg").symlink_to(tmp_path / "secret.jpg")
+    app = create_app(tmp_path / "ws", token=TOKEN, config=ServerConfig.tiny(), searcher=None)
+    with TestClient(app) as c:
+        for url in ("/api/images/link/file", "/api/images/link/thumb?size=128"):
+            message = _error(c.get(url), 403, "forbidden")["error"]["message"]
+            assert "outside the images folder" in message and "secret" not in message
+        assert c.get("/api/images/a/file").content == (images / "a.jpg").read_bytes()
+
+
 @pytest.mark.parametrize(
     "url", ["/", "/js/app.js", "/api/stats", "/api/images/img00/file", "/api/nope", "/nope"]
 )

@@ -3,8 +3,9 @@
 ``init_workspace`` is what ``tiefjax init WS --images DIR`` runs. Every photo directly inside the
 folder becomes an image whose id is its file stem, with its upright size and a SHA-256 of its
 bytes. Re-running it picks up added, changed and removed files. A file that cannot be used
-(unreadable, corrupt or truncated, or a second file with the same stem) is reported with the
-reason and skipped; it never stops the rest. Annotations survive whenever they can: an image
+(unreadable, corrupt or truncated, a name with control characters or undecodable bytes, a
+symbolic link leading out of the folder, or a second file with the same stem) is reported with
+the reason and skipped; it never stops the rest. Annotations survive whenever they can: an image
 whose file became unreadable, or whose stem is now shared by a new file, keeps its earlier
 registration (and box) until the problem is fixed.
 """
@@ -20,9 +21,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from tiefjax.errors import InvalidInput, NotFound
-from tiefjax.images import image_size, list_image_files, load_rgb, prefetch
+from tiefjax.images import image_size, link_outside, list_image_files, load_rgb, prefetch
 from tiefjax.settings import config_template
 from tiefjax.store import ImageRecord, Store
+from tiefjax.validate import id_problem
 from tiefjax.workspace import Workspace
 
 #: Store meta key remembering the images folder, so ``tiefjax init WS`` re-scans it.
@@ -73,8 +75,9 @@ class RegisterReport:
             )
         for image_id, reason in self.dropped_boxes:
             lines.append(f"  box of {image_id} deleted: {reason}")
-        for skip in self.skipped:
-            lines.append(f"  skipped {skip.path}: {skip.reason}")
+        for skip in self.skipped:  # a name with a newline or undecodable bytes as repr()
+            path = skip.path if id_problem(skip.path) is None else repr(skip.path)
+            lines.append(f"  skipped {path}: {skip.reason}")
         return "\n".join(lines)
 
 
@@ -184,6 +187,15 @@ def _register(
     """
 
     def inspect(path: Path) -> tuple[str, int, int]:
+        problem = id_problem(path.stem)
+        if problem is not None:
+            raise InvalidInput(f"its name cannot be an image id: {problem}; rename the file")
+        target = link_outside(path)
+        if target is not None:
+            raise InvalidInput(
+                f"it is a link to {target}, outside {path.parent}; copy the photo into the "
+                "folder instead"
+            )
         data, digest = _sha256(path)
         old = existing.get(path.stem)
         if old is not None and old.sha256 == digest:

@@ -273,6 +273,13 @@ def normalize(pixels: Pixels) -> Pixels:
     return (pixels / np.float32(255.0) - IMAGENET_MEAN) / IMAGENET_STD
 
 
+def link_outside(path: Path) -> Path | None:
+    """Where ``path`` really leads when a symbolic link takes it out of the folder holding it
+    (a catalog photo must stay in the images folder); None when it stays inside."""
+    target = path.resolve()
+    return None if target.is_relative_to(path.parent.resolve()) else target
+
+
 def list_image_files(folder: str | os.PathLike[str]) -> list[Path]:
     """Image files (by suffix) directly inside ``folder``, sorted by name.
 

@@ -161,6 +161,7 @@ def openapi_schema() -> dict[str, Any]:
                 "parameters": [_ID],
                 "responses": {
                     "200": {"description": "image bytes", "content": {"image/*": {}}},
+                    "403": _err("the file is a link to outside the images folder"),
                     "404": _err("unknown id or missing file"),
                 },
             }
@@ -175,6 +176,7 @@ def openapi_schema() -> dict[str, Any]:
                 "responses": {
                     "200": {"description": "JPEG", "content": {"image/jpeg": {}}},
                     "400": _err("size not allowed"),
+                    "403": _err("the file is a link to outside the images folder"),
                     "404": _err("unknown id"),
                 },
             }

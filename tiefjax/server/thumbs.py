@@ -15,22 +15,35 @@ from typing import Any
 
 from PIL import Image
 
-from tiefjax.errors import NotFound
-from tiefjax.images import load_rgb
+from tiefjax.errors import NotFound, TiefjaxError
+from tiefjax.images import link_outside, load_rgb
 from tiefjax.workspace import Workspace, atomic_write_bytes
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
+class Forbidden(TiefjaxError):
+    http_status = 403
+    code = "forbidden"
+
+
 def image_path(ws: Workspace, rec: Any) -> Path:
-    """The file of a registered image, or NotFound saying how to fix a missing one."""
+    """The file of a registered image with links resolved, checked now (a link may have been
+    re-pointed since ``init``): NotFound for a missing file, Forbidden for a link that leads
+    out of the images folder (its target is not named: it may be anything on the machine)."""
     path = Path(rec.path)
-    if not path.is_file():
+    if link_outside(path) is not None:
+        raise Forbidden(
+            f"the file of image {rec.id} is a link to outside the images folder, which is not "
+            f"served; copy the photo into the folder and run tiefjax init {ws.root} again"
+        )
+    target = path.resolve()
+    if not target.is_file():
         raise NotFound(
             f"the file of image {rec.id} ({path}) is missing; put it back or run "
             f"tiefjax init {ws.root} --images DIR again"
         )
-    return path
+    return target
 
 
 def thumbnail(ws: Workspace, rec: Any, size: int) -> Path:
