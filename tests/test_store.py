@@ -120,6 +120,7 @@ def test_delete_box_keeps_counting_versions(store: Store) -> None:
         ((0, 0, math.inf, 10), "finite"),
         ((0, 0, "10", 10), "must be a number"),
         ((0, 0, True, 10), "must be a number"),
+        ((0, 0, 10**400, 10), "right is too large"),  # float() would overflow
         ((0, 0, 10), "4 numbers"),
     ],
 )
@@ -128,6 +129,13 @@ def test_invalid_boxes_rejected_with_reason(store: Store, box, reason: str) -> N
         store.put_box("a", box, expected_version=None)
     assert "image a (100x80)" in str(info.value) or "4 numbers" in reason
     assert store.get_box("a") is None
+
+
+@pytest.mark.parametrize("bad", ["", "a\nb", "a\x00", "\ud800", 5])
+def test_unusable_image_ids_are_refused(store: Store, bad: object) -> None:
+    with pytest.raises(InvalidInput, match="cannot be an image id"):
+        store.upsert_image(ImageRecord(bad, "/p/x.jpg", 10, 10, "h"))  # type: ignore[arg-type]
+    assert store.count_images() == 4
 
 
 def test_box_on_the_border_is_valid(store: Store) -> None:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from tiefjax.errors import Conflict, InvalidInput, NotFound, TiefjaxError
+from tiefjax.validate import id_problem, shown
 
 #: Seconds a connection waits for another writer's lock before giving up.
 BUSY_TIMEOUT_S = 30.0
@@ -207,7 +208,9 @@ def _now() -> str:
 
 def _number(value: Any, name: str, where: str = "") -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidInput(f"box {name} must be a number{where}, got {value!r}")
+        raise InvalidInput(f"box {name} must be a number{where}, got {shown(value)}")
+    if isinstance(value, int) and abs(value) > 2**53:  # also keeps float() from overflowing
+        raise InvalidInput(f"box {name} is too large{where}, got {shown(value)}")
     value = float(value)
     if not math.isfinite(value):
         raise InvalidInput(f"box {name} must be a finite number{where}, got {value!r}")
@@ -432,8 +435,9 @@ class Store:
 
     @staticmethod
     def _check_record(rec: ImageRecord) -> None:
-        if not isinstance(rec.id, str) or not rec.id:
-            raise InvalidInput(f"an image id must be a non-empty string, got {rec.id!r}")
+        problem = id_problem(rec.id)
+        if problem is not None:
+            raise InvalidInput(f"{shown(rec.id)} cannot be an image id: {problem}")
         for name in ("width", "height"):
             value = getattr(rec, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
