@@ -356,6 +356,14 @@ def test_aspect_limit_bounds_the_resized_photo():
         uploads.decode_upload(_gray_png(224, 2241), 40_000_000, 448, 10.0)
 
 
+@pytest.mark.parametrize("declared", ["9" * 5000, "\u00b2", "-1"])
+def test_malformed_content_length_is_a_400(client, declared):
+    request = client.build_request("POST", "/api/search", files={"image": ("a", _jpeg(20, 20))})
+    request.headers["content-length"] = declared
+    message = _error(client.send(request), 400, "bad_request")["error"]["message"]
+    assert message.startswith("the Content-Length header must be a whole number")
+
+
 def test_oversized_upload_without_content_length_is_cut_off(client):
     def body():
         yield b'--xyz\r\nContent-Disposition: form-data; name="image"; filename="a"\r\n\r\n'

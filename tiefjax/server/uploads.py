@@ -21,7 +21,7 @@ from starlette.requests import Request
 
 from tiefjax.errors import InvalidInput, TiefjaxError
 from tiefjax.images import load_rgb_scaled
-from tiefjax.validate import BadRequest
+from tiefjax.validate import BadRequest, parse_int
 
 #: Room for the multipart framing (boundaries, part headers) on top of the file itself.
 FORM_OVERHEAD = 64 * 1024
@@ -71,7 +71,7 @@ async def read_upload(request: Request, field: str, max_bytes: int) -> bytes:
     )
     limit = max_bytes + FORM_OVERHEAD
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and parse_int(declared, "the Content-Length header") > limit:
         raise too_big
 
     async def bounded() -> AsyncGenerator[bytes, None]:
