@@ -6,12 +6,13 @@ import {
   errorText,
   figure,
   fmt,
-  hitCard,
   imageHref,
   listItem,
   modeToggle,
   notice,
   recordBoxes,
+  resultList,
+  SCORE_HELP,
   typing,
 } from "./ui.js";
 
@@ -261,11 +262,10 @@ export async function renderImage(main, ctx) {
       const res = await api.similar(id, mode, k);
       const recs = await api.records(res.hits.map((h) => h.id));
       if (!ctx.alive()) return detach;
-      const grid = el("div.grid.hits#similar-grid", { role: "list", "aria-label": `Images similar to ${id}` });
-      res.hits.forEach((hit, i) => grid.append(listItem(hitCard(hit, i + 1, { mode, rec: recs[i] }))));
+      const grid = resultList(res.hits, recs, { id: "similar-grid", label: `Images similar to ${id}`, mode });
       results.replaceChildren(
         el("h2.sr-only", {}, "Results"),
-        res.hits.length ? grid : notice("No similar images found.", "info"),
+        ...(res.hits.length ? [el("p.hint.score-help", {}, SCORE_HELP), grid] : [notice("No similar images found.", "info")]),
       );
       cards = [...grid.querySelectorAll(".card")];
     } catch (e) {

@@ -1,7 +1,7 @@
 // Search by picture: drag & drop, file picker or paste; shows the detected box and the results.
 
 import * as api from "./api.js";
-import { el, errorText, figure, fmt, hitCard, listItem, modeToggle, notice, staticNotice } from "./ui.js";
+import { el, errorText, figure, fmt, modeToggle, notice, resultList, SCORE_HELP, staticNotice } from "./ui.js";
 
 const ACCEPT = "image/jpeg,image/png,image/webp";
 let mode = "unsupervised";
@@ -77,16 +77,17 @@ export async function render(main, ctx) {
   function show(res) {
     const what = res.fallback
       ? "No product found with confidence — the whole picture was used."
-      : `Product found (p = ${fmt(res.probability)}).`;
+      : `Box from the locator, p = ${fmt(res.probability)}: its classifier's confidence, learnt from catalog photos only, so it is no proof that the picture shows a product.`;
     query.hidden = false;
     query.replaceChildren(
       el("div.frame.large", {}, figure(last.url, res.width, res.height, [{ box: res.box, kind: res.fallback ? "detected" : "query", label: what }], "your picture with the detected product box")),
       el("h2.ref-name", {}, last.file.name || "pasted image"),
       el("p.muted#search-detection", {}, `${res.width} × ${res.height} px · ${what}`),
     );
-    const grid = el("div.grid.hits#search-grid", { role: "list", "aria-label": "Similar catalog images" });
-    res.hits.forEach((hit, i) => grid.append(listItem(hitCard(hit, i + 1, { mode: res.mode || mode, rec: res.recs[i] }))));
-    results.replaceChildren(res.hits.length ? grid : notice("No similar images in the catalog.", "info"));
+    const grid = resultList(res.hits, res.recs, { id: "search-grid", label: "Similar catalog images", mode: res.mode || mode });
+    results.replaceChildren(
+      ...(res.hits.length ? [el("p.hint.score-help", {}, SCORE_HELP), grid] : [notice("No similar images in the catalog.", "info")]),
+    );
   }
 
   input.addEventListener("change", () => run(input.files[0]));

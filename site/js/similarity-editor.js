@@ -82,6 +82,9 @@ export async function render(main, ctx) {
           el("kbd", {}, "m"), " more, ", el("kbd", {}, "l"), " less, ", el("kbd", {}, "0"), " unmark.",
         ),
         el("div.toolbar.editor-tools", {}, tapSlot, countEl, saveBtn, clearBtn),
+        available.length
+          ? null
+          : notice("There is no search index yet, so the candidates are the next images in catalog order. After `tiefjax index` they are this image's nearest neighbours.", "info"),
         messageEl,
         grid,
       ),
@@ -141,11 +144,18 @@ export async function render(main, ctx) {
     );
   drawToggle();
 
+  /** Without an index: the images after the reference in catalog order, not judged yet. */
+  async function catalogCandidates() {
+    const judged = new Set((await api.listTriplets(id)).flatMap((t) => [t.positive, t.negative]));
+    const after = [...catalog.slice(index + 1), ...catalog.slice(0, index)];
+    return { candidates: after.filter((r) => !judged.has(r.id)).slice(0, K).map((r) => ({ id: r.id, score: null })) };
+  }
+
   async function loadCandidates() {
     grid.setAttribute("aria-busy", "true");
     grid.replaceChildren(el("p.muted", {}, "Loading candidates…"));
     try {
-      const res = await api.candidates(id, mode, K);
+      const res = available.length ? await api.candidates(id, mode, K) : await catalogCandidates();
       if (!ctx.alive()) return;
       if (res.mode && res.mode !== mode && available.includes(res.mode)) {
         mode = res.mode; // the server fell back (e.g. no supervised index yet)
@@ -155,7 +165,7 @@ export async function render(main, ctx) {
       grid.replaceChildren();
       if (!res.candidates.length) grid.append(notice("No candidates left: every neighbour of this image has been judged.", "info"));
       for (const c of res.candidates) {
-        const label = `${c.id}, score ${fmt(c.score)}`;
+        const label = c.score === null ? c.id : `${c.id}, score ${fmt(c.score)}`;
         const card = el(
           "button.card.candidate",
           {
@@ -178,7 +188,7 @@ export async function render(main, ctx) {
             },
           },
           el("div.frame", {}, el("img.thumb", { src: api.thumbUrl(c.id), alt: "", loading: "lazy" })),
-          el("div.caption", {}, el("span.name", { title: c.id }, c.id), el("span.score", {}, fmt(c.score))),
+          el("div.caption", {}, el("span.name", { title: c.id }, c.id), c.score === null ? null : el("span.score", {}, fmt(c.score))),
           el("span.mark-tag", { "aria-hidden": "true" }),
         );
         grid.append(card);

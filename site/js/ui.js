@@ -127,24 +127,44 @@ export const listItem = (card) => el("div.cell", { role: "listitem" }, card);
 export const imageHref = (id, mode) =>
   `#/image/${encodeURIComponent(id)}${mode ? `?mode=${encodeURIComponent(mode)}` : ""}`;
 
-/** A result card: thumbnail + rank + score, linking to that image's neighbours. */
-export function hitCard(hit, rank, { mode, rec = null, href = null } = {}) {
+/** What a result's score and bar mean (shown above result lists). */
+export const SCORE_HELP =
+  "Score: cosine similarity of the two product regions (1 = the same picture). The bar places each result between the lowest (empty) and the highest (full) score of this list.";
+
+/** Result cards (with their boxes when `recs` has the records) in a list for assistive technology. */
+export function resultList(hits, recs, { id, label, mode }) {
+  const scores = hits.map((h) => h.score).filter(Number.isFinite);
+  const [lo, hi] = [Math.min(...scores), Math.max(...scores)];
+  const grid = el(`div.grid.hits#${id}`, { role: "list", "aria-label": label });
+  hits.forEach((hit, i) => {
+    const spread = hi > lo ? (hit.score - lo) / (hi - lo) : 1;
+    grid.append(listItem(hitCard(hit, i + 1, { mode, rec: recs[i], spread })));
+  });
+  return grid;
+}
+
+/** A result card: thumbnail + rank + score (and its place in the list), linking to that
+ * image's neighbours. */
+function hitCard(hit, rank, { mode, rec, spread }) {
   const w = rec ? rec.width : 3;
   const h = rec ? rec.height : 4;
   const label = `${hit.id}, rank ${rank}, score ${fmt(hit.score)}`;
   const img = rec
     ? figure(api.thumbUrl(hit.id), w, h, recordBoxes(rec), label)
     : el("img.thumb", { src: api.thumbUrl(hit.id), alt: label, loading: "lazy" });
+  const fill = el("span");
+  fill.style.width = `${Math.round(spread * 100)}%`; // CSSOM: the CSP allows no style attributes
   return el(
     "a.card.hit",
-    { href: href || imageHref(hit.id, mode), dataset: { id: hit.id }, "aria-label": label },
+    { href: imageHref(hit.id, mode), dataset: { id: hit.id }, "aria-label": label },
     el("div.frame", {}, img),
     el(
       "div.caption",
       {},
       el("span.rank", {}, `#${rank}`),
       el("span.name", { title: hit.id }, hit.id),
-      el("span.score", { title: "similarity score" }, fmt(hit.score)),
+      el("span.score", { title: SCORE_HELP }, fmt(hit.score)),
+      el("span.score-bar", { "aria-hidden": "true" }, fill),
     ),
   );
 }

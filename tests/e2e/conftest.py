@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,11 +86,40 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def server_url(catalog: Catalog) -> Iterator[str]:
     """The real tiefjax server (create_app + uvicorn) in a background thread."""
+    with serve(catalog.ws) as url:
+        yield url
+
+
+@dataclass
+class Bare:
+    ws: object  # a Workspace
+    url: str
+    index_from: Path  # the index folder of the indexed catalog, to install later
+
+
+@pytest.fixture
+def bare(catalog: Catalog, tmp_path: Path) -> Iterator[Bare]:
+    """A served copy of the catalog with its annotations but no search index yet."""
+    from tiefjax.catalog import init_workspace
+    from tiefjax.demo_catalog import load_ground_truth, load_manifest
+    from tiefjax.store import Store
+    from tiefjax.workspace import Workspace
+
+    init_workspace(tmp_path / "ws", catalog.demo / "images")
+    ws = Workspace(tmp_path / "ws")
+    with Store(ws.store_path) as store:
+        load_ground_truth(store, load_manifest(catalog.demo), 0)
+    with serve(ws) as url:
+        yield Bare(ws, url, catalog.ws.index_dir)
+
+
+@contextmanager
+def serve(ws) -> Iterator[str]:  # noqa: ANN001
     import uvicorn
 
     from tiefjax.server.app import create_app
 
-    app = create_app(catalog.ws, token=TOKEN)
+    app = create_app(ws, token=TOKEN)
     sock = free_socket()
     port = sock.getsockname()[1]
     server = uvicorn.Server(

@@ -80,6 +80,13 @@ def test_gallery_click_shows_neighbours(page, server_url, catalog) -> None:  # n
     assert first not in ids and set(ids) <= set(catalog.ids)
     scores = [float(s) for s in page.locator("#similar-grid .score").all_inner_texts()]
     assert scores == sorted(scores, reverse=True)
+    # the scores are explained, and bars spread them out from the list's lowest to its highest
+    expect(page.locator("section.results .score-help")).to_contain_text("cosine similarity")
+    bars = page.locator("#similar-grid .score-bar > span").evaluate_all(
+        "spans => spans.map((s) => parseFloat(s.style.width))"
+    )
+    assert len(bars) == len(scores) and bars[0] == 100 and bars[-1] == 0
+    assert bars == sorted(bars, reverse=True)
     # each result shows the box its descriptor came from
     annotated_hits = [i for i in ids if i in catalog.annotated]
     assert annotated_hits
@@ -637,3 +644,47 @@ def test_phone_layout_and_touch(phone, server_url, static_url, catalog) -> None:
 
     open_page(page, static_url, "")  # the static-export badge is on screen
     expect(page.locator("#mode-badge")).to_be_in_viewport(ratio=1)
+
+
+# ---- before and after the first index ------------------------------------------------------------
+
+
+def test_similarity_editor_works_before_any_index(page, bare, catalog) -> None:  # noqa: ANN001
+    """serve -> annotate comes before index (README): the editor offers catalog order."""
+    from tiefjax.store import Store
+
+    ref = catalog.ids[1]
+    with Store(bare.ws.store_path) as store:
+        judged = {i for t in store.list_triplets(reference=ref) for i in (t.positive, t.negative)}
+    expected = [i for i in catalog.ids[2:] + catalog.ids[:1] if i not in judged]
+    open_page(page, bare.url, f"#/similarity/{enc(ref)}")
+    expect(page.locator(".candidates-view > .notice.info")).to_contain_text("no search index yet")
+    cards = page.locator("#sim-grid .candidate")
+    expect(cards).to_have_count(len(expected))
+    ids = [cards.nth(i).get_attribute("data-id") for i in range(cards.count())]
+    assert ids == expected  # the images after the reference, in catalog order, not judged yet
+    cards.nth(0).click()
+    cards.nth(1).click(modifiers=["Shift"])
+    cards.nth(2).click(button="right")
+    page.click("#sim-save")
+    give_token(page)
+    expect(page.locator("#sim-message")).to_contain_text("Saved 2 triplets")
+    with Store(bare.ws.store_path) as store:
+        stored = {(t.positive, t.negative) for t in store.list_triplets(reference=ref)}
+    assert {(ids[0], ids[1]), (ids[0], ids[2])} <= stored
+    expect(cards).to_have_count(len(expected) - 3)  # judged ones leave the candidates
+
+
+def test_a_new_index_is_found_by_the_next_page_load(page, bare, catalog) -> None:  # noqa: ANN001
+    import shutil
+
+    image = f"#/image/{enc(catalog.ids[2])}"
+    open_page(page, bare.url, image)
+    expect(page.locator("section.results")).to_contain_text("No search index yet")
+    expect(page.locator("footer")).to_contain_text("no index yet")
+    # `tiefjax index` finishes (here: the catalog's index, built from the same photos)
+    shutil.copytree(bare.index_from, bare.ws.index_dir, dirs_exist_ok=True)
+    page.reload()
+    page.wait_for_selector("body[data-ready='true']")
+    expect(page.locator("#similar-grid .card").first).to_be_visible()
+    expect(page.locator("footer")).to_contain_text("index: ")
