@@ -3,6 +3,7 @@
 
 import * as api from "./api.js";
 import { el, errorText, notice, staticNotice, typing } from "./ui.js";
+import { zoomable } from "./zoom.js";
 
 const HANDLES = ["nw", "n", "ne", "e", "se", "s", "sw", "w"];
 const MIN_DRAG_PX = 4; // a shorter drag is a click, not a box
@@ -82,6 +83,8 @@ export async function render(main, ctx) {
   const curEl = el("div.overlay-box.conflict", { hidden: true, "aria-hidden": "true" });
   const selEl = el("div.overlay-box.selection#box-selection", { hidden: true, "aria-label": "drawn box" }, HANDLES.map((h) => el(`div.handle.h-${h}`, { dataset: { h } })));
   const stage = el("div.stage#box-stage", { "aria-label": "Image; drag to draw a box" }, img, detEl, curEl, selEl);
+  const viewport = el("div.stage-wrap#box-viewport", {}, stage);
+  const zoomEl = el("span#box-zoom.zoom-level", { "aria-live": "polite", title: "zoom: CSS pixels per image pixel" });
 
   const button = (label, key, fn, extra = {}) =>
     el("button.btn", { type: "button", onclick: fn, title: key ? `${label} (${key})` : label, ...extra }, label, key ? el("kbd", {}, key) : null);
@@ -96,6 +99,15 @@ export async function render(main, ctx) {
     saveBtn,
     button("Clear", "c", () => clear(), { id: "box-clear" }),
     rec.detection && !rec.detection.fallback ? button("Use detection", "d", () => useDetection(), { id: "box-use-detection" }) : null,
+    el(
+      "span.toolbar.zoom-tools",
+      { role: "group", "aria-label": "Zoom" },
+      button("−", "-", () => zoom.zoomOut(), { id: "box-zoom-out", "aria-label": "Zoom out" }),
+      zoomEl,
+      button("+", "+", () => zoom.zoomIn(), { id: "box-zoom-in", "aria-label": "Zoom in" }),
+      button("Fit", "0", () => zoom.fit(), { id: "box-zoom-fit" }),
+      button("100%", "1", () => zoom.actual(), { id: "box-zoom-actual" }),
+    ),
   );
 
   main.querySelector(".page-head").append(el("p.ref-name", { title: id }, id), progressEl);
@@ -106,7 +118,7 @@ export async function render(main, ctx) {
     el(
       "div.editor-layout",
       {},
-      el("div.stage-wrap", {}, stage),
+      viewport,
       el(
         "div.editor-side",
         {},
@@ -115,17 +127,21 @@ export async function render(main, ctx) {
         conflictEl,
         el(
           "p.hint",
-      {},
-      "Drag on the image to draw; drag the box or its handles to adjust. Keys: ",
-      el("kbd", {}, "n"), "/", el("kbd", {}, "→"), " next, ",
-      el("kbd", {}, "p"), "/", el("kbd", {}, "←"), " previous, ",
-      el("kbd", {}, "s"), " save, ",
-      el("kbd", {}, "c"), "/", el("kbd", {}, "Delete"), " clear, ",
-          el("kbd", {}, "u"), " next unannotated. Coordinates are saved in image pixels.",
+          {},
+          "Drag on the image to draw; drag the box or its handles to adjust. Keys: ",
+          el("kbd", {}, "n"), "/", el("kbd", {}, "→"), " next, ",
+          el("kbd", {}, "p"), "/", el("kbd", {}, "←"), " previous, ",
+          el("kbd", {}, "s"), " save, ",
+          el("kbd", {}, "c"), "/", el("kbd", {}, "Delete"), " clear, ",
+          el("kbd", {}, "u"), " next unannotated. Zoom: the wheel, ",
+          el("kbd", {}, "+"), "/", el("kbd", {}, "-"), ", ", el("kbd", {}, "0"), " fit, ", el("kbd", {}, "1"), " 100 %; pan: drag with ",
+          el("kbd", {}, "Space"), " held or the middle button. Coordinates are saved in image pixels.",
         ),
       ),
     ),
   );
+
+  const zoom = zoomable(viewport, img, W, H, (percent) => (zoomEl.textContent = `${percent}%`));
 
   // ---- drawing -----------------------------------------------------------------------------
   const place = (node, b) => {
@@ -367,6 +383,11 @@ export async function render(main, ctx) {
       Backspace: () => clear(),
       u: () => navigateUnannotated(),
       d: () => useDetection(),
+      "+": () => zoom.zoomIn(),
+      "=": () => zoom.zoomIn(),
+      "-": () => zoom.zoomOut(),
+      0: () => zoom.fit(),
+      1: () => zoom.actual(),
       Escape: () => {
         if (drag) {
           draft = drag.before;
@@ -403,6 +424,7 @@ export async function render(main, ctx) {
   function cleanupFn() {
     document.removeEventListener("keydown", onKey);
     window.removeEventListener("beforeunload", beforeUnload);
+    zoom.detach();
   }
   return cleanupFn;
 }

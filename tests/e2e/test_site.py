@@ -688,3 +688,75 @@ def test_a_new_index_is_found_by_the_next_page_load(page, bare, catalog) -> None
     page.wait_for_selector("body[data-ready='true']")
     expect(page.locator("#similar-grid .card").first).to_be_visible()
     expect(page.locator("footer")).to_contain_text("index: ")
+
+
+# ---- zoom, pan, undo ---------------------------------------------------------------------------
+
+
+def natural_at(page, img, x: float, y: float) -> tuple[float, float]:  # noqa: ANN001
+    """The image pixel under the client point (x, y)."""
+    w, h = img.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+    b = img.bounding_box()
+    return (x - b["x"]) / b["width"] * w, (y - b["y"]) / b["height"] * h
+
+
+def test_box_editor_zoom_and_pan(page, server_url, catalog) -> None:  # noqa: ANN001
+    image_id = sorted(catalog.annotated)[5]
+    w, h = catalog.size(image_id)
+    open_page(page, server_url, f"#/boxes/{enc(image_id)}")
+    page.wait_for_selector("#box-stage[data-ready='true']")
+    img = page.locator("#box-stage img")
+    viewport = page.locator("#box-viewport")
+    page.wait_for_function("() => document.querySelector('#box-stage img').naturalWidth > 0")
+
+    # fit: the whole image inside the viewport; 1: one CSS pixel per image pixel
+    v, b = viewport.bounding_box(), img.bounding_box()
+    assert b["x"] >= v["x"] and b["x"] + b["width"] <= v["x"] + v["width"] + 1
+    assert b["y"] >= v["y"] and b["y"] + b["height"] <= v["y"] + v["height"] + 1
+    page.keyboard.press("1")
+    expect(page.locator("#box-zoom")).to_have_text("100%")
+    assert abs(img.bounding_box()["width"] - w) <= 1
+
+    # the wheel zooms around the pointer: the image point under it stays put
+    x, y = b["x"] + 0.3 * b["width"], b["y"] + 0.4 * b["height"]
+    page.mouse.move(x, y)
+    before = natural_at(page, img, x, y)
+    for _ in range(3):
+        page.mouse.wheel(0, -300)
+    page.wait_for_function("() => parseInt(document.querySelector('#box-zoom').textContent) > 300")
+    after = natural_at(page, img, x, y)
+    assert abs(after[0] - before[0]) <= 1 and abs(after[1] - before[1]) <= 1
+    assert img.bounding_box()["width"] > 3 * w
+    shot(page, "box-editor-zoomed")
+
+    # drawing while zoomed saves image pixels
+    page.keyboard.press("c")
+    v = viewport.bounding_box()
+    start, end = (v["x"] + 100, v["y"] + 80), (v["x"] + 300, v["y"] + 260)
+    expected = [natural_at(page, img, *start), natural_at(page, img, *end)]
+    page.mouse.move(*start)
+    page.mouse.down()
+    page.mouse.move(*end, steps=5)
+    page.mouse.up()
+    coords = page.locator("#box-coords").inner_text().split("·")[0]
+    got = [int(t) for t in coords.replace(",", " ").split() if t.isdigit()]
+    want = [expected[0][0], expected[0][1], expected[1][0], expected[1][1]]
+    assert all(abs(g - e) <= 1 for g, e in zip(got, want, strict=True)), (got, want)
+
+    # pan with space held: the view moves, the box does not
+    scroll = viewport.evaluate("v => [v.scrollLeft, v.scrollTop]")
+    page.keyboard.down(" ")
+    page.mouse.move(v["x"] + 400, v["y"] + 300)
+    page.mouse.down()
+    page.mouse.move(v["x"] + 250, v["y"] + 200, steps=5)
+    page.mouse.up()
+    page.keyboard.up(" ")
+    moved = viewport.evaluate("v => [v.scrollLeft, v.scrollTop]")
+    assert moved[0] - scroll[0] == pytest.approx(150, abs=2)
+    assert moved[1] - scroll[1] == pytest.approx(100, abs=2)
+    expect(page.locator("#box-coords")).to_contain_text(coords.strip())
+
+    page.keyboard.press("0")  # back to the whole image
+    b, v = img.bounding_box(), viewport.bounding_box()
+    assert b["x"] >= v["x"] and b["y"] >= v["y"]
+    assert b["y"] + b["height"] <= v["y"] + v["height"] + 1
