@@ -90,6 +90,8 @@ export async function render(main, ctx) {
     el("button.btn", { type: "button", onclick: fn, title: key ? `${label} (${key})` : label, ...extra }, label, key ? el("kbd", {}, key) : null);
 
   const saveBtn = button("Save", "s", () => save(), { class: "btn primary", id: "box-save" });
+  const undoBtn = button("Undo", null, () => undo(), { id: "box-undo", title: "Undo (Ctrl+Z)" });
+  const redoBtn = button("Redo", null, () => redo(), { id: "box-redo", title: "Redo (Ctrl+Shift+Z or Ctrl+Y)" });
   const toolbar = el(
     "div.toolbar.editor-tools",
     { role: "toolbar", "aria-label": "Box editor" },
@@ -98,13 +100,15 @@ export async function render(main, ctx) {
     button("Next unannotated", "u", () => navigateUnannotated(), { id: "box-next-todo" }),
     saveBtn,
     button("Clear", "c", () => clear(), { id: "box-clear" }),
+    undoBtn,
+    redoBtn,
     rec.detection && !rec.detection.fallback ? button("Use detection", "d", () => useDetection(), { id: "box-use-detection" }) : null,
     el(
       "span.toolbar.zoom-tools",
       { role: "group", "aria-label": "Zoom" },
-      button("−", "-", () => zoom.zoomOut(), { id: "box-zoom-out", "aria-label": "Zoom out" }),
+      button("−", null, () => zoom.zoomOut(), { id: "box-zoom-out", "aria-label": "Zoom out", title: "Zoom out (-)" }),
       zoomEl,
-      button("+", "+", () => zoom.zoomIn(), { id: "box-zoom-in", "aria-label": "Zoom in" }),
+      button("+", null, () => zoom.zoomIn(), { id: "box-zoom-in", "aria-label": "Zoom in", title: "Zoom in (+)" }),
       button("Fit", "0", () => zoom.fit(), { id: "box-zoom-fit" }),
       button("100%", "1", () => zoom.actual(), { id: "box-zoom-actual" }),
     ),
@@ -135,7 +139,8 @@ export async function render(main, ctx) {
           el("kbd", {}, "c"), "/", el("kbd", {}, "Delete"), " clear, ",
           el("kbd", {}, "u"), " next unannotated. Zoom: the wheel, ",
           el("kbd", {}, "+"), "/", el("kbd", {}, "-"), ", ", el("kbd", {}, "0"), " fit, ", el("kbd", {}, "1"), " 100 %; pan: drag with ",
-          el("kbd", {}, "Space"), " held or the middle button. Coordinates are saved in image pixels.",
+          el("kbd", {}, "Space"), " held or the middle button. Undo: ", el("kbd", {}, "Ctrl+Z"), ", redo: ",
+          el("kbd", {}, "Ctrl+Shift+Z"), ". Coordinates are saved in image pixels.",
         ),
       ),
     ),
@@ -174,6 +179,8 @@ export async function render(main, ctx) {
     statusEl.textContent = text;
     statusEl.dataset.state = state;
     saveBtn.disabled = saving || !dirty();
+    undoBtn.disabled = !past.length;
+    redoBtn.disabled = !future.length;
     if (draft) {
       const r = roundBox(draft, W, H);
       coordsEl.textContent = `left ${r.left}, top ${r.top}, right ${r.right}, bottom ${r.bottom} · ${r.right - r.left} × ${r.bottom - r.top} px of ${W} × ${H}`;
@@ -259,6 +266,7 @@ export async function render(main, ctx) {
 
   const endDrag = () => {
     if (!drag) return;
+    const { before } = drag;
     drag = null;
     stage.classList.remove("dragging");
     if (draft) {
@@ -270,26 +278,53 @@ export async function render(main, ctx) {
       };
       if (draft.right - draft.left < 1 || draft.bottom - draft.top < 1) draft = null;
     }
+    changed(before);
     update();
   };
   stage.addEventListener("pointerup", endDrag);
   stage.addEventListener("pointercancel", endDrag);
   stage.addEventListener("lostpointercapture", endDrag);
 
+  // ---- undo / redo: every change of the drawn box on this image -------------------------------
+  const past = [];
+  const future = [];
+  const copy = (b) => (b ? { left: b.left, top: b.top, right: b.right, bottom: b.bottom } : null);
+
+  /** Record a change from `before` to the current draft (none when nothing changed). */
+  function changed(before) {
+    if (same(before, draft)) return;
+    past.push(copy(before));
+    future.length = 0;
+  }
+
+  function step(from, to, what) {
+    if (!from.length) return say(`Nothing to ${what}.`);
+    to.push(copy(draft));
+    draft = from.pop();
+    message = null;
+    update();
+  }
+  const undo = () => step(past, future, "undo");
+  const redo = () => step(future, past, "redo");
+
   // ---- actions -----------------------------------------------------------------------------
-  function clear() {
-    if (!draft) return say("There is no box to clear.");
-    draft = null;
+  /** Replace the drawn box (null: none) as one undoable change. */
+  function setDraft(box) {
+    const before = draft;
+    draft = copy(box);
+    changed(before);
     message = null;
     update();
   }
 
+  function clear() {
+    if (!draft) return say("There is no box to clear.");
+    setDraft(null);
+  }
+
   function useDetection() {
     const d = rec.detection;
-    if (!d || d.fallback) return;
-    draft = { left: d.left, top: d.top, right: d.right, bottom: d.bottom };
-    message = null;
-    update();
+    if (d && !d.fallback) setDraft(d);
   }
 
   async function save(overwriteVersion = null) {
@@ -331,9 +366,9 @@ export async function render(main, ctx) {
   function reloadFromConflict() {
     const current = conflict ? conflict.current : null;
     saved = current;
-    draft = current ? { left: current.left, top: current.top, right: current.right, bottom: current.bottom } : null;
     rec.box = current ? { ...current } : null;
     conflict = null;
+    setDraft(current);
     say("Reloaded the stored box.", "info");
   }
 
@@ -369,8 +404,15 @@ export async function render(main, ctx) {
   }
 
   const onKey = (event) => {
-    if (typing(event) || event.altKey || event.ctrlKey || event.metaKey) return;
-    if (document.querySelector("dialog[open]")) return;
+    if (typing(event) || event.altKey || document.querySelector("dialog[open]")) return;
+    const key = event.key.toLowerCase();
+    if ((event.ctrlKey || event.metaKey) && (key === "z" || key === "y")) {
+      event.preventDefault();
+      if (key === "y" || event.shiftKey) redo();
+      else undo();
+      return;
+    }
+    if (event.ctrlKey || event.metaKey) return;
     const k = event.key;
     const handled = {
       n: () => navigate(index + 1),

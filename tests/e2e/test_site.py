@@ -760,3 +760,43 @@ def test_box_editor_zoom_and_pan(page, server_url, catalog) -> None:  # noqa: AN
     b, v = img.bounding_box(), viewport.bounding_box()
     assert b["x"] >= v["x"] and b["y"] >= v["y"]
     assert b["y"] + b["height"] <= v["y"] + v["height"] + 1
+
+
+def test_box_editor_undo_and_redo(page, server_url, catalog) -> None:  # noqa: ANN001
+    image_id = sorted(catalog.annotated)[8]
+    open_page(page, server_url, f"#/boxes/{enc(image_id)}")
+    page.wait_for_selector("#box-stage[data-ready='true']")
+    status, coords = page.locator("#box-status"), page.locator("#box-coords")
+    expect(status).to_have_attribute("data-state", "saved")
+    stored = coords.inner_text()
+    img = page.locator("#box-stage img")
+
+    page.keyboard.press("c")  # 1: cleared
+    drag(page, img, (0.1, 0.1), (0.5, 0.5))  # 2: a new box
+    first = coords.inner_text()
+    drag(page, page.locator("#box-selection"), (0.5, 0.5), (0.9, 0.9))  # 3: moved
+    moved = coords.inner_text()
+    assert len({stored, first, moved}) == 3
+
+    page.keyboard.press("Control+z")
+    expect(coords).to_have_text(first)
+    page.keyboard.press("Control+z")
+    expect(status).to_have_text("Unsaved: box cleared")
+    page.keyboard.press("Control+z")
+    expect(coords).to_have_text(stored)
+    expect(status).to_have_attribute("data-state", "saved")  # back to what is stored
+    page.keyboard.press("Control+z")
+    expect(page.locator("#box-message")).to_contain_text("Nothing to undo")
+    expect(page.locator("#box-undo")).to_be_disabled()
+
+    page.keyboard.press("Control+Shift+z")
+    expect(status).to_have_text("Unsaved: box cleared")
+    page.keyboard.press("Control+y")
+    expect(coords).to_have_text(first)
+    page.click("#box-redo")
+    expect(coords).to_have_text(moved)
+    expect(page.locator("#box-redo")).to_be_disabled()
+    page.click("#box-undo")
+    expect(coords).to_have_text(first)
+    drag(page, img, (0.2, 0.6), (0.4, 0.9))  # a new change drops what could be redone
+    expect(page.locator("#box-redo")).to_be_disabled()
