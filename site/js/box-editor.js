@@ -2,6 +2,7 @@
 // Boxes are kept in natural image pixels and saved as integers with the version that was read.
 
 import * as api from "./api.js";
+import { history, undoKey } from "./history.js";
 import { el, errorText, notice, staticNotice, typing } from "./ui.js";
 import { zoomable } from "./zoom.js";
 
@@ -90,8 +91,9 @@ export async function render(main, ctx) {
     el("button.btn", { type: "button", onclick: fn, title: key ? `${label} (${key})` : label, ...extra }, label, key ? el("kbd", {}, key) : null);
 
   const saveBtn = button("Save", "s", () => save(), { class: "btn primary", id: "box-save" });
-  const undoBtn = button("Undo", null, () => undo(), { id: "box-undo", title: "Undo (Ctrl+Z)" });
-  const redoBtn = button("Redo", null, () => redo(), { id: "box-redo", title: "Redo (Ctrl+Shift+Z or Ctrl+Y)" });
+  const edits = history(() => update());
+  const undoBtn = button("Undo", null, () => undoRedo("undo"), { id: "box-undo", title: "Undo (Ctrl+Z)" });
+  const redoBtn = button("Redo", null, () => undoRedo("redo"), { id: "box-redo", title: "Redo (Ctrl+Shift+Z or Ctrl+Y)" });
   const toolbar = el(
     "div.toolbar.editor-tools",
     { role: "toolbar", "aria-label": "Box editor" },
@@ -179,8 +181,8 @@ export async function render(main, ctx) {
     statusEl.textContent = text;
     statusEl.dataset.state = state;
     saveBtn.disabled = saving || !dirty();
-    undoBtn.disabled = !past.length;
-    redoBtn.disabled = !future.length;
+    undoBtn.disabled = !edits.canUndo();
+    redoBtn.disabled = !edits.canRedo();
     if (draft) {
       const r = roundBox(draft, W, H);
       coordsEl.textContent = `left ${r.left}, top ${r.top}, right ${r.right}, bottom ${r.bottom} · ${r.right - r.left} × ${r.bottom - r.top} px of ${W} × ${H}`;
@@ -286,26 +288,23 @@ export async function render(main, ctx) {
   stage.addEventListener("lostpointercapture", endDrag);
 
   // ---- undo / redo: every change of the drawn box on this image -------------------------------
-  const past = [];
-  const future = [];
   const copy = (b) => (b ? { left: b.left, top: b.top, right: b.right, bottom: b.bottom } : null);
+  const show = (box) => {
+    draft = copy(box);
+    message = null;
+    update();
+  };
 
   /** Record a change from `before` to the current draft (none when nothing changed). */
   function changed(before) {
     if (same(before, draft)) return;
-    past.push(copy(before));
-    future.length = 0;
+    const [from, to] = [copy(before), copy(draft)];
+    edits.record({ undo: () => show(from), redo: () => show(to) });
   }
 
-  function step(from, to, what) {
-    if (!from.length) return say(`Nothing to ${what}.`);
-    to.push(copy(draft));
-    draft = from.pop();
-    message = null;
-    update();
+  async function undoRedo(what) {
+    if (!(await edits[what]())) say(`Nothing to ${what}.`);
   }
-  const undo = () => step(past, future, "undo");
-  const redo = () => step(future, past, "redo");
 
   // ---- actions -----------------------------------------------------------------------------
   /** Replace the drawn box (null: none) as one undoable change. */
@@ -405,11 +404,10 @@ export async function render(main, ctx) {
 
   const onKey = (event) => {
     if (typing(event) || event.altKey || document.querySelector("dialog[open]")) return;
-    const key = event.key.toLowerCase();
-    if ((event.ctrlKey || event.metaKey) && (key === "z" || key === "y")) {
+    const undoing = undoKey(event);
+    if (undoing) {
       event.preventDefault();
-      if (key === "y" || event.shiftKey) redo();
-      else undo();
+      undoRedo(undoing);
       return;
     }
     if (event.ctrlKey || event.metaKey) return;

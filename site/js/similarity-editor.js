@@ -2,6 +2,7 @@
 // reference; saving stores one triplet (reference, more, less) for every pair.
 
 import * as api from "./api.js";
+import { history, undoKey } from "./history.js";
 import { el, errorText, fmt, modeToggle, notice, segmented, staticNotice, typing } from "./ui.js";
 
 const K = 24;
@@ -45,7 +46,10 @@ export async function render(main, ctx) {
   const tapSlot = el("div#sim-tap");
   const countEl = el("span#sim-count.status-pill", { role: "status", "aria-live": "polite" });
   const saveBtn = el("button.btn.primary#sim-save", { type: "button", onclick: () => save(), title: "Save triplets (s)" }, "Save triplets", el("kbd", {}, "s"));
-  const clearBtn = el("button.btn#sim-clear", { type: "button", onclick: () => { marks.clear(); paint(); } }, "Clear marks");
+  const clearBtn = el("button.btn#sim-clear", { type: "button", onclick: () => changeMarks(() => marks.clear()) }, "Clear marks");
+  const edits = history(() => paint());
+  const undoBtn = el("button.btn#sim-undo", { type: "button", onclick: () => undoRedo("undo"), title: "Undo (Ctrl+Z): marks, saves and deletions" }, "Undo");
+  const redoBtn = el("button.btn#sim-redo", { type: "button", onclick: () => undoRedo("redo"), title: "Redo (Ctrl+Shift+Z or Ctrl+Y)" }, "Redo");
   const messageEl = el("div#sim-message", { "aria-live": "assertive" });
   const grid = el("div.grid.candidates#sim-grid", { role: "group", "aria-label": "Candidates" });
   const storedEl = el("section.panel.stored#sim-stored", { "aria-label": "Stored triplets" });
@@ -81,7 +85,7 @@ export async function render(main, ctx) {
           ", as chosen below; shift-click or right-click marks the other; click again to unmark. Keys on a focused image: ",
           el("kbd", {}, "m"), " more, ", el("kbd", {}, "l"), " less, ", el("kbd", {}, "0"), " unmark.",
         ),
-        el("div.toolbar.editor-tools", {}, tapSlot, countEl, saveBtn, clearBtn),
+        el("div.toolbar.editor-tools", {}, tapSlot, countEl, saveBtn, clearBtn, undoBtn, redoBtn),
         available.length
           ? null
           : notice("There is no search index yet, so the candidates are the next images in catalog order. After `tiefjax index` they are this image's nearest neighbours.", "info"),
@@ -122,13 +126,57 @@ export async function render(main, ctx) {
     }
     countEl.textContent = `${more} more · ${less} less → ${more * less} triplet${more * less === 1 ? "" : "s"}`;
     saveBtn.disabled = saving || more * less === 0;
+    undoBtn.disabled = !edits.canUndo();
+    redoBtn.disabled = !edits.canRedo();
+  }
+
+  // ---- undo / redo: marks, saved triplets and deleted ones ------------------------------------
+  /** Show these marks (of the candidates still shown). */
+  function showMarks(shown) {
+    const ids = new Set([...grid.querySelectorAll(".candidate")].map((c) => c.dataset.id));
+    marks.clear();
+    for (const [cid, m] of shown) if (ids.has(cid)) marks.set(cid, m);
+    say("");
+    paint();
+  }
+
+  /** Change the marks with `fn`, as one undoable step. */
+  function changeMarks(fn) {
+    const before = new Map(marks);
+    fn();
+    const after = new Map(marks);
+    if (before.size !== after.size || [...after].some(([k, m]) => before.get(k) !== m)) {
+      edits.record({ undo: () => showMarks(before), redo: () => showMarks(after) });
+    }
+    say("");
+    paint();
+  }
+
+  async function undoRedo(what) {
+    try {
+      if (!(await edits[what]())) say(`Nothing to ${what}.`);
+    } catch (e) {
+      say(errorText(e), "error");
+    }
+  }
+
+  async function reloadLists() {
+    ctx.refreshStats();
+    await Promise.all([loadStored(), loadCandidates()]);
+  }
+
+  /** Store triplets (reference, positive, negative) for these pairs; the stored rows are
+   * appended to `added` as they come (some may be stored when a later one fails). */
+  async function addAll(pairs, added = []) {
+    for (const [p, n] of pairs) added.push(await api.addTriplet(id, p, n)); // the real reference id
+    return added;
   }
 
   function mark(cid, what) {
-    if (marks.get(cid) === what || what === null) marks.delete(cid);
-    else marks.set(cid, what);
-    say("");
-    paint();
+    changeMarks(() => {
+      if (marks.get(cid) === what || what === null) marks.delete(cid);
+      else marks.set(cid, what);
+    });
   }
 
   paint();
@@ -230,8 +278,18 @@ export async function render(main, ctx) {
     try {
       await api.deleteTriplet(t.id);
       say("Triplet deleted.", "success");
-      ctx.refreshStats();
-      await loadStored();
+      let row = t;
+      edits.record({
+        undo: async () => {
+          [row] = await addAll([[row.positive, row.negative]]);
+          await reloadLists();
+        },
+        redo: async () => {
+          await api.deleteTriplet(row.id);
+          await reloadLists();
+        },
+      });
+      await reloadLists();
     } catch (e) {
       say(errorText(e), "error");
     }
@@ -246,19 +304,26 @@ export async function render(main, ctx) {
     }
     saving = true;
     paint();
-    let done = 0;
+    const pairs = more.flatMap((p) => less.map((n) => [p, n]));
+    const marked = new Map(marks);
+    let rows = [];
     try {
-      for (const p of more) {
-        for (const n of less) {
-          await api.addTriplet(id, p, n); // the real reference id, never an empty string
-          done++;
-        }
-      }
-      say(`Saved ${done} triplet${done === 1 ? "" : "s"}.`, "success");
-      ctx.refreshStats();
-      await Promise.all([loadStored(), loadCandidates()]);
+      await addAll(pairs, rows);
+      say(`Saved ${rows.length} triplet${rows.length === 1 ? "" : "s"}.`, "success");
+      edits.record({
+        undo: async () => {
+          for (const t of rows) await api.deleteTriplet(t.id);
+          await reloadLists();
+          showMarks(marked);
+        },
+        redo: async () => {
+          rows = await addAll(pairs);
+          await reloadLists();
+        },
+      });
+      await reloadLists();
     } catch (e) {
-      say(`${done ? `Saved ${done}, then failed: ` : ""}${errorText(e)}`, "error");
+      say(`${rows.length ? `Saved ${rows.length}, then failed: ` : ""}${errorText(e)}`, "error");
     } finally {
       saving = false;
       paint();
@@ -266,8 +331,14 @@ export async function render(main, ctx) {
   }
 
   const onKey = (event) => {
-    if (typing(event) || event.altKey || event.ctrlKey || event.metaKey) return;
-    if (document.querySelector("dialog[open]")) return;
+    if (typing(event) || document.querySelector("dialog[open]")) return;
+    const undoing = undoKey(event);
+    if (undoing) {
+      event.preventDefault();
+      undoRedo(undoing);
+      return;
+    }
+    if (event.altKey || event.ctrlKey || event.metaKey) return;
     const cards = [...grid.querySelectorAll(".candidate")];
     const i = cards.indexOf(document.activeElement);
     if (event.key === "s") {

@@ -800,3 +800,52 @@ def test_box_editor_undo_and_redo(page, server_url, catalog) -> None:  # noqa: A
     expect(coords).to_have_text(first)
     drag(page, img, (0.2, 0.6), (0.4, 0.9))  # a new change drops what could be redone
     expect(page.locator("#box-redo")).to_be_disabled()
+
+
+def test_similarity_editor_undo_and_redo(page, server_url, catalog) -> None:  # noqa: ANN001
+    ref = catalog.ids[4]
+
+    def stored() -> set[tuple[str, str]]:
+        return {(t.positive, t.negative) for t in store_triplets(catalog) if t.reference == ref}
+
+    before = stored()
+    page.add_init_script(f"localStorage.setItem('tiefjax.token', '{TOKEN}')")
+    open_page(page, server_url, f"#/similarity/{enc(ref)}")
+    cards = page.locator("#sim-grid .candidate")
+    expect(cards.first).to_be_visible()
+    more, less = (cards.nth(i).get_attribute("data-id") for i in (0, 1))
+
+    def card(cid: str):  # noqa: ANN202
+        return page.locator(f"#sim-grid .candidate[data-id='{cid}']")
+
+    card(more).click()
+    card(less).click(button="right")
+    page.click("#sim-save")
+    expect(page.locator("#sim-message")).to_contain_text("Saved 1 triplet")
+    assert stored() == before | {(more, less)}
+    expect(card(more)).to_have_count(0)  # judged: no longer a candidate
+
+    page.keyboard.press("Control+z")  # the save: the triplet goes, the marks come back
+    expect(card(less)).to_have_attribute("data-mark", "less")
+    expect(card(more)).to_have_attribute("data-mark", "more")
+    assert stored() == before
+    page.keyboard.press("Control+z")  # the "less" mark
+    expect(card(less)).to_have_attribute("data-mark", "")
+    page.keyboard.press("Control+Shift+z")
+    expect(card(less)).to_have_attribute("data-mark", "less")
+    page.keyboard.press("Control+y")  # the save again
+    expect(card(more)).to_have_count(0)
+    expect(page.locator("#sim-redo")).to_be_disabled()
+    assert stored() == before | {(more, less)}
+
+    # a deleted triplet comes back with Ctrl+Z, and goes again with Ctrl+Shift+Z
+    row = page.locator("#sim-triplets .triplet").filter(has_text=f"{more} over {less}")
+    row.locator("button").click()
+    expect(row).to_have_count(0)
+    assert stored() == before
+    page.keyboard.press("Control+z")
+    expect(row).to_have_count(1)
+    assert stored() == before | {(more, less)}
+    page.click("#sim-redo")
+    expect(row).to_have_count(0)
+    assert stored() == before
