@@ -454,7 +454,7 @@ def test_static_export_gallery_and_similar(page, static_url, catalog) -> None:  
     expect(page.locator("footer")).to_contain_text("static export")
     shot(page, "static-gallery")
 
-    cards.first.click()  # the odd id: its export files are found through the quoted key
+    cards.first.click()  # the odd id: its export files are found through its hashed key
     wait_route(page, f"#/image/{ODD_ID}")
     hits = page.locator("#similar-grid .card")
     expect(hits.first).to_be_visible()
@@ -486,7 +486,7 @@ def test_static_export_opens_from_a_file(page, static_root, catalog) -> None:  #
     cards = page.locator("#gallery-grid .card")
     expect(cards).to_have_count(len(catalog.ids))
     expect(page.locator("footer")).to_contain_text(f"{len(catalog.ids)} images")
-    cards.first.click()  # the odd id: its file names are escaped on disk and in the URL
+    cards.first.click()  # the odd id: its files (hashed names) load from disk too
     wait_route(page, f"#/image/{ODD_ID}")
     expect(page.locator("#similar-grid .card").first).to_be_visible()
     assert page.locator("#similar-grid .card").count() >= 5
