@@ -25,6 +25,7 @@ from tiefjax.store import (
     ImageRecord,
     Store,
     StoreBusy,
+    StoreDamaged,
     apply_migration,
 )
 
@@ -239,7 +240,7 @@ def test_failed_transaction_writes_nothing(store: Store) -> None:
 def test_not_a_database(tmp_path: Path) -> None:
     path = tmp_path / "junk.sqlite"
     path.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(InvalidInput, match="not a usable tiefjax store"):
+    with pytest.raises(StoreDamaged, match="is damaged .* nothing was changed"):
         Store(path)
 
 

@@ -114,30 +114,33 @@ def init_workspace(
         raise NotFound(f"images folder {folder} does not exist (or is not a folder)")
     files = list_image_files(folder)
 
-    ws.ensure_config(config_template())
     report = RegisterReport(workspace=str(ws.root), images_dir=str(folder))
-    with Store(ws.store_path) as store:
-        existing = {rec.id: rec for rec in store.list_images()}
-        if not files and existing:
-            raise InvalidInput(
-                f"{folder} holds no JPEG/PNG/WebP files; refusing to remove all "
-                f"{len(existing)} registered images. Check --images, or delete "
-                f"{ws.store_path} to start an empty catalog"
-            )
-        candidates = _pick_one_per_stem(files, existing, report)
-        kept_ids = _register(store, candidates, existing, report)
-        gone = sorted(set(existing) - kept_ids)
-        if gone:
-            boxes = store.boxes()
-            report.removed_boxes = sum(1 for i in gone if i in boxes)
-            gone_set = set(gone)
-            report.removed_triplets = sum(
-                1 for t in store.list_triplets() if gone_set & {t.reference, t.positive, t.negative}
-            )
-            store.remove_images(gone)
-        report.removed = gone
-        store.set_meta(IMAGES_DIR_KEY, str(folder))
-        report.total = store.count_images()
+    with ws.writing("the catalog"):
+        ws.ensure_config(config_template())
+        with Store(ws.store_path) as store:
+            existing = {rec.id: rec for rec in store.list_images()}
+            if not files and existing:
+                raise InvalidInput(
+                    f"{folder} holds no JPEG/PNG/WebP files; refusing to remove all "
+                    f"{len(existing)} registered images and their annotations. Check --images "
+                    "(the photos must be directly inside it)"
+                )
+            candidates = _pick_one_per_stem(files, existing, report)
+            kept_ids = _register(store, candidates, existing, report)
+            gone = sorted(set(existing) - kept_ids)
+            if gone:
+                boxes = store.boxes()
+                report.removed_boxes = sum(1 for i in gone if i in boxes)
+                gone_set = set(gone)
+                report.removed_triplets = sum(
+                    1
+                    for t in store.list_triplets()
+                    if gone_set & {t.reference, t.positive, t.negative}
+                )
+                store.remove_images(gone)
+            report.removed = gone
+            store.set_meta(IMAGES_DIR_KEY, str(folder))
+            report.total = store.count_images()
     return report
 
 

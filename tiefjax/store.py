@@ -27,6 +27,7 @@ import math
 import os
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from typing import Any
 
 from tiefjax.errors import Conflict, InvalidInput, NotFound, TiefjaxError
 from tiefjax.validate import id_problem, shown
+from tiefjax.workspace import read_only
 
 #: Seconds a connection waits for another writer's lock before giving up.
 BUSY_TIMEOUT_S = 30.0
@@ -119,6 +121,16 @@ class StoreBusy(TiefjaxError):
     """Another writer held the store's lock for longer than the busy timeout."""
 
     http_status = 503
+
+
+class StoreUnavailable(TiefjaxError):
+    """The store cannot be opened or written for a reason outside the request (disk full, ...)."""
+
+    http_status = 503
+
+
+class StoreDamaged(StoreUnavailable):
+    """The store file is empty or not readable as SQLite; it is never rebuilt silently."""
 
 
 class BoxConflict(Conflict):
@@ -259,17 +271,28 @@ class Store:
 
     def __init__(self, path: str | os.PathLike[str], timeout: float = BUSY_TIMEOUT_S):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        #: Opened read-only because the file or its folder cannot be written: reads work, every
+        #: write raises :class:`~tiefjax.workspace.ReadOnly` naming the fix.
+        self.read_only = self.path.exists() and not (
+            os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK)
+        )
+        if self.path.exists() and self.path.stat().st_size == 0:
+            raise StoreDamaged(
+                f"{self.path} is empty (0 bytes): the catalog and annotations it held are not "
+                "in it; nothing was changed (tiefjax never rebuilds it on its own). Restore it "
+                "from a backup"
+            )
+        if not self.read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._timeout = timeout
         self._depth = 0  # nesting of transaction() on this connection
         try:
-            self._db = sqlite3.connect(
-                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
-            )
+            self._db = self._connect()
             self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")  # durable across process crashes
+            if not self.read_only:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.execute("PRAGMA synchronous = NORMAL")  # durable across process crashes
             self._db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
         except BaseException as err:
@@ -277,10 +300,62 @@ class Store:
                 self._db.close()
             if not isinstance(err, sqlite3.DatabaseError):
                 raise
-            raise InvalidInput(
-                f"{self.path} is not a usable tiefjax store ({err}); restore it from a backup "
-                "or move it away and run tiefjax init again"
-            ) from err
+            raise self._failure(err) from err
+
+    def _connect(self) -> sqlite3.Connection:
+        """A connection; read-only ones try ``mode=ro`` and then ``immutable=1``, which SQLite
+        needs for a WAL store in a read-only folder (it cannot create the ``-shm`` file there)."""
+        if not self.read_only:
+            return self._open(str(self.path), uri=False)
+        uri = "file:" + urllib.parse.quote(str(self.path.resolve()))
+        db = self._open(uri + "?mode=ro", uri=True)
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the file lazily
+        except sqlite3.OperationalError:
+            db.close()
+            db = self._open(uri + "?immutable=1", uri=True)
+        return db
+
+    def _open(self, database: str, uri: bool) -> sqlite3.Connection:
+        return sqlite3.connect(
+            database,
+            timeout=self._timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            uri=uri,
+        )
+
+    def _failure(self, err: sqlite3.DatabaseError) -> Exception:
+        """The one-line error for what SQLite reported (other errors are returned unchanged)."""
+        name = getattr(err, "sqlite_errorname", "")
+        if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+            return StoreDamaged(
+                f"{self.path} is damaged ({err}); nothing was changed. Restore it from a backup, "
+                f"or salvage what is readable into a new file: sqlite3 '{self.path}' .recover "
+                f"| sqlite3 '{self.path}.recovered'"
+            )
+        if name.startswith("SQLITE_READONLY"):
+            return read_only(self.path.parent, "annotations")
+        if name.startswith("SQLITE_FULL"):
+            return StoreUnavailable(
+                f"the disk of {self.path} is full ({err}); nothing was changed. "
+                "Free some space and try again"
+            )
+        if name.startswith("SQLITE_CANTOPEN"):
+            return StoreUnavailable(
+                f"cannot open {self.path} ({err}); check that it and its folder exist and are "
+                "readable by this user"
+            )
+        return err
+
+    @contextmanager
+    def _locked(self) -> Iterator[sqlite3.Connection]:
+        """The connection under the store's lock; SQLite failures become one-line errors."""
+        with self._lock:
+            try:
+                yield self._db
+            except sqlite3.DatabaseError as err:
+                raise self._failure(err) from err
 
     # -- lifecycle --------------------------------------------------------------------------------
     def close(self) -> None:
@@ -294,7 +369,7 @@ class Store:
         self.close()
 
     def schema_version(self) -> int:
-        with self._lock:
+        with self._locked():
             return self._version()
 
     def _version(self) -> int:
@@ -310,6 +385,8 @@ class Store:
         """Bring the schema up to date (a read first, so opening never waits for writers)."""
         if self._schema_version_checked() == SCHEMA_VERSION:
             return
+        if self.read_only:
+            raise read_only(self.path.parent, "the upgrade of its store to this tiefjax")
         with self.transaction():
             version = self._schema_version_checked()  # another process may have migrated meanwhile
             if version == SCHEMA_VERSION:
@@ -336,7 +413,9 @@ class Store:
 
         Everything inside commits together or, on any exception, not at all.
         """
-        with self._lock:
+        if self.read_only:
+            raise read_only(self.path.parent, "annotations")
+        with self._locked():
             if self._depth:
                 self._depth += 1
                 try:
@@ -347,6 +426,8 @@ class Store:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as err:
+                if not getattr(err, "sqlite_errorname", "").startswith("SQLITE_BUSY"):
+                    raise
                 raise StoreBusy(
                     f"{self.path} stayed locked by another writer for {self._timeout:g} s "
                     f"({err}); try again when it has finished"
@@ -365,7 +446,7 @@ class Store:
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A consistent snapshot for multi-statement reads."""
-        with self._lock:
+        with self._locked():
             if self._depth:
                 yield self._db
                 return
@@ -376,11 +457,11 @@ class Store:
                 self._db.execute("COMMIT")
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        with self._lock:
+        with self._locked():
             return self._db.execute(sql, params).fetchone()
 
     def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._lock:
+        with self._locked():
             return self._db.execute(sql, params).fetchall()
 
     # -- meta -------------------------------------------------------------------------------------
@@ -492,7 +573,7 @@ class Store:
     # -- boxes ------------------------------------------------------------------------------------
     def check_box(self, image_id: str, box: Box | Sequence[float]) -> Box:
         """The validated box for ``image_id`` (else NotFound / InvalidInput); writes nothing."""
-        with self._lock:
+        with self._locked():
             width, height = self._size(image_id)
         return validate_box(box, width, height, image_id)
 
@@ -509,7 +590,7 @@ class Store:
 
     def get_box(self, image_id: str) -> StoredBox | None:
         """The image's box, or None when it has none (NotFound for an unknown image)."""
-        with self._lock:
+        with self._locked():
             self._size(image_id)
             return self._box_row(image_id)
 
@@ -609,7 +690,7 @@ class Store:
             raise InvalidInput(
                 f"triplet ({reference}, {positive}, {negative}) needs three different images"
             )
-        with self._lock:
+        with self._locked():
             missing = [i for i in ids if not self.has_image(i)]
         if missing:
             raise NotFound(
@@ -686,7 +767,7 @@ class Store:
 
     def get_detection(self, image_id: str) -> Detection | None:
         """The locator's box for the image, or None when it has not been located."""
-        with self._lock:
+        with self._locked():
             self._size(image_id)
             row = self._db.execute(
                 "SELECT image_id, left, top, right, bottom, score, fallback FROM detections "

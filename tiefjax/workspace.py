@@ -8,18 +8,39 @@ for their settings section; they never build workspace paths themselves.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import tempfile
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tiefjax.errors import InvalidInput, NotFound
+from tiefjax.errors import InvalidInput, NotFound, TiefjaxError
 
 CONFIG_NAME = "tiefjax.toml"
 STORE_NAME = "tiefjax.sqlite"
 
 T = TypeVar("T")
+
+#: errno values meaning "this user may not write here" (permissions or a read-only mount).
+NOT_WRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+class ReadOnly(TiefjaxError):
+    """A write to a folder or file this process cannot write (permissions, read-only mount)."""
+
+    http_status = 403
+
+
+def read_only(path: Path, what: str) -> ReadOnly:
+    """The one-line error for ``what`` that cannot be written because ``path`` is read-only."""
+    return ReadOnly(
+        f"{path} is read-only for this user, so {what} cannot be saved; nothing was changed. "
+        f"Make it writable (e.g. chmod -R u+w '{path}', or remount the disk read-write) and "
+        "run the command again"
+    )
 
 
 class Workspace:
@@ -76,9 +97,29 @@ class Workspace:
 
     def ensure_config(self, template: str) -> None:
         """Write ``tiefjax.toml`` from ``template`` unless the user already has one."""
+        if self.root.exists() and not self.root.is_dir():
+            raise InvalidInput(
+                f"{self.root} is a file, not a folder; give a new or existing folder as the "
+                "workspace"
+            )
         self.root.mkdir(parents=True, exist_ok=True)
         if not self.config_path.exists():
             atomic_write_text(self.config_path, template)
+
+    @contextmanager
+    def writing(self, what: str) -> Iterator[Workspace]:
+        """Run a command that writes ``what`` into the workspace: refused up front when the
+        folder is read-only, and a permission or read-only-disk error on the way becomes one
+        line naming the path and the fix instead of an OSError traceback."""
+        nearest = next(p for p in (self.root, *self.root.parents) if p.exists())
+        if not os.access(nearest, os.W_OK):
+            raise read_only(nearest, what)
+        try:
+            yield self
+        except OSError as err:
+            if err.errno not in NOT_WRITABLE or err.filename is None:
+                raise
+            raise read_only(Path(os.fsdecode(err.filename)).parent, what) from err
 
     # -- settings -----------------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:

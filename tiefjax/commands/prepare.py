@@ -24,6 +24,7 @@ def _prepare(args: argparse.Namespace) -> int:
     from tiefjax.prepare import prepare  # noqa: PLC0415 (keeps `tiefjax --help` fast)
     from tiefjax.workspace import Workspace  # noqa: PLC0415
 
-    summary = prepare(Workspace(args.workspace), force=args.force)
+    with Workspace(args.workspace).writing("the prepared training sets") as ws:
+        summary = prepare(ws, force=args.force)
     print(summary.table())
     return 0

@@ -39,16 +39,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tiefjax.train.artifacts import train
 
-    report = train(
-        Workspace(args.workspace),
-        args.task,
-        reset=args.reset,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-        finetune_encoder=args.finetune_encoder,
-    )
+    with Workspace(args.workspace).writing(f"the {args.task}'s checkpoints") as ws:
+        report = train(
+            ws,
+            args.task,
+            reset=args.reset,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            seed=args.seed,
+            finetune_encoder=args.finetune_encoder,
+        )
     if args.json:
         data = {k: v for k, v in vars(report).items() if k != "train_dir"}
         print(json.dumps({**data, "train_dir": str(report.train_dir)}, indent=1))
