@@ -147,7 +147,7 @@ def test_reduction_lossless_for_small_catalogs_and_measured_for_large():
 def test_real_encoder_descriptor_is_the_original_score(tmp_path):
     """Dot product of unsupervised descriptors == mean cosine of aligned locations (5.2)."""
     from tiefjax.index.encode import FeatureEncoder
-    from tiefjax.models import make_encode_fn
+    from tiefjax.models import make_encoder
     from tiefjax.nets.alexnet import init_encoder_params
 
     params = init_encoder_params(0)
@@ -156,7 +156,7 @@ def test_real_encoder_descriptor_is_the_original_score(tmp_path):
     feats = enc(windows)  # 2 batches, the last one a single window
     assert feats.shape == (3, FEATURE_DIM)
     assert np.allclose(FeatureEncoder(params, "t", batch_size=4)(windows), feats, atol=1e-5)
-    fmap = np.asarray(make_encode_fn()(params, windows))  # (3, 11, 11, 256)
+    fmap = make_encoder(params)(windows)  # (3, 11, 11, 256)
     unit = fmap / np.maximum(np.linalg.norm(fmap, axis=-1, keepdims=True), 1e-12)
     original = np.einsum("hwc,hwc->hw", unit[0], unit[1]).mean()
     ours = (feats[0] / 11) @ (feats[1] / 11)
@@ -180,8 +180,10 @@ def test_trained_fingerprint_ignores_metrics_log_but_follows_final(tmp_path):
     assert trained_fingerprint(ws, "ranking") != first
 
 
-def test_short_batches_pad_to_powers_of_two_within_the_batch_size():
-    from tiefjax.index.encode import padded_size
+def test_short_batches_pad_to_powers_of_two_then_to_the_device_count():
+    from tiefjax.inference import padded_rows
 
-    assert [padded_size(n, 16) for n in (1, 2, 3, 5, 8, 9, 16)] == [1, 2, 4, 8, 8, 16, 16]
-    assert padded_size(20, 16) == 16 and padded_size(3, 6) == 4 and padded_size(5, 6) == 6
+    assert [padded_rows(n, 16) for n in (1, 2, 3, 5, 8, 9, 16)] == [1, 2, 4, 8, 8, 16, 16]
+    assert padded_rows(20, 16) == 16 and padded_rows(3, 6) == 4 and padded_rows(5, 6) == 6
+    assert [padded_rows(n, 16, 4) for n in (1, 3, 5, 9)] == [4, 4, 8, 16]
+    assert [padded_rows(n, 12, 3) for n in (1, 2, 5, 12)] == [3, 3, 9, 12]

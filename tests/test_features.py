@@ -31,7 +31,7 @@ class Counting:
         self.seen = 0
 
     def __call__(self, params, batch):
-        self.seen += int(batch.reshape(len(batch), -1).any(1).sum())  # padding rows are zero
+        self.seen += len(batch)
         return batch.reshape(len(batch), 2, 4, 2, 4, 3).mean((2, 4)).astype(np.float32) * params
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from tiefjax.errors import InvalidInput, NotFound
 from tiefjax.locate import LocateConfig, Locator, Windows, combine_windows
-from tiefjax.models import make_encode_fn
+from tiefjax.models import make_encoder
 from tiefjax.nets.alexnet import PATCH, STRIDE, WINDOW, init_encoder_params
 from tiefjax.nets.heads import BoxRegressors, CropClassifier
 from tiefjax.workspace import Workspace
@@ -45,10 +45,8 @@ def _photo(width: int, height: int, seed: int = 0) -> Image.Image:
 
 
 def test_sliding_heads_equal_heads_on_each_cut_patch():
-    encode = make_encode_fn()
-    params = init_encoder_params(0)
     pixels = np.asarray(_photo(288, 320))[None]
-    fmap = encode(params, jnp.asarray(pixels))
+    fmap = jnp.asarray(make_encoder(init_encoder_params(0))(pixels))
     (clf, clf_params), (reg, reg_params) = _heads()
     slid_logits = clf.apply({"params": clf_params}, fmap)
     slid_deltas = reg.apply({"params": reg_params}, fmap)
@@ -79,13 +77,12 @@ def test_window_crop_encoding_matches_the_map_where_padding_cannot_reach():
     match exactly; the rest of the patch differs (which is why the heads are trained on crops
     encoded on their own, like the windows they later slide over, and tested on the map).
     """
-    encode = make_encode_fn()
-    params = init_encoder_params(0)
+    encode = make_encoder(init_encoder_params(0))
     pixels = np.asarray(_photo(WINDOW + 2 * STRIDE, WINDOW + STRIDE, seed=3))
-    fmap = np.asarray(encode(params, jnp.asarray(pixels[None])))[0]
+    fmap = encode(pixels[None])[0]
     for i, j in [(0, 0), (1, 2), (0, 2)]:
         crop = pixels[i * STRIDE : i * STRIDE + WINDOW, j * STRIDE : j * STRIDE + WINDOW]
-        alone = np.asarray(encode(params, jnp.asarray(crop[None])))[0]
+        alone = encode(crop[None])[0]
         patch = fmap[i : i + PATCH, j : j + PATCH]
         np.testing.assert_allclose(alone[5, 5], patch[5, 5], rtol=1e-4, atol=1e-4)
         # the agreement over the whole patch is high but not exact (padding):

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tiefjax.images import normalize
-from tiefjax.models import CPU_CHUNK, encode_fn, load_encoder, make_encode_fn
+from tiefjax.models import CPU_CHUNK, load_encoder, make_encoder
 from tiefjax.nets.alexnet import AlexNetEncoder, init_encoder_params, max_pool_3x3
 from tiefjax.workspace import Workspace
 
@@ -32,14 +32,11 @@ def test_cpu_encoder_equals_the_plain_program_in_and_out_of_chunks():
     images = np.random.default_rng(0).integers(0, 256, (CPU_CHUNK + 3, 240, 272, 3), np.uint8)
     plain = np.asarray(AlexNetEncoder().apply({"params": params}, normalize(images)))
     scale = np.abs(plain).max()
+    encoder = make_encoder(params, jnp.float32, cap=16)
     for n in (1, CPU_CHUNK, CPU_CHUNK + 3):  # less than, exactly and more than one chunk
-        got = np.asarray(make_encode_fn(jnp.float32)(params, images[:n]))
+        got = encoder(images[:n])
         assert got.shape == (n, 12, 14, 256) and got.dtype == np.float32
         assert np.abs(got - plain[:n]).max() <= 1e-5 * scale
-    assert encode_fn() is make_encode_fn(jnp.float32)  # compiled once per process
-    # usable inside another jit too (e.g. a fused encode + descriptor step)
-    fused = jax.jit(lambda p, x: encode_fn()(p, x).sum())
-    assert np.isclose(float(fused(params, images[:2])), float(plain[:2].sum()), rtol=1e-4)
 
 
 def test_max_pool_equals_flax_max_pool_exactly():

@@ -4,17 +4,26 @@ Subcommands live in ``tiefjax/commands/<area>.py``, each with ``register(subpars
 user can fix (:class:`TiefjaxError`) are printed as one plain message with exit code 2; Ctrl-C
 exits with 130 and a note that the command can be re-run to resume. Compiled programs are
 cached on disk between runs (:mod:`tiefjax.compile_cache`).
+
+A multi-process run (JAX's coordinator variables set) joins before anything else touches JAX
+(:func:`tiefjax.distributed.start`), checks that every process runs the same command, and runs
+under :mod:`tiefjax.supervise` so that a lost process ends the others with one line.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import os
 import sys
 from collections.abc import Sequence
 
+from tiefjax import distributed
 from tiefjax.compile_cache import use_compile_cache
 from tiefjax.errors import TiefjaxError
+from tiefjax.models import DTYPE_VAR, DTYPES
+from tiefjax.supervise import WORKER_VAR, run_supervised
 
 #: Modules under ``tiefjax.commands`` that contribute subcommands, in help order.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -27,6 +36,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "serve",  # serve, export-site
     "demo",  # demo
 )
+#: Commands that compute on devices: they say which process and devices they run on.
+DEVICE_COMMANDS = frozenset({"train", "locate", "index", "search", "score", "demo"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,22 +45,32 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tiefjax",
         description="Visual product search for image catalogs (TiefVision on JAX/Flax).",
     )
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        help="encoder compute dtype for this command (overrides [compute] dtype; auto = "
+        "bfloat16 on GPU/TPU, float32 on the CPU)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"tiefjax.commands.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"tiefjax.commands.{name}":
-                continue  # area not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"tiefjax.commands.{name}").register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    use_compile_cache()
+    if args.dtype:
+        os.environ[DTYPE_VAR] = args.dtype  # read where the encoder is made; children inherit it
     try:
+        if distributed.requested() and not os.environ.get(WORKER_VAR):
+            return run_supervised(argv, args.command)
+        if distributed.start():
+            distributed.announce(args.command)
+            distributed.check_same("command lines", json.dumps(argv))
+        elif args.command in DEVICE_COMMANDS:
+            distributed.announce(args.command)
+        use_compile_cache()
         result = args.func(args)
     except TiefjaxError as err:
         print(f"tiefjax {args.command}: error: {err}", file=sys.stderr)

@@ -25,12 +25,8 @@ from PIL import Image
 
 from tiefjax.errors import InvalidInput, NotFound
 from tiefjax.images import IMAGENET_MEAN, Box, float_box, resize_short_side, scale_box
-from tiefjax.models import (
-    EIGEN_CONV_OPTIONS,
-    load_encoder,
-    make_encode_fn,
-    power_of_two_parts,
-)
+from tiefjax.inference import ShardedApply, power_of_two_parts
+from tiefjax.models import compiler_options, compute_dtype, encoder_program, load_encoder
 from tiefjax.nets.alexnet import STRIDE, WINDOW
 from tiefjax.workspace import Workspace
 
@@ -163,15 +159,20 @@ class Locator:
         target_std: np.ndarray,
         config: LocateConfig | None = None,
         regressor_encoder_params: Any | None = None,
+        dtype: Any = jnp.float32,
     ):
         self.config = config or LocateConfig()
-        self._encoder_params = encoder_params
-        self._regressor_encoder_params = regressor_encoder_params
-        self._classifier_head, self._classifier_params = classifier
-        self._regressor_head, self._regressor_params = regressor
-        self._mean = jnp.asarray(target_mean, jnp.float32)
-        self._std = jnp.asarray(target_std, jnp.float32)
-        self._encode = make_encode_fn()
+        self._params = {
+            "encoder": encoder_params,
+            "classifier": classifier[1],
+            "regressor": regressor[1],
+            "mean": jnp.asarray(target_mean, jnp.float32),
+            "std": jnp.asarray(target_std, jnp.float32),
+        }
+        if regressor_encoder_params is not None:
+            self._params["regressor_encoder"] = regressor_encoder_params
+        self._heads = (classifier[0], regressor[0])
+        self._dtype = dtype
 
     @classmethod
     def load(cls, ws: Workspace, config: LocateConfig | None = None) -> Locator:
@@ -198,34 +199,36 @@ class Locator:
             np.asarray(regressor.meta["std"], np.float32),
             config or ws.section("locate", LocateConfig),
             regressor_encoder_params=None if reg_encoder is encoder else reg_encoder,
+            dtype=compute_dtype(ws),
         )
 
     @property
     def batch_size(self) -> int:
-        """Photos per call when locating many (``[locate] batch_size``, resolved)."""
+        """Photos per call when locating many (``[locate] batch_size``, resolved): automatic is
+        16 on accelerators and one per local device on the CPU."""
         if self.config.batch_size:
             return self.config.batch_size
-        return 1 if jax.default_backend() == "cpu" else 16
+        return jax.local_device_count() if jax.default_backend() == "cpu" else 16
 
     @functools.cached_property
-    def _heads(self):  # jitted once per locator; recompiles per padded shape only
-        clf, reg = self._classifier_head, self._regressor_head
+    def _scorer(self) -> ShardedApply:
+        """Encoder and heads in one program over every local device (one compile per padded
+        photo shape)."""
+        encode = encoder_program(self._dtype)
+        clf, reg = self._heads
 
-        def run(clf_params, reg_params, clf_map, reg_map, mean, std):
-            probability = jax.nn.softmax(clf.apply({"params": clf_params}, clf_map), -1)[..., 1]
-            deltas = reg.apply({"params": reg_params}, reg_map) * std + mean
-            return probability, deltas
+        def run(params: dict[str, Any], pixels: jax.Array) -> tuple[jax.Array, jax.Array]:
+            clf_map = encode(params["encoder"], pixels)
+            reg_map = clf_map
+            if "regressor_encoder" in params:
+                reg_map = encode(params["regressor_encoder"], pixels)
+            logits = clf.apply({"params": params["classifier"]}, clf_map)
+            probability = jax.nn.softmax(logits.astype(jnp.float32), -1)[..., 1]
+            deltas = reg.apply({"params": params["regressor"]}, reg_map)
+            return probability, deltas * params["std"] + params["mean"]
 
-        # XLA's Eigen convolution runs the 11x11 "fully connected" head layers several times
-        # faster than the default CPU backend (measured in scripts/bench/locate.py).
-        options = EIGEN_CONV_OPTIONS if jax.default_backend() == "cpu" else None
-        return jax.jit(run, compiler_options=options)
-
-    def score_features(self, clf_map: jax.Array, reg_map: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Heads on encoder maps ``(B, h, w, 256)``: foreground probability and box deltas."""
-        return self._heads(
-            self._classifier_params, self._regressor_params, clf_map, reg_map, self._mean, self._std
-        )
+        cap = max(self.batch_size, jax.local_device_count())
+        return ShardedApply(run, self._params, cap=cap, compiler_options=compiler_options())
 
     def score_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 ``(B, H, W, 3)`` -> foreground probability ``(B, h-10, w-10)`` and deltas.
@@ -233,13 +236,7 @@ class Locator:
         ``deltas`` (``(.., 4)``) are box corners relative to each window's origin, in the
         pixels given.
         """
-        pixels = jnp.asarray(batch)
-        clf_map = self._encode(self._encoder_params, pixels)
-        reg_map = clf_map
-        if self._regressor_encoder_params is not None:
-            reg_map = self._encode(self._regressor_encoder_params, pixels)
-        probability, deltas = self.score_features(clf_map, reg_map)
-        return np.asarray(probability), np.asarray(deltas)
+        return self._scorer(np.asarray(batch))
 
     def windows(self, img: Image.Image) -> Windows:
         """Score every window of ``img`` at every configured scale."""

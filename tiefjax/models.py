@@ -4,9 +4,10 @@ Every command that encodes images calls :func:`load_encoder`; without ported wei
 works (random init, seed 0) and says so once on stderr, so nobody mistakes random features for
 ImageNet ones.
 
-Speed on CPU: :func:`make_encode_fn` compiles with XLA's own (Eigen) convolutions instead of
+Speed on CPU: :func:`make_encoder` compiles with XLA's own (Eigen) convolutions instead of
 the default YNNPACK ones and runs a batch a few images at a time so activations stay in cache
-(see docs/benchmarks.md and scripts/bench/encoder.py). On GPUs it is one plain ``jax.jit``.
+(see docs/benchmarks.md and scripts/bench/encoder.py). It runs on every local device
+(:class:`tiefjax.inference.ShardedApply`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -24,8 +26,10 @@ import jax.numpy as jnp
 
 from tiefjax.errors import InvalidInput
 from tiefjax.images import normalize
+from tiefjax.inference import ShardedApply
 from tiefjax.nets.alexnet import AlexNetEncoder, ImageNetHead, apply_params, init_encoder_params
 from tiefjax.nets.port import ENCODER_DIR, HEAD_DIR, META_NAME
+from tiefjax.settings import setting
 from tiefjax.workspace import Workspace
 
 RANDOM_SEED = 0
@@ -132,48 +136,66 @@ def _in_chunks(params: Any, images: jax.Array, dtype: Any) -> jax.Array:
     return jax.lax.map(one, images, batch_size=CPU_CHUNK)
 
 
-def make_encode_fn(dtype: Any = jnp.float32) -> EncodeFn:
-    """``fn(params, uint8 NHWC batch) -> float32 (B, h, w, 256)`` feature maps, jitted.
+def encoder_program(dtype: Any = jnp.float32) -> EncodeFn:
+    """The per-device encoder ``fn(params, uint8 NHWC batch) -> float32 (B, h, w, 256)`` maps.
 
-    Normalisation (ImageNet mean/std) happens on the device, so callers ship uint8. On the CPU
-    the program is compiled with XLA's Eigen convolutions (faster than the default YNNPACK ones
-    on both machines measured) and runs a batch ``CPU_CHUNK`` images at a time inside the one
-    program: a chunk's activations stay in cache, where a whole batch of 32 spills to memory
-    (docs/benchmarks.md). Chunking changes nothing but the speed. Inside another ``jax.jit``
-    it traces as one plain program (give that outer jit ``compiler_options=EIGEN_CONV_OPTIONS``
-    for the backend part of the speed-up).
+    Normalisation (ImageNet mean/std) happens on the device, so callers ship uint8. ``dtype``
+    is the compute dtype (parameters stay float32, maps come out float32). On the CPU a batch
+    runs ``CPU_CHUNK`` images at a time inside the one program: a chunk's activations stay in
+    cache, where a whole batch of 32 spills to memory (docs/benchmarks.md); chunking changes
+    nothing but the speed.
     """
-    return _build_encode_fn(jnp.dtype(dtype), jax.default_backend() == "cpu")
+    cpu = jax.default_backend() == "cpu"
+    return functools.partial(_in_chunks if cpu else _whole, dtype=jnp.dtype(dtype))
 
 
-@functools.cache
-def _build_encode_fn(dtype: Any, cpu: bool) -> EncodeFn:
-    if not cpu:
-        return jax.jit(functools.partial(_whole, dtype=dtype))
-    compiled = jax.jit(
-        functools.partial(_in_chunks, dtype=dtype), compiler_options=EIGEN_CONV_OPTIONS
+DTYPE_VAR = "TIEFJAX_DTYPE"
+DTYPES = ("auto", "float32", "bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class ComputeConfig:
+    """Settings of ``[compute]``."""
+
+    dtype: str = setting(
+        "auto",
+        "encoder compute dtype: auto = bfloat16 on GPU/TPU, float32 on the CPU; float32 or "
+        "bfloat16 force one (parameters and stored descriptors stay float32)",
     )
 
-    def encode(params: Any, images: Any) -> jax.Array:
-        if any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves((params, images))):
-            return _whole(params, images, dtype)  # traced by an outer jit: one program
-        return compiled(params, images)
-
-    return encode
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise InvalidInput(f"[compute] dtype must be one of {DTYPES}, not {self.dtype!r}")
 
 
-def power_of_two_parts(n: int, cap: int) -> list[int]:
-    """Split ``n`` items into batches of power-of-two sizes at most ``cap``, largest first
-    (13, cap 16 -> 8, 4, 1): few compiled shapes and no blank padding to encode."""
-    cap = 1 << (max(1, cap).bit_length() - 1)  # the largest power of two <= cap
-    parts = [cap] * (n // cap)
-    rest = n % cap
-    parts += [1 << bit for bit in reversed(range(rest.bit_length())) if rest >> bit & 1]
-    return parts
+def resolve_dtype(name: str) -> Any:
+    """``auto`` -> bfloat16 on accelerators, float32 on the CPU (where XLA's bf16 convolutions
+    are slower, docs/benchmarks.md); other names as they are."""
+    if name not in DTYPES:
+        raise InvalidInput(f"compute dtype must be one of {DTYPES}, not {name!r}")
+    if name == "auto":
+        name = "float32" if jax.default_backend() == "cpu" else "bfloat16"
+    return jnp.dtype(name)
 
 
-#: Name used in the module contracts.
-encode_fn = make_encode_fn
+def compute_dtype(ws: Workspace) -> Any:
+    """The encoder's compute dtype for ``ws``: ``TIEFJAX_DTYPE`` (the command line's
+    ``--dtype``) over ``[compute] dtype``."""
+    return resolve_dtype(os.environ.get(DTYPE_VAR) or ws.section("compute", ComputeConfig).dtype)
+
+
+def compiler_options() -> dict[str, Any] | None:
+    """XLA options for programs with convolutions: on the CPU, XLA's Eigen convolutions,
+    faster than the default YNNPACK ones on both machines measured (also for the 11x11 head
+    layers, scripts/bench/locate.py)."""
+    return EIGEN_CONV_OPTIONS if jax.default_backend() == "cpu" else None
+
+
+def make_encoder(params: Any, dtype: Any = jnp.float32, cap: int = 32) -> ShardedApply:
+    """The encoder of ``params`` over every local device: ``encoder(uint8 batch) -> maps``."""
+    return ShardedApply(
+        encoder_program(dtype), params, cap=cap, compiler_options=compiler_options()
+    )
 
 
 @functools.cache

@@ -14,6 +14,7 @@ from typing import Any
 
 #: (section, "module:Class") in the order they appear in the file.
 SECTIONS: tuple[tuple[str, str], ...] = (
+    ("compute", "tiefjax.models:ComputeConfig"),
     ("prepare", "tiefjax.data.crops:PrepareConfig"),
     ("train.classifier", "tiefjax.train.tasks:ClassifierConfig"),
     ("train.regressor", "tiefjax.train.tasks:RegressorConfig"),

@@ -120,7 +120,7 @@ def build(args: argparse.Namespace) -> tuple[dict[str, Callable[[], object]], di
     import torch
 
     from tiefjax.images import IMAGENET_MEAN, IMAGENET_STD
-    from tiefjax.models import EIGEN_CONV_OPTIONS, _whole, make_encode_fn
+    from tiefjax.models import EIGEN_CONV_OPTIONS, _whole, make_encoder
     from tiefjax.nets.port import state_dict_to_flax
 
     torch.manual_seed(0)
@@ -148,13 +148,13 @@ def build(args: argparse.Namespace) -> tuple[dict[str, Callable[[], object]], di
             return y
 
     jdtype = jnp.bfloat16 if args.gpu else jnp.float32
-    tief = make_encode_fn(jdtype)
+    tief = make_encoder(params, jdtype, cap=args.batch)
     fns: dict[str, Callable[[], object]] = {
-        "tiefjax": lambda: tief(params, xj).block_until_ready(),
+        "tiefjax": lambda: tief(pixels),
         "pytorch": run_torch,
     }
     labels = {
-        "tiefjax": "tiefjax encode_fn ("
+        "tiefjax": "tiefjax make_encoder ("
         + ("bf16, one jit" if args.gpu else "fp32, Eigen convolutions, 8-image chunks")
         + ")",
         "pytorch": f"PyTorch {torch.__version__} channels_last ({'bf16' if args.gpu else 'fp32'})",
@@ -166,13 +166,13 @@ def build(args: argparse.Namespace) -> tuple[dict[str, Callable[[], object]], di
         fns["jit-eigen"] = lambda: eigen(params, xj).block_until_ready()
         labels["jit-ynn"] = "jax.jit default (YNNPACK convolutions)"
         labels["jit-eigen"] = "jax.jit, XLA Eigen convolutions, whole batch at once"
-        bf16 = make_encode_fn(jnp.bfloat16)
-        fns["tiefjax-bf16"] = lambda: bf16(params, xj).block_until_ready()
-        labels["tiefjax-bf16"] = "tiefjax encode_fn, bf16 compute"
+        bf16 = make_encoder(params, jnp.bfloat16, cap=args.batch)
+        fns["tiefjax-bf16"] = lambda: bf16(pixels)
+        labels["tiefjax-bf16"] = "tiefjax make_encoder, bf16 compute"
 
     # same numbers on both sides (fp32 only; bf16 differs by rounding)
     want = run_torch().float().cpu().numpy().transpose(0, 2, 3, 1)
-    got = np.asarray(tief(params, xj), np.float32)
+    got = np.asarray(tief(pixels), np.float32)
     err = float(np.abs(got - want).max() / np.abs(want).max())
     print(f"feature map {got.shape}, max relative difference to PyTorch {err:.1e}")
     if not args.gpu and err > 1e-4:

@@ -41,15 +41,13 @@ from PIL import Image  # noqa: E402
 
 from tiefjax.images import load_rgb, load_rgb_scaled, resize_short_side  # noqa: E402
 from tiefjax.locate import LocateConfig, Locator  # noqa: E402
-from tiefjax.models import make_encode_fn  # noqa: E402
 from tiefjax.nets.alexnet import PATCH, STRIDE, WINDOW, init_encoder_params  # noqa: E402
 from tiefjax.nets.heads import BoxRegressors, CropClassifier  # noqa: E402
 from tiefjax.train.tasks import ClassifierConfig, RegressorConfig  # noqa: E402
 
 
-def crop_by_crop(locator: Locator, encoder_params, img: Image.Image, config, batch=32) -> int:
+def crop_by_crop(locator: Locator, img: Image.Image, config, batch=32) -> int:
     """Score the same windows as the locator, one encoder pass per window; returns #windows."""
-    encode = make_encode_fn()
     n = 0
     for short_side in config.short_sides:
         pixels = np.asarray(resize_short_side(img, short_side)[0])
@@ -61,14 +59,8 @@ def crop_by_crop(locator: Locator, encoder_params, img: Image.Image, config, bat
             for j in range(cols)
         ]
         n += len(crops)
-        for start in range(0, len(crops), batch):
-            chunk = np.stack(crops[start : start + batch])
-            if len(chunk) < batch:  # fixed batch shape: no recompiles
-                chunk = np.concatenate(
-                    [chunk, np.zeros((batch - len(chunk), *chunk.shape[1:]), np.uint8)]
-                )
-            fmap = encode(encoder_params, jnp.asarray(chunk))
-            jax.block_until_ready(locator.score_features(fmap, fmap))  # same compiled heads
+        for start in range(0, len(crops), batch):  # same compiled encoder + heads
+            locator.score_maps(np.stack(crops[start : start + batch]))
     return n
 
 
@@ -97,14 +89,14 @@ def main() -> None:
     locator = Locator(encoder_params, heads[0], heads[1], mean, std, config)
 
     locator.locate(img)  # warm-up / compile
-    windows = crop_by_crop(locator, encoder_params, img, config)
+    windows = crop_by_crop(locator, img, config)
     conv_times, crop_times = [], []
     for _ in range(args.rounds):  # interleaved rounds
         t = time.perf_counter()
         locator.locate(img)
         conv_times.append(time.perf_counter() - t)
         t = time.perf_counter()
-        crop_by_crop(locator, encoder_params, img, config)
+        crop_by_crop(locator, img, config)
         crop_times.append(time.perf_counter() - t)
     conv, crop = statistics.median(conv_times), statistics.median(crop_times)
     print(

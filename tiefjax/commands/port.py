@@ -51,7 +51,7 @@ def imagenet_top5(ws_root: Path, image: Path) -> list[tuple[int, str | None, flo
     import jax
 
     from tiefjax.images import load_rgb, resize_short_side
-    from tiefjax.models import encode_fn, imagenet_logits, load_encoder
+    from tiefjax.models import imagenet_logits, load_encoder, make_encoder
     from tiefjax.workspace import Workspace
 
     weights = load_encoder(Workspace(ws_root), with_imagenet_head=True)
@@ -63,7 +63,7 @@ def imagenet_top5(ws_root: Path, image: Path) -> list[tuple[int, str | None, flo
     img, _ = resize_short_side(load_rgb(image, target_size=(256, 256)), 256)
     left, top = (img.width - 224) // 2, (img.height - 224) // 2
     window = np.asarray(img.crop((left, top, left + 224, top + 224)))[None]
-    fmap = encode_fn()(weights.params, window)
+    fmap = make_encoder(weights.params)(window)
     probs = np.asarray(jax.nn.softmax(imagenet_logits(weights.imagenet_head, fmap)[0]))
     names = imagenet_class_names()
     best = np.argsort(-probs)[:5]

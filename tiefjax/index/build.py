@@ -149,10 +149,8 @@ def _previous(build: Path | None, sub: str = "") -> Previous | None:
 # -- supervised descriptors -----------------------------------------------------------------------
 def load_ranking(ws: Workspace) -> Any | None:
     """The trained ranking net (``Trained``) or None when it was not trained yet."""
-    try:
-        from tiefjax.train.artifacts import load_trained
-    except ImportError:
-        return None
+    from tiefjax.train.artifacts import load_trained
+
     try:
         return load_trained(ws, "ranking")
     except NotFound:
@@ -166,32 +164,24 @@ SUPERVISED_MISSING = (
 
 
 def make_ranking_fn(trained: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """``fn(features (B, 30976) normalised maps) -> (B, D) supervised descriptors``."""
-    import jax
+    """``fn(features (B, 30976) normalised maps) -> (B, D) supervised descriptors``, on every
+    local device."""
     import jax.numpy as jnp
 
+    from tiefjax.inference import ShardedApply
     from tiefjax.nets.alexnet import apply_params
-    from tiefjax.nets.heads import RankingNet
 
-    net = getattr(trained, "head", None) or RankingNet()
-    params = trained.params
-    if isinstance(params, dict) and "params" in params:
-        params = params["params"]
+    net = trained.head
 
-    @jax.jit
-    def apply(rows: jax.Array) -> jax.Array:
+    def apply(params: Any, rows: Any) -> Any:
         fmap = rows.astype(jnp.float32).reshape(rows.shape[0], 11, 11, -1)
         return apply_params(net, params, fmap)
 
-    def fn(rows: np.ndarray, batch: int = 256) -> np.ndarray:
-        n = len(rows)
-        out = []
-        for s in range(0, n, batch):
-            block = np.zeros((batch, rows.shape[1]), np.float32)
-            part = np.asarray(rows[s : s + batch], np.float32)
-            block[: len(part)] = part
-            out.append(np.asarray(apply(block))[: len(part)])
-        return np.concatenate(out) if out else np.zeros((0, FEATURE_DIM), np.float32)
+    ranking = ShardedApply(apply, trained.params, cap=256)
+
+    def fn(rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, np.float32)
+        return ranking(rows) if len(rows) else np.zeros((0, FEATURE_DIM), np.float32)
 
     return fn
 

@@ -34,6 +34,7 @@ from tiefjax.images import (
     window_of,
 )
 from tiefjax.index.config import IndexConfig
+from tiefjax.inference import ShardedApply
 from tiefjax.nets.alexnet import FEATURE_CHANNELS, PATCH, WINDOW
 from tiefjax.workspace import Workspace
 
@@ -43,45 +44,47 @@ Box = tuple[float, float, float, float]
 
 
 # -- the encoder ----------------------------------------------------------------------------------
-def padded_size(n: int, batch_size: int) -> int:
-    """Batch shape ``n`` windows are padded to: the next power of two, at most ``batch_size``."""
-    return min(batch_size, 1 << max(0, n - 1).bit_length())
-
-
 class FeatureEncoder:
-    """Jitted encoder + per-location normalisation, batches of at most ``batch_size``.
+    """Encoder + per-location normalisation over every local device, ``batch_size`` per call.
 
-    A short batch is padded to the next power of two (capped at ``batch_size``), so a catalog
-    (full batches) compiles once and a server's micro-batches of 1..16 at most five times,
-    while a lone upload is never padded to a whole batch.
+    Short batches are padded to a power of two (:class:`tiefjax.inference.ShardedApply`), so a
+    catalog (full batches) compiles once and a server's micro-batches of 1..16 at most five
+    times, while a lone upload is never padded to a whole batch.
 
     ``start(batch)`` dispatches asynchronously and returns a handle; ``fetch(handle)`` waits and
     returns ``(n, 30976)`` float32 rows. ``__call__`` does both.
     """
 
-    def __init__(self, params: Any, fingerprint: str, batch_size: int = 32, source: str = ""):
-        import jax
-
-        from tiefjax.models import make_encode_fn
+    def __init__(
+        self,
+        params: Any,
+        fingerprint: str,
+        batch_size: int = 32,
+        source: str = "",
+        dtype: Any = "float32",
+    ):
+        from tiefjax.models import compiler_options, encoder_program
         from tiefjax.nets.heads import normalize_locations
 
-        self.params = params
-        self.fingerprint = fingerprint
-        self.batch_size = int(batch_size)
-        self.source = source
-        self._encode = make_encode_fn()
-        self._norm = jax.jit(lambda f: normalize_locations(f).reshape(f.shape[0], -1))
+        program = encoder_program(dtype)
 
-    def start(self, windows: np.ndarray) -> tuple[Any, int]:
-        n = len(windows)
-        batch = np.zeros((padded_size(n, self.batch_size), WINDOW, WINDOW, 3), np.uint8)
-        batch[:n] = windows
-        return self._norm(self._encode(self.params, batch)), n
+        def encode(params: Any, windows: Any) -> Any:
+            fmap = program(params, windows)
+            return normalize_locations(fmap).reshape(fmap.shape[0], -1)
+
+        self.fingerprint = fingerprint
+        self.source = source
+        self._apply = ShardedApply(
+            encode, params, cap=batch_size, compiler_options=compiler_options()
+        )
+        self.batch_size = self._apply.cap
+
+    def start(self, windows: np.ndarray) -> Any:
+        return self._apply.start(windows)
 
     @staticmethod
-    def fetch(handle: tuple[Any, int]) -> np.ndarray:
-        out, n = handle
-        return np.asarray(out)[:n]
+    def fetch(handle: Any) -> np.ndarray:
+        return ShardedApply.fetch(handle)
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:
         """Features of any number of 224x224 uint8 windows, ``batch_size`` at a time."""
@@ -126,21 +129,22 @@ def encoder_fingerprint(ws: Workspace) -> str:
 
 
 def load_feature_encoder(ws: Workspace, batch_size: int = 32) -> FeatureEncoder:
-    """The workspace encoder (ported ImageNet weights or the seeded random init)."""
-    from tiefjax.models import load_encoder
+    """The workspace encoder (ported ImageNet weights or the seeded random init) in the
+    workspace's compute dtype."""
+    from tiefjax.models import compute_dtype, load_encoder
 
     weights = load_encoder(ws)
-    return FeatureEncoder(weights.params, encoder_fingerprint(ws), batch_size, weights.source)
+    return FeatureEncoder(
+        weights.params, encoder_fingerprint(ws), batch_size, weights.source, compute_dtype(ws)
+    )
 
 
 def load_locator(ws: Workspace, enabled: bool = True):
     """``(Locator, fingerprint)`` when the classifier and regressors are trained, else None."""
     if not enabled:
         return None
-    try:
-        from tiefjax.locate import Locator
-    except ImportError:
-        return None
+    from tiefjax.locate import Locator
+
     try:
         locator = Locator.load(ws)
     except NotFound:

@@ -24,8 +24,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from tiefjax.errors import InvalidInput, NotFound, TiefjaxError
-from tiefjax.models import on_device
+from tiefjax import distributed
+from tiefjax.errors import InvalidInput, NotFound
+from tiefjax.models import compute_dtype, load_encoder, on_device
 from tiefjax.nets.alexnet import FEATURE_CHANNELS, PATCH, init_encoder_params
 from tiefjax.train.features import params_fingerprint, split_features
 from tiefjax.train.loop import run_loop
@@ -105,10 +106,8 @@ def config_for(ws: Workspace, task: str, config: TrainConfig | None = None, **ov
 
 
 def _splits(ws: Workspace, dataset: str):
-    try:
-        from tiefjax.prepare import load_split
-    except ImportError as err:  # pragma: no cover - during development only
-        raise TiefjaxError("dataset preparation is not available in this build") from err
+    from tiefjax.prepare import load_split
+
     train_src = load_split(ws, dataset, "train")
     test_src = load_split(ws, dataset, "test")
     if len(train_src) == 0:
@@ -133,6 +132,7 @@ def train(
     ``reset`` discards earlier checkpoints of this task first. ``overrides`` replace settings,
     e.g. ``steps=100, batch_size=32, finetune_encoder=True``.
     """
+    distributed.start()  # a multi-process script joins before anything touches JAX
     t0 = time.perf_counter()
     ws.require()
     cfg = config_for(ws, task, config, **overrides)
@@ -141,19 +141,18 @@ def train(
     if reset:
         shutil.rmtree(train_dir, ignore_errors=True)
 
-    from tiefjax.models import load_encoder
-
     encoder = load_encoder(ws)
+    dtype = compute_dtype(ws)
     train_src, test_src = _splits(ws, dataset)
     encode_seconds = 0.0
     mirror = isinstance(cfg, RankingConfig) and cfg.mirror_triplets
     if not cfg.finetune_encoder:
         t_enc = time.perf_counter()
         train_src = split_features(
-            ws, dataset, "train", train_src, encoder.params, mirror_triplets=mirror
+            ws, dataset, "train", train_src, encoder.params, mirror_triplets=mirror, dtype=dtype
         )
         if len(test_src):
-            test_src = split_features(ws, dataset, "test", test_src, encoder.params)
+            test_src = split_features(ws, dataset, "test", test_src, encoder.params, dtype=dtype)
         encode_seconds = time.perf_counter() - t_enc
     elif mirror:
         print("tiefjax train: mirror_triplets applies to the frozen encoder only", file=sys.stderr)
@@ -228,13 +227,17 @@ def _save_final(train_dir: Path, params: Any, meta: dict[str, Any]) -> None:
         for stale in train_dir.glob("final-*"):  # leftovers of an interrupted save
             if not current or stale.name != current.get("dir"):
                 shutil.rmtree(stale, ignore_errors=True)
-    name = f"final-{meta['step']}-{uuid.uuid4().hex[:8]}"
+    # every process saves (orbax writes cooperatively) into the folder process 0 names
+    name = distributed.share(
+        f"final-{train_dir.name}", f"final-{meta['step']}-{uuid.uuid4().hex[:8]}"
+    )
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save((train_dir / name).absolute(), params)
     if jax.process_index() == 0:
         atomic_write_text(train_dir / FINAL_NAME, json.dumps({**meta, "dir": name}, indent=1))
         if current and current.get("dir") != name:
             shutil.rmtree(train_dir / current["dir"], ignore_errors=True)
+    distributed.barrier(f"final-{train_dir.name}-written")
 
 
 def _read_final(train_dir: Path) -> dict[str, Any] | None:

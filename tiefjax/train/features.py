@@ -27,6 +27,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from tiefjax import distributed
 from tiefjax.errors import InvalidInput, TiefjaxError
 from tiefjax.images import prefetch
 from tiefjax.workspace import Workspace, atomic_write_text
@@ -103,14 +104,16 @@ def dataset_fingerprint(ws: Workspace, dataset: str, split: str, src: Any) -> st
     return h.hexdigest()[:16]
 
 
+#: ``encode(params, uint8 batch) -> feature maps`` of any number of rows.
 EncodeFn = Callable[[Any, np.ndarray], Any]
 
 
-def default_encode_fn() -> EncodeFn:
-    """The workspace encoder's fast jitted encode function (``tiefjax.models``)."""
-    from tiefjax.models import make_encode_fn
+def default_encode_fn(params: Any, dtype: Any = np.float32) -> EncodeFn:
+    """The encoder of ``params`` on every local device (:func:`tiefjax.models.make_encoder`)."""
+    from tiefjax.models import make_encoder
 
-    return make_encode_fn()
+    encoder = make_encoder(params, dtype, cap=ENCODE_BATCH)
+    return lambda _params, batch: encoder(batch)
 
 
 def pixel_key(pixels: np.ndarray) -> bytes:
@@ -150,15 +153,11 @@ def encode_source(
 
     def flush(final: bool = False) -> None:
         nonlocal encode, encoded
-        encode = encode or default_encode_fn()
-        # the last batch is padded so that one compiled program serves every call
+        encode = encode or default_encode_fn(params)
         while len(pending) >= batch_size or (final and pending):
             take = pending[:batch_size]
             del pending[:batch_size]
             batch = np.stack([px for _, px in take])
-            if len(take) < batch_size:
-                pad = np.zeros((batch_size - len(take), *batch.shape[1:]), batch.dtype)
-                batch = np.concatenate([batch, pad])
             fmap = np.asarray(encode(params, batch)).astype(FEATURE_DTYPE)
             for j, (row, _) in enumerate(take):
                 done[row] = fmap[j]
@@ -250,11 +249,13 @@ def cached_features(
     fingerprint: str,
     encode: EncodeFn | None = None,
     mirror_triplets: bool = False,
+    dtype: Any = np.float32,
 ) -> FeatureSource:
     """Features of ``src`` from ``cache_root/<name>-<key>``, encoding them first when missing.
 
-    ``key`` hashes the encoder ``params``, the data ``fingerprint`` and the options; older
-    folders of the same ``name`` are removed once a new one is complete.
+    ``key`` hashes the encoder ``params``, the data ``fingerprint``, the compute ``dtype`` and
+    the options; older folders of the same ``name`` are removed once a new one is complete.
+    Several processes encode a part each (:func:`_encode_in_parts`).
     """
     cache_root = Path(cache_root)
     encoder_fp = params_fingerprint(params)
@@ -264,37 +265,116 @@ def cached_features(
         "data": fingerprint,
         "mirror_triplets": mirror_triplets,
         "dtype": np.dtype(FEATURE_DTYPE).name,
+        "compute_dtype": np.dtype(dtype).name,
     }
     key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     folder = cache_root / f"{name}-{key}"
     if not (folder / "meta.json").exists():
-        features, cols, ext, keys = encode_source(
-            src,
-            params,
-            encode=encode,
-            mirror_triplets=mirror_triplets,
-            reuse=_reuse_from(cache_root, encoder_fp, folder),
-            desc=f"encode {name}",
-        )
-        tmp = cache_root / f".{name}-{key}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        np.save(tmp / "features.npy", features)
-        np.save(tmp / "keys.npy", keys)
-        for k, v in cols.items():
-            np.save(tmp / f"col_{k}.npy", v)
-        for k, v in ext.items():
-            np.save(tmp / f"extra_{k}.npy", v)
-        atomic_write_text(tmp / "meta.json", json.dumps({**ident, "examples": len(src)}) + "\n")
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
-        for old in cache_root.glob(f"{name}-*"):
-            if old != folder and old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
-    features = np.load(folder / "features.npy", mmap_mode="r")
-    cols = {p.stem[4:]: np.load(p) for p in folder.glob("col_*.npy")}
-    ext = {p.stem[6:]: np.load(p) for p in folder.glob("extra_*.npy")}
+        encode_args = {
+            "params": params,
+            "encode": encode or default_encode_fn(params, dtype),
+            "mirror_triplets": mirror_triplets,
+            "reuse": _reuse_from(cache_root, encoder_fp, folder),
+            "desc": f"encode {name}",
+        }
+        if distributed.process_count() == 1:
+            _save(folder, {**ident, "examples": len(src)}, *encode_source(src, **encode_args))
+        else:
+            _encode_in_parts(src, folder, ident, encode_args)
+        if distributed.process_index() == 0:
+            for old in cache_root.glob(f"{name}-*"):
+                if old != folder and old.is_dir():
+                    shutil.rmtree(old, ignore_errors=True)
+        distributed.barrier(f"features-{name}-{key}-ready")
+    features, cols, ext, _ = _load(folder)
     return FeatureSource(features, cols, ext)
+
+
+Encoded = tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]
+
+
+def _save(folder: Path, meta: dict[str, Any], *encoded: Any) -> None:
+    """One encoded cache folder, written under a temporary name and renamed when complete."""
+    features, cols, ext, keys = encoded
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    np.save(tmp / "features.npy", features)
+    np.save(tmp / "keys.npy", keys)
+    for k, v in cols.items():
+        np.save(tmp / f"col_{k}.npy", v)
+    for k, v in ext.items():
+        np.save(tmp / f"extra_{k}.npy", v)
+    atomic_write_text(tmp / "meta.json", json.dumps(meta) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def _load(folder: Path) -> Encoded:
+    return (
+        np.load(folder / "features.npy", mmap_mode="r"),
+        {p.stem[4:]: np.load(p) for p in folder.glob("col_*.npy")},
+        {p.stem[6:]: np.load(p) for p in folder.glob("extra_*.npy")},
+        np.load(folder / "keys.npy"),
+    )
+
+
+class _Range:
+    """Examples ``lo..hi`` of a source."""
+
+    def __init__(self, src: Any, lo: int, hi: int):
+        self.src, self.lo, self.n = src, lo, max(0, hi - lo)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Any:
+        return self.src[self.lo + i]
+
+
+def _encode_in_parts(
+    src: Any, folder: Path, ident: dict[str, Any], encode_args: dict[str, Any]
+) -> None:
+    """Several processes: each encodes its contiguous range of examples into its own part folder
+    (atomic), then process 0 merges the parts into ``folder`` in example order, exactly the
+    folder one process would have written (mirrored triplets after all others)."""
+    me, count = distributed.process_index(), distributed.process_count()
+    bounds = [len(src) * p // count for p in range(count + 1)]
+    part_dir = lambda p: folder.with_name(f".{folder.name}.part-{p}-of-{count}")  # noqa: E731
+    mine = part_dir(me)
+    if not (mine / "meta.json").exists():
+        part = _Range(src, bounds[me], bounds[me + 1])
+        encoded = encode_source(part, **encode_args) if len(part) else _empty()
+        _save(mine, {**ident, "examples": len(part)}, *encoded)
+    distributed.barrier(f"features-{folder.name}-parts")
+    if me == 0:
+        parts = [_load(part_dir(p)) for p in range(count)]
+        _save(folder, {**ident, "examples": len(src)}, *_merge(parts, np.diff(bounds)))
+        for p in range(count):
+            shutil.rmtree(part_dir(p), ignore_errors=True)
+
+
+def _empty() -> Encoded:
+    return np.zeros((0,), FEATURE_DTYPE), {}, {}, np.zeros((0,), "S20")
+
+
+def _merge(parts: list[Encoded], examples: Any) -> Encoded:
+    """Concatenate encoded parts: feature rows offset per part; per-example columns in example
+    order, rows past a part's ``examples`` (its mirrored triplets) after every part's own."""
+    sized = [(p, int(n)) for p, n in zip(parts, examples, strict=True) if len(p[0])]
+    offsets = np.cumsum([0] + [len(p[0]) for p, _ in sized])
+    features = np.concatenate([np.asarray(p[0]) for p, _ in sized])
+    keys = np.concatenate([p[3] for p, _ in sized])
+
+    def ordered(arrays: list[tuple[np.ndarray, int]]) -> np.ndarray:
+        return np.concatenate([a[:n] for a, n in arrays] + [a[n:] for a, n in arrays])
+
+    cols = {
+        k: ordered([(p[1][k] + off, n) for (p, n), off in zip(sized, offsets, strict=False)])
+        for k in sized[0][0][1]
+    }
+    ext = {k: ordered([(p[2][k], n) for p, n in sized]) for k in sized[0][0][2]}
+    return features, cols, ext, keys
 
 
 def split_features(
@@ -306,6 +386,7 @@ def split_features(
     *,
     mirror_triplets: bool = False,
     encode: EncodeFn | None = None,
+    dtype: Any = np.float32,
 ) -> FeatureSource:
     """Cached encoder features of a prepared split of ``ws`` (see :func:`cached_features`)."""
     return cached_features(
@@ -316,4 +397,5 @@ def split_features(
         fingerprint=dataset_fingerprint(ws, dataset, split, src),
         encode=encode,
         mirror_triplets=mirror_triplets,
+        dtype=dtype,
     )

@@ -31,6 +31,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
+from tiefjax import distributed
 from tiefjax.errors import InvalidInput
 from tiefjax.train.mesh import DataMesh, make_mesh, to_host
 from tiefjax.train.tasks import Task, TrainConfig, optimizer
@@ -124,6 +125,7 @@ class _MetricsLog:
                 except (ValueError, KeyError, TypeError):
                     continue
         self.records = [json.loads(line) for line in lines]
+        distributed.barrier(f"metrics-{path.parent.name}-read")
         if jax.process_index() == 0:
             atomic_write_text(path, "".join(line + "\n" for line in lines))
 
@@ -305,9 +307,11 @@ def _check_run(train_dir: Path, run_id: str, log: Callable[[str], None]) -> None
         old = None
     if old == run_id:
         return
+    distributed.barrier(f"run-{train_dir.name}-checked")  # every process read the old run id
     if jax.process_index() == 0:
         if old is not None and (train_dir / CHECKPOINTS).exists():
             log(f"{train_dir.name}: settings, data or encoder changed; starting a new run")
         shutil.rmtree(train_dir / CHECKPOINTS, ignore_errors=True)
         (train_dir / METRICS_NAME).unlink(missing_ok=True)
         atomic_write_text(path, json.dumps({"run_id": run_id}) + "\n")
+    distributed.barrier(f"run-{train_dir.name}-reset")  # nobody reads what is being removed

@@ -4,20 +4,13 @@ The same code runs on one CPU, N GPUs and several hosts. ``jax.jit`` with ``Name
 out shardings does the rest: gradients of the mean loss over the sharded batch are all-reduced by
 XLA. Tests force several CPU devices with ``XLA_FLAGS=--xla_force_host_platform_device_count=4``.
 
-Several hosts: start the same command on every host with either
-
-- ``JAX_COORDINATOR_ADDRESS=host0:1234 JAX_NUM_PROCESSES=N JAX_PROCESS_ID=i`` (process ``i`` of
-  ``N``; the coordinator is process 0), or
-- ``TIEFJAX_DISTRIBUTED=auto`` on clusters JAX detects itself (Slurm, Cloud TPU, ...),
-
-and :func:`maybe_initialize_distributed` calls ``jax.distributed.initialize`` before anything
-touches a device. Each process then reads only its own slice of every global batch
-(:meth:`DataMesh.put_batch`), and checkpoints are written cooperatively by orbax.
+Several hosts: every process joins first (:func:`tiefjax.distributed.start`); each then reads only
+its own slice of every global batch (:meth:`DataMesh.put_batch`), and checkpoints are written
+cooperatively by orbax.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,35 +22,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tiefjax.errors import TiefjaxError
 
 DATA_AXIS = "data"
-
-_initialized = False
-
-
-def maybe_initialize_distributed() -> bool:
-    """Join a multi-host run when the environment asks for one; True when it did.
-
-    Must run before any JAX computation. Safe to call more than once.
-    """
-    global _initialized
-    if _initialized:
-        return True
-    addr = os.environ.get("JAX_COORDINATOR_ADDRESS")
-    if addr:
-        try:
-            n = int(os.environ["JAX_NUM_PROCESSES"])
-            pid = int(os.environ["JAX_PROCESS_ID"])
-        except (KeyError, ValueError) as err:
-            raise TiefjaxError(
-                "JAX_COORDINATOR_ADDRESS is set but JAX_NUM_PROCESSES / JAX_PROCESS_ID are missing "
-                "or not integers; set all three on every host (process ids 0..N-1)."
-            ) from err
-        jax.distributed.initialize(coordinator_address=addr, num_processes=n, process_id=pid)
-    elif os.environ.get("TIEFJAX_DISTRIBUTED", "").lower() == "auto":
-        jax.distributed.initialize()
-    else:
-        return False
-    _initialized = True
-    return True
 
 
 @dataclass(frozen=True)
@@ -118,7 +82,6 @@ class DataMesh:
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> DataMesh:
     """A ``data`` mesh over ``devices`` (default: every device of every process)."""
-    maybe_initialize_distributed()
     devs = np.asarray(list(devices) if devices is not None else jax.devices())
     return DataMesh(Mesh(devs, (DATA_AXIS,)))
 
