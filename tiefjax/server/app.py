@@ -7,6 +7,8 @@ boxes and triplets, the :class:`~tiefjax.search.Searcher` for neighbours and upl
   it runs directly on the event loop.
 - Upload searches decode in a worker thread and go through a :class:`MicroBatcher` into one
   ``Searcher.search_many`` call per batch, in the one search thread; JAX never runs on the loop.
+  An :class:`~tiefjax.server.uploads.UploadGate` bounds how many are in at once and how long
+  each may take (503 with ``Retry-After`` beyond either).
 - Store calls run in the thread pool (one shared, thread-safe connection).
 - The index is re-checked every ``reload_check_s`` seconds in the search thread, so a rebuilt
   index is picked up without a restart.
@@ -49,7 +51,7 @@ from tiefjax.server.headers import SecurityHeaders
 from tiefjax.server.openapi import openapi_schema
 from tiefjax.server.site import find_site_dir
 from tiefjax.server.thumbs import image_path, thumbnail
-from tiefjax.server.uploads import decode_upload, read_upload, sniff
+from tiefjax.server.uploads import UploadGate, decode_upload, read_upload, sniff
 from tiefjax.store import BoxConflict, Store
 from tiefjax.validate import BadRequest, check_id, loads_json, parse_int
 from tiefjax.workspace import Workspace
@@ -92,6 +94,14 @@ def error_response(status: int, message: str, code: str | None = None, **extra: 
     body = {"error": {"code": code or CODES.get(status, "error"), "message": message}, **extra}
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _error_of(err: TiefjaxError) -> Response:
+    response = error_response(err.http_status, str(err), getattr(err, "code", None))
+    retry_after = getattr(err, "retry_after", None)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 def _dumps(value: Any) -> bytes:
@@ -177,7 +187,7 @@ def api(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awa
         except BoxConflict as err:
             return error_response(409, str(err), current=stored_box_json(err.current))
         except TiefjaxError as err:
-            return error_response(err.http_status, str(err), getattr(err, "code", None))
+            return _error_of(err)
         except Exception:
             log.exception("unexpected error in %s %s", request.method, request.url.path)
             return error_response(
@@ -201,6 +211,7 @@ class ServerState:
         self.similar_cache: dict[tuple[Any, ...], bytes] = {}
         self.search_thread = ThreadPoolExecutor(1, thread_name_prefix="tiefjax-search")
         self.decode_pool = ThreadPoolExecutor(2, thread_name_prefix="tiefjax-decode")
+        self.uploads = UploadGate(config.max_active_uploads, config.upload_deadline_s)
         self.batcher: MicroBatcher[tuple[PreparedQuery, int], Any] = MicroBatcher(
             self._search_batch,
             max_batch=config.batch_max,
@@ -395,19 +406,20 @@ def build_routes(state: ServerState) -> list[Route]:
                 f"{state.ws.root} ranking), run tiefjax index {state.ws.root}, or search "
                 "with mode=unsupervised"
             )
-        data = await read_upload(request, "image", cfg.max_upload_bytes)
-        loop = asyncio.get_running_loop()  # a small pool: decoding must not starve the search
+        async with state.uploads.slot() as slot:  # 503 at once when too many are in
+            data = await slot.wait(read_upload(request, "image", cfg.max_upload_bytes))
 
-        def decode() -> tuple[Image.Image, tuple[float, float]]:  # reads [locate] on first use
-            return decode_upload(
-                data, cfg.max_upload_pixels, searcher.decode_short_side, cfg.max_upload_aspect
-            )
+            def decode() -> tuple[Image.Image, tuple[float, float]]:  # reads [locate] once
+                return decode_upload(
+                    data, cfg.max_upload_pixels, searcher.decode_short_side, cfg.max_upload_aspect
+                )
 
-        img, scale = await loop.run_in_executor(state.decode_pool, decode)
-        from tiefjax.search import PreparedQuery  # loaded with the searcher, JAX and all
+            # a small pool: decoding must not starve the search
+            img, scale = await slot.run(state.decode_pool, decode)
+            from tiefjax.search import PreparedQuery  # loaded with the searcher, JAX and all
 
-        query = PreparedQuery("", None, img, scale, source=data)
-        result = await state.batcher.submit((query, k), key=mode)
+            query = PreparedQuery("", None, img, scale, source=data)
+            result = await slot.wait(state.batcher.submit((query, k), key=mode))
         return JSONResponse(
             {
                 "width": round(img.width * scale[0]),  # the upload's own pixels, as the box

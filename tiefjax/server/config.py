@@ -28,6 +28,20 @@ class ServerConfig:
             "photo the locator scores, resized to its shorter side, before any resize"
         },
     )
+    max_active_uploads: int = field(
+        default=32,
+        metadata={
+            "help": "upload searches in the server at once (read, decoded, queued or searched); "
+            "more get 503 with Retry-After before their body is read"
+        },
+    )
+    upload_deadline_s: float = field(
+        default=30.0,
+        metadata={
+            "help": "seconds within which an upload search is answered, else 503 with "
+            "Retry-After (its queued work is dropped)"
+        },
+    )
     batch_max: int = field(
         default=16, metadata={"help": "most upload searches combined into one device call"}
     )

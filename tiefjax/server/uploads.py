@@ -5,14 +5,24 @@ client that lies about or omits ``Content-Length`` is cut off all the same), the
 the file's magic bytes (not its name or declared content type), and the pixel count is read from
 the header and checked before anything is decoded, so a decompression bomb never expands. The
 upload is kept in memory (or an anonymous temporary file) and never written under its name.
+
+:class:`UploadGate` bounds the heavy work uploads bring: at most so many are in the server at
+once (read, decoded, queued or searched; more get 503 with ``Retry-After`` before their body is
+read), and each is answered within a deadline (else 503): work still queued for it is dropped,
+and a decode it no longer waits for keeps its place in the limit until the thread finishes it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import math
+import time
 import warnings
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from concurrent.futures import Executor
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 from PIL import Image
 from starlette.datastructures import UploadFile
@@ -40,6 +50,100 @@ class ImageTooLarge(TiefjaxError):
 class UnsupportedMediaType(TiefjaxError):
     http_status = 415
     code = "unsupported_media_type"
+
+
+class Overloaded(TiefjaxError):
+    """The server has no room for this upload now; the client may retry after ``retry_after``."""
+
+    http_status = 503
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+T = TypeVar("T")
+
+
+class UploadGate:
+    """At most ``limit`` uploads in the server at once, each answered within ``deadline_s``."""
+
+    def __init__(self, limit: int, deadline_s: float):
+        if limit < 1 or not deadline_s > 0:
+            raise InvalidInput(
+                f"[server] max_active_uploads must be >= 1 and upload_deadline_s > 0, got "
+                f"{limit} and {deadline_s}"
+            )
+        self.limit = limit
+        self.deadline_s = deadline_s
+        self.active = 0
+        #: How long a client should wait before trying again (seconds, for Retry-After).
+        self.retry_after = max(1, math.ceil(deadline_s / 10))
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[UploadSlot]:
+        """A place for one upload, or :class:`Overloaded` at once when all are taken."""
+        if self.active >= self.limit:
+            raise Overloaded(
+                f"the server is busy with {self.active} upload searches; try again in "
+                f"{self.retry_after} s (or raise [server] max_active_uploads)",
+                self.retry_after,
+            )
+        self.active += 1
+        slot = UploadSlot(self, time.monotonic() + self.deadline_s)
+        try:
+            yield slot
+        finally:
+            if not slot.held_by_thread:
+                self.active -= 1
+
+    def _late(self) -> Overloaded:
+        return Overloaded(
+            f"the search did not finish within {self.deadline_s:g} s because the server is busy; "
+            f"try again in {self.retry_after} s (or raise [server] upload_deadline_s)",
+            self.retry_after,
+        )
+
+
+class UploadSlot:
+    """One admitted upload: waits bounded by its deadline."""
+
+    def __init__(self, gate: UploadGate, deadline: float):
+        self.gate = gate
+        self.deadline = deadline
+        #: The upload left while its thread job still ran: the job frees the place when done.
+        self.held_by_thread = False
+
+    def _remaining(self) -> float:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise self.gate._late()
+        return remaining
+
+    async def wait(self, work: Awaitable[T]) -> T:
+        """``work`` (e.g. a queued batch search), cancelled and 503 when the deadline passes."""
+        try:
+            return await asyncio.wait_for(work, self._remaining())
+        except TimeoutError:
+            raise self.gate._late() from None
+
+    async def run(self, executor: Executor, fn: Callable[[], T]) -> T:
+        """``fn()`` in ``executor``; past the deadline the upload gets 503 while the job (which
+        cannot be stopped) keeps this upload's place in the limit until it ends."""
+        remaining = self._remaining()
+        job = asyncio.wrap_future(executor.submit(fn))
+        try:
+            return await asyncio.wait_for(asyncio.shield(job), remaining)
+        except TimeoutError:
+            self.held_by_thread = True
+            job.add_done_callback(self._release)
+            raise self.gate._late() from None
+
+    def _release(self, job: asyncio.Future[Any]) -> None:
+        if not job.cancelled():
+            job.exception()  # retrieved, so asyncio does not report an abandoned job's error
+        self.gate.active -= 1
 
 
 def sniff(data: bytes) -> str | None:
