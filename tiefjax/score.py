@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tiefjax import distributed
 from tiefjax.errors import InvalidInput, TiefjaxError
 from tiefjax.images import IMAGE_SUFFIXES, list_image_files, prefetch
 from tiefjax.index.build import MODES
@@ -109,12 +110,15 @@ def score(
     """Score every photo of ``inputs`` (folder, glob or file) into ``out_jsonl`` (appending).
 
     ``modes`` defaults to every mode the index has (unsupervised, plus supervised when the
-    ranking net was trained).
+    ranking net was trained). In a multi-process run each process scores its share of the
+    photos into its own part file (``OUT.part-I-of-N``); after a barrier process 0 appends the
+    parts to ``out_jsonl``.
     """
     from tqdm import tqdm
 
     from tiefjax.search import Searcher
 
+    distributed.start()  # a multi-process script joins before anything touches JAX
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
     searcher = searcher or Searcher.load(ws)
     modes = tuple(modes or searcher.modes)
@@ -124,6 +128,12 @@ def score(
     out = Path(out_jsonl)
     out.parent.mkdir(parents=True, exist_ok=True)
     files = input_files(inputs)
+    count = distributed.process_count()
+    parts = [out.with_name(f"{out.name}.part-{p}-of-{count}") for p in range(count)]
+    if distributed.process_index() == 0:
+        done_ids(out)  # drops a half-written last line before anyone reads the file
+        _append_parts(out, parts)  # a killed earlier run's finished lines
+    distributed.barrier("score-resumed")
     seen = done_ids(out)
     report = ScoreReport(str(out), modes=list(modes))
     todo: list[Path] = []
@@ -133,6 +143,8 @@ def score(
         else:
             seen.add(f.stem)  # a second file with the same id is skipped too
             todo.append(f)
+    if count > 1:
+        todo, out = distributed.shard(todo), parts[distributed.process_index()]
     batch = max(1, searcher.config.batch_size)
 
     def prepare(path: Path):
@@ -182,9 +194,34 @@ def score(
                 bar.update(len(chunk))
         finally:
             bar.close()
+    if count > 1:
+        distributed.barrier("score-scored")
+        if distributed.process_index() == 0:
+            _append_parts(Path(out_jsonl), parts)
+        distributed.barrier("score-merged")
     if report.errors:
         print(f"tiefjax score: {report.errors} photo(s) could not be scored", file=sys.stderr)
     return report
+
+
+def _append_parts(out: Path, parts: list[Path]) -> None:
+    """Append the complete lines of every part file to ``out`` (those not there yet), flush
+    them to disk, then remove the parts."""
+    seen = done_ids(out)
+    with open(out, "a", encoding="utf-8") as fh:
+        for part in parts:
+            if not part.exists():
+                continue
+            done_ids(part)  # a killed process's half-written last line
+            for line in part.read_text(encoding="utf-8").splitlines():
+                record_id = str(json.loads(line)["id"])
+                if record_id not in seen:
+                    seen.add(record_id)
+                    fh.write(line + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    for part in parts:
+        part.unlink(missing_ok=True)
 
 
 def _write(fh, record: dict) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from tiefjax import distributed
 from tiefjax.errors import InvalidInput, NotFound
 from tiefjax.index.config import IndexConfig
 from tiefjax.index.descriptors import Projection, reduce_descriptors
@@ -281,10 +282,13 @@ def build_index(
     """Encode the catalog (incrementally) and build the unsupervised (+ supervised) indexes.
 
     The previous index stays live until the new one is complete. Raises InvalidInput for an
-    empty catalog.
+    empty catalog. In a multi-process run each process encodes its share of the catalog into
+    its own part of the build folder; after a barrier process 0 merges the parts, writes the
+    store, builds the indexes and swaps the build in, and the others report it.
     """
     from tiefjax.store import Store
 
+    distributed.start()  # a multi-process script joins before anything touches JAX
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
     ws.require()
     cfg = config or ws.section("index", IndexConfig)
@@ -296,32 +300,112 @@ def build_index(
                 f"the catalog of {ws.root} has no images; add photos with "
                 f"`tiefjax init {ws.root} --images DIR`, then run `tiefjax index {ws.root}`"
             )
-    with _build_lock(ws):
-        _cleanup(ws, cfg.keep_builds)
+    me, count = distributed.process_index(), distributed.process_count()
+    primary = me == 0
+    with _build_lock(ws) if primary else contextlib.nullcontext():
+        if primary:
+            _cleanup(ws, cfg.keep_builds)
         live = current_build(ws)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-        tmp = ws.index_dir / f".tmp-{stamp}-{os.getpid()}"
-        tmp.mkdir(parents=True)
+        stamp = distributed.share("index-stamp", datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ"))
+        tmp = ws.index_dir / f".tmp-{stamp}"
         try:
+            if primary:
+                tmp.mkdir(parents=True)
+            distributed.barrier("index-started")
+            part = tmp / f"part-{me}" if count > 1 else tmp
             enc = encode_catalog(
-                ws, tmp, cfg, _previous(live), encoder, locator, progress=progress, log=log
+                ws,
+                part,
+                cfg,
+                _previous(live),
+                encoder,
+                locator,
+                progress=progress,
+                log=log,
+                shard=(me, count),
             )
-            if not enc.rows:
-                raise InvalidInput(
-                    f"none of the {len(enc.errors)} catalog image(s) could be read; "
-                    "check the files listed above"
-                )
-            report = _finish(ws, cfg, tmp, live, enc, stamp, log)
+            if count > 1:
+                _save_part(part, enc)
+                distributed.barrier("index-encoded")
+            report = None
+            if primary:
+                if count > 1:
+                    enc = _merge_parts(ws, tmp, count)
+                report = _finish(ws, cfg, tmp, live, enc, stamp, log)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if primary:
+                shutil.rmtree(tmp, ignore_errors=True)
             raise
         final = ws.index_dir / f"index-{stamp}"
-        os.replace(tmp, final)
-        _fsync_dir(ws.index_dir)
-        atomic_write_text(ws.index_dir / CURRENT, final.name + "\n")
-        _cleanup(ws, cfg.keep_builds)
+        if primary:
+            os.replace(tmp, final)
+            _fsync_dir(ws.index_dir)
+            atomic_write_text(ws.index_dir / CURRENT, final.name + "\n")
+            _cleanup(ws, cfg.keep_builds)
+        distributed.barrier("index-built")
+    if report is None:  # not process 0: report the build it took part in
+        report = _part_report(final, enc)
     report.path = str(final)
     report.seconds = round(time.perf_counter() - t0, 2)
+    return report
+
+
+def _save_part(part: Path, enc: EncodeResult) -> None:
+    """A process's encoded share: rows, detections and errors next to its ``features.npy``."""
+    part_json = {
+        "rows": [r.to_json() for r in enc.rows],
+        "detections": [asdict(d) for d in enc.detections],
+        "errors": enc.errors,
+        "counts": [enc.encoded, enc.reused, enc.located],
+        "seconds": enc.seconds,
+        "encoder": [enc.encoder_source, enc.encoder_fingerprint],
+    }
+    atomic_write_text(part / "part.json", json.dumps(part_json))
+
+
+def _merge_parts(ws: Workspace, tmp: Path, count: int) -> EncodeResult:
+    """Process 0: the parts of every process as one result in catalog (id) order, their
+    features in one ``features.npy``; the parts are removed."""
+    from tiefjax.store import Box, Detection
+
+    rows: list[tuple[Row, int, int]] = []  # (row, part, row in part)
+    merged = EncodeResult([], tmp / "features.npy")
+    arrays = []
+    for p in range(count):
+        meta = json.loads((tmp / f"part-{p}" / "part.json").read_text(encoding="utf-8"))
+        arrays.append(np.load(tmp / f"part-{p}" / "features.npy", mmap_mode="r"))
+        rows += [(Row.from_json(r), p, i) for i, r in enumerate(meta["rows"])]
+        merged.detections += [
+            Detection(d["image_id"], Box(**d["box"]), d["score"], d["fallback"])
+            for d in meta["detections"]
+        ]
+        merged.errors += [tuple(e) for e in meta["errors"]]
+        encoded, reused, located = meta["counts"]
+        merged.encoded, merged.reused = merged.encoded + encoded, merged.reused + reused
+        merged.located += located
+        merged.seconds = max(merged.seconds, meta["seconds"])
+        merged.encoder_source, merged.encoder_fingerprint = meta["encoder"]
+    rows.sort(key=lambda r: r[0].id)  # the order one process writes: the store's, by id
+    features = np.lib.format.open_memmap(
+        merged.features_path, mode="w+", dtype=FEATURES_DTYPE, shape=(len(rows), FEATURE_DIM)
+    )
+    for i, (_, p, j) in enumerate(rows):
+        features[i] = arrays[p][j]
+    features.flush()
+    del features, arrays
+    for p in range(count):
+        shutil.rmtree(tmp / f"part-{p}")
+    merged.rows = [r for r, _, _ in rows]
+    return merged
+
+
+def _part_report(build: Path, enc: EncodeResult) -> IndexReport:
+    """What a process other than 0 did (its share) and the build process 0 made of it."""
+    meta = json.loads((build / "build.json").read_text(encoding="utf-8"))
+    report = IndexReport(
+        str(build), meta["built_at"], meta["images"], enc.encoded, enc.reused, enc.located
+    )
+    report.errors, report.modes = enc.errors, meta.get("modes", {})
     return report
 
 
@@ -335,7 +419,11 @@ def _finish(
     log: Callable[[str], None],
 ) -> IndexReport:
     from tiefjax.index.encode import encoder_fingerprint
+    from tiefjax.store import Store
 
+    if enc.detections:
+        with Store(ws.store_path) as store:
+            store.put_detections(enc.detections)
     features = np.load(enc.features_path, mmap_mode="r")
     rows_json = [r.to_json() for r in enc.rows]
     (tmp / "rows.json").write_text(json.dumps(rows_json))

@@ -198,6 +198,7 @@ class EncodeResult:
     seconds: float = 0.0
     encoder_source: str = ""
     encoder_fingerprint: str = ""
+    detections: list[Any] = field(default_factory=list)  # new store.Detection, to be saved
 
     @property
     def images_per_second(self) -> float:
@@ -228,12 +229,15 @@ def encode_catalog(
     boxes_from: dict[str, Row] | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> EncodeResult:
     """Encode every image of the store into ``out_dir/features.npy``; returns the rows written.
 
     ``locator``: "auto" loads the trained locator if there is one; None means whole images.
     ``boxes_from``: use these rows' boxes instead of choosing (a second encoder, same crops).
-    Corrupt images are reported in ``errors`` and left out. New detections go to the store.
+    ``shard = (i, n)``: only every ``n``-th image (by id) from the ``i``-th, for process ``i`` of
+    ``n``. Corrupt images are reported in ``errors`` and left out. New detections are returned
+    in ``detections`` for the caller to store (one process writes the store).
     """
     from tqdm import tqdm
 
@@ -244,7 +248,7 @@ def encode_catalog(
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out_dir.mkdir(parents=True, exist_ok=True)
     with Store(ws.store_path) as store:
-        images = store.list_images()
+        images = store.list_images()[shard[0] :: shard[1]]
         boxes = {k: v.box.as_tuple() for k, v in store.boxes().items()}
     encoder = encoder or load_feature_encoder(ws, cfg.batch_size)
     if boxes_from is not None:
@@ -386,9 +390,7 @@ def encode_catalog(
     result.encoded = len(jobs) - len(result.errors)
     result.seconds = time.perf_counter() - t0
     features.flush()
-    if new_detections:
-        with Store(ws.store_path) as store:
-            store.put_detections(new_detections)
+    result.detections = new_detections
 
     kept = [i for i, r in enumerate(rows) if r is not None]
     if len(kept) < len(rows):  # drop the rows of images that could not be read
