@@ -24,7 +24,7 @@ from tiefjax.errors import InvalidInput, TiefjaxError
 
 TIMEOUT_VAR = "TIEFJAX_DISTRIBUTED_TIMEOUT"
 DEFAULT_TIMEOUT_S = 300
-_state: dict[str, Any] = {"joined": False}
+_state: dict[str, Any] = {"joined": False, "calls": 0}
 
 
 def requested() -> bool:
@@ -144,12 +144,19 @@ def barrier(name: str) -> None:
         ) from err
 
 
+def _call_id() -> int:
+    """A number that is the same on every process for the same call (all processes make the
+    same calls in the same order), so that a key is never written twice in one run."""
+    _state["calls"] += 1
+    return _state["calls"]
+
+
 def share(key: str, value: str | None = None) -> str:
     """Process 0's ``value`` for ``key``, on every process (the others pass nothing)."""
     if process_count() == 1:
         assert value is not None
         return value
-    client, full = _client(), f"tiefjax/share/{key}"
+    client, full = _client(), f"tiefjax/share/{_call_id()}/{key}"
     if process_index() == 0:
         assert value is not None
         client.key_value_set(full, value)
@@ -168,11 +175,11 @@ def check_same(what: str, value: str) -> None:
     if process_count() == 1:
         return
     digest = hashlib.sha256(value.encode()).hexdigest()[:16]
-    client = _client()
-    client.key_value_set(f"tiefjax/same/{what}/{process_index()}", digest)
+    client, key = _client(), f"tiefjax/same/{_call_id()}"
+    client.key_value_set(f"{key}/{process_index()}", digest)
     barrier(f"same-{what}")
     others = {
-        p: str(client.blocking_key_value_get(f"tiefjax/same/{what}/{p}", timeout_s() * 1000))
+        p: str(client.blocking_key_value_get(f"{key}/{p}", timeout_s() * 1000))
         for p in range(process_count())
     }
     differ = sorted(p for p, d in others.items() if d != digest)

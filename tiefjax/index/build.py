@@ -292,6 +292,7 @@ def build_index(
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
     ws.require()
     cfg = config or ws.section("index", IndexConfig)
+    distributed.check_same("index settings", json.dumps(asdict(cfg), sort_keys=True))
     log = log or (lambda msg: print(msg, file=sys.stderr))
     t0 = time.perf_counter()
     with Store(ws.store_path) as store:

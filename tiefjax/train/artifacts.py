@@ -176,6 +176,7 @@ def train(
     }
     run_id = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
     run_id = run_id[:16]
+    distributed.check_same("settings, data or encoder", run_id)
     result = run_loop(
         the_task, train_src, test_src, cfg, train_dir, run_id=run_id, progress=progress
     )
