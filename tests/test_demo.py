@@ -107,6 +107,7 @@ def test_catalog_and_store(first):
     assert stats["images"] == len(manifest.photos)
     assert stats["boxes"] == len(manifest.photos)
     assert stats["triplets"] >= len(manifest.photos)  # about two per photo
+    assert stats["detections"] == len(manifest.photos)  # every photo located by the evaluation
 
 
 def test_settings_file_holds_the_demo_settings(first):

@@ -103,11 +103,13 @@ def ids_in_test_split(ws: Workspace, ids: Iterable[str]) -> set[str]:
 def box_scores(ws: Workspace, manifest: DemoManifest, locator: Any = None) -> BoxScores:
     """Run the trained locator on every photo of ``manifest`` registered in ``ws``; IoU vs truth.
 
-    NotFound when the classifier or the regressors are not trained yet.
+    The boxes found are kept as the photos' detections (the site shows them next to the
+    annotated boxes; the index still encodes an annotated photo with its annotation). NotFound
+    when the classifier or the regressors are not trained yet.
     """
     from tiefjax.images import load_rgb_scaled
     from tiefjax.locate import Locator
-    from tiefjax.store import Store
+    from tiefjax.store import Box, Detection, Store
     from tiefjax.train.tasks import box_iou
 
     t0 = time.perf_counter()
@@ -117,6 +119,7 @@ def box_scores(ws: Workspace, manifest: DemoManifest, locator: Any = None) -> Bo
     photos = [p for p in manifest.photos if p.id in paths]
     per_photo: dict[str, float] = {}
     fallbacks = 0
+    detections = []
     step, side = locator.batch_size, locator.config.decode_short_side
     for start in range(0, len(photos), step):
         part = photos[start : start + step]
@@ -124,6 +127,11 @@ def box_scores(ws: Workspace, manifest: DemoManifest, locator: Any = None) -> Bo
         for photo, found in zip(part, locator.locate_decoded(decoded), strict=True):
             fallbacks += int(found.fallback)
             per_photo[photo.id] = float(box_iou(np.array([found.box]), np.array([photo.box]))[0])
+            detections.append(
+                Detection(photo.id, Box(*found.box), found.probability, found.fallback)
+            )
+    with Store(ws.store_path) as store:
+        store.put_detections(detections)
     tests = ids_in_test_split(ws, per_photo)
     test_values = [v for k, v in per_photo.items() if k in tests]
     return BoxScores(
