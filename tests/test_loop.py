@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -109,3 +110,22 @@ def test_more_steps_continue_and_changed_settings_restart(tmp_path):
     assert r2.step == 9 and r2.resumed_from == 6 and r2.baseline == r1.baseline
     r3 = run_loop(task, train, test, cfg2, tmp_path, run_id="b", progress=False)
     assert r3.step == 9 and r3.resumed_from == 0
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path):
+    train, test = syn.classification(64, 0), syn.classification(16, 1)
+    cfg = ClassifierConfig.tiny(
+        steps=6, checkpoint_every=3, eval_every=3, log_every=3, keep_checkpoints=2
+    )
+    task = make_task("classifier", cfg, channels=syn.C)
+    run_loop(task, train, test, cfg, tmp_path, run_id="a", progress=False)
+    assert _steps(tmp_path / "checkpoints") == [3, 6]
+    for f in (tmp_path / "checkpoints" / "6").rglob("*"):
+        if f.is_file() and f.stat().st_size > 64 and "metadata" not in f.name:
+            f.write_bytes(b"\0" * f.stat().st_size)  # a disk error: zeros where the data was
+    said: list[str] = []
+    more = dataclasses.replace(cfg, steps=9)
+    r = run_loop(task, train, test, more, tmp_path, run_id="a", progress=False, log=said.append)
+    assert r.resumed_from == 3 and r.step == 9, said
+    assert any("checkpoint at step 6 is damaged" in line for line in said), said
+    assert _steps(tmp_path / "checkpoints") == [6, 9]  # step 6 saved again, intact

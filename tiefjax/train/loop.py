@@ -209,11 +209,8 @@ def run_loop(
         max_to_keep=config.keep_checkpoints, create=True, enable_async_checkpointing=False
     )
     with ocp.CheckpointManager((train_dir / CHECKPOINTS).absolute(), options=options) as mngr:
-        latest = mngr.latest_step()
-        if latest is not None:
-            state = mngr.restore(
-                latest, args=ocp.args.StandardRestore(_abstract(state_shape, repl))
-            )
+        state = _restore_newest_intact(mngr, _abstract(state_shape, repl), task.name, log)
+        if state is not None:
             start = int(to_host(state["step"]))
             log(f"{task.name}: resuming from the checkpoint at step {start}")
         else:
@@ -285,6 +282,22 @@ def run_loop(
         steps_per_second=todo / elapsed_train if todo and elapsed_train > 0 else 0.0,
         history=list(metrics_log.records),
     )
+
+
+def _restore_newest_intact(
+    mngr: ocp.CheckpointManager, target: Any, name: str, log: Callable[[str], None]
+) -> Any | None:
+    """The newest checkpoint that reads back, or None when there is none. A damaged one (a
+    disk error, a file cut short) is said so and removed, and the one before it is tried: a
+    run falls back to the newest intact checkpoint instead of stopping on it."""
+    for step in sorted(mngr.all_steps(), reverse=True):
+        try:
+            return mngr.restore(step, args=ocp.args.StandardRestore(target))
+        except Exception as err:  # orbax/tensorstore raise ValueError, OSError, ...
+            reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+            log(f"{name}: the checkpoint at step {step} is damaged ({reason}); removed it")
+            mngr.delete(step)
+    return None
 
 
 def _find(records: list[dict[str, Any]], step: int, split: str) -> dict[str, Any] | None:
