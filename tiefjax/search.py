@@ -227,6 +227,11 @@ class Searcher:
             "encoder_source": st.meta.get("encoder_source"),
             "errors": st.meta.get("errors", []),
             "stale": self._stale_reason(st),
+            "warnings": [
+                f"{mode}: {w}"
+                for mode, m in st.meta.get("modes", {}).items()
+                for w in m.get("warnings", [])
+            ],
         }
 
     def row(self, image_id: str) -> Row:

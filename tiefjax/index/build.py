@@ -48,7 +48,7 @@ from tiefjax.index.encode import (
     trained_fingerprint,
     unsupervised_rows,
 )
-from tiefjax.index.scann_index import VectorIndex, choose_params
+from tiefjax.index.scann_index import VectorIndex, choose_params, split_queries
 from tiefjax.workspace import Workspace, atomic_write_text
 
 MODES = ("unsupervised", "supervised")
@@ -85,6 +85,7 @@ class IndexReport:
                 f"{m['recall_at_10']:.3f}, reduction recall@10 vs full "
                 f"{m['reduction_recall_at_10']:.3f}"
             )
+            lines += [f"  {mode}: warning: {w}" for w in m.get("warnings", [])]
         if self.supervised_note:
             lines.append(f"  supervised: {self.supervised_note}")
         lines.append(f"  index: {self.path}")
@@ -209,29 +210,36 @@ def _supervised_descriptors(features: np.ndarray, trained: Any, path: Path) -> n
 def _build_mode(
     full: Any, folder: Path, cfg: IndexConfig, log: Callable[[str], None]
 ) -> dict[str, Any]:
+    """Reduce, index, tune and measure one mode's descriptors into ``folder``: settings are
+    chosen on one sample of catalog queries, the recall reported is measured on another."""
     folder.mkdir(parents=True, exist_ok=True)
     n = len(full)
     t0 = time.perf_counter()
+    queries = split_queries(n, cfg.recall_sample)
     reduced = reduce_descriptors(
         full,
         method=cfg.reduction,
         dim=cfg.dim,
         min_recall=cfg.min_reduction_recall,
         fit_sample=cfg.fit_sample,
-        recall_sample=cfg.recall_sample,
+        queries=queries,
     )
     if reduced.projection.basis is not None:
         np.save(folder / "projection.npy", reduced.projection.basis)
     index = VectorIndex.build(reduced.vectors, choose_params(n, cfg))
-    if not (cfg.leaves_to_search or cfg.reorder):
-        recall = index.autotune(cfg.target_recall, cfg.recall_sample)
-    else:
-        recall = index.measure_recall(cfg.recall_sample)
+    tuned = not (cfg.leaves_to_search or cfg.reorder)
+    if tuned:
+        index.info["tuning_recall_at_10"] = round(
+            index.autotune(cfg.target_recall, rows=queries.tune), 4
+        )
+    recall = index.measure_recall(rows=queries.report)
+    warnings = recall_warnings(recall, reduced.recall_at_10, cfg, tuned)
     index.info.update(
         {
             "recall_at_10": round(recall, 4),
             "reduction_recall_at_10": round(reduced.recall_at_10, 4),
             "reduction_tried": reduced.tried,
+            "recall_queries": [len(queries.tune), len(queries.report)],
             "full_dim": int(full.shape[1]),
         }
     )
@@ -243,12 +251,41 @@ def _build_mode(
         "recall_at_10": round(recall, 4),
         "reduction_recall_at_10": round(reduced.recall_at_10, 4),
         "seconds": round(time.perf_counter() - t0, 2),
+        "warnings": warnings,
     }
     log(
         f"{folder.name}: {info['kind']} index over {n} x {info['dim']}, recall@10 vs exact "
         f"{recall:.3f} (reduction kept {reduced.recall_at_10:.3f} of full-dim recall@10)"
     )
+    for warning in warnings:
+        log(f"{folder.name}: warning: {warning}")
     return info
+
+
+def recall_warnings(
+    recall: float, reduction_recall: float, cfg: IndexConfig, tuned: bool
+) -> list[str]:
+    """What a build whose measured recall falls below its targets should tell its user, naming
+    the setting to change; empty when both targets are met."""
+    out = []
+    if reduction_recall < cfg.min_reduction_recall:
+        out.append(
+            f"reduction recall@10 vs full {reduction_recall:.3f} is below [index] "
+            f"min_reduction_recall {cfg.min_reduction_recall}: raise [index] dim (now {cfg.dim}) "
+            'or min_reduction_recall, or set [index] reduction = "none"'
+        )
+    if recall < cfg.target_recall:
+        fix = (
+            "raise [index] target_recall (it is tuned on other queries) or set [index] kind = "
+            '"brute_force"'
+            if tuned
+            else "raise [index] leaves_to_search and reorder, or set both to 0 to tune them"
+        )
+        out.append(
+            f"recall@10 vs exact {recall:.3f} is below [index] target_recall "
+            f"{cfg.target_recall}: {fix}"
+        )
+    return out
 
 
 def _neighbours(index: VectorIndex, k: int) -> np.ndarray:
@@ -331,7 +368,12 @@ def build_index(
             report = None
             if primary:
                 if count > 1:
-                    enc = _merge_parts(ws, tmp, count)
+                    enc = _merge_parts(tmp, count)
+                if not enc.rows:
+                    raise InvalidInput(
+                        f"none of the {len(enc.errors)} catalog image(s) could be read; "
+                        "check the files listed above"
+                    )
                 report = _finish(ws, cfg, tmp, live, enc, stamp, log)
         except BaseException:
             if primary:
@@ -364,7 +406,7 @@ def _save_part(part: Path, enc: EncodeResult) -> None:
     atomic_write_text(part / "part.json", json.dumps(part_json))
 
 
-def _merge_parts(ws: Workspace, tmp: Path, count: int) -> EncodeResult:
+def _merge_parts(tmp: Path, count: int) -> EncodeResult:
     """Process 0: the parts of every process as one result in catalog (id) order, their
     features in one ``features.npy``; the parts are removed."""
     from tiefjax.store import Box, Detection

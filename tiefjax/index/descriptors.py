@@ -6,7 +6,9 @@ singular vectors of the *uncentred* catalog matrix preserves dot products with e
 that span: when the basis spans the whole catalog (N <= dim) a query's dot product with each
 catalog vector is unchanged, so small catalogs lose nothing. For large catalogs the truncation is
 approximate, so every build measures recall@10 of the reduced search against exact full-dim
-search and widens the projection until it holds (or keeps the full dimension).
+search and widens the projection until it holds (or keeps the full dimension). The width is
+chosen on one sample of catalog queries and the recall reported is measured on another
+(:func:`tiefjax.index.scann_index.split_queries`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tiefjax.index.scann_index import _without, exact_search, l2_normalize, recall_at_k
+from tiefjax.index.scann_index import (
+    QuerySplit,
+    _without,
+    exact_search,
+    l2_normalize,
+    recall_at_k,
+    split_queries,
+)
 
 
 @dataclass
@@ -79,8 +88,9 @@ def reduction_recall(
 class ReductionReport:
     projection: Projection
     vectors: np.ndarray  # (N, dim) reduced, L2-normalised
-    recall_at_10: float  # reduced exact search vs full-dim exact search (1.0 when unreduced)
-    tried: list[tuple[int, float]]  # (dim, recall) per attempt
+    recall_at_10: float  # reduced vs full-dim exact search on the report queries (1.0 unreduced)
+    tried: list[tuple[int, float]]  # (dim, recall on the tuning queries) per attempt
+    queries: QuerySplit | None = None  # the rows tuned on and reported on (None: not reduced)
 
 
 def reduce_descriptors(
@@ -91,8 +101,11 @@ def reduce_descriptors(
     fit_sample: int = 8192,
     recall_sample: int = 200,
     seed: int = 0,
+    queries: QuerySplit | None = None,
 ) -> ReductionReport:
-    """Fit a projection on ``full`` (N, D unit rows) and widen it until recall@10 >= min_recall.
+    """Fit a projection on ``full`` (N, D unit rows) and widen it until recall@10 >= min_recall
+    on the tuning queries; the recall reported is measured on the report queries (``queries``,
+    else :func:`split_queries` of ``recall_sample``), which may fall below ``min_recall``.
 
     Falls back to the full dimension when no projection narrower than D keeps the recall.
     """
@@ -103,9 +116,9 @@ def reduce_descriptors(
         return ReductionReport(proj, proj.apply(full), 1.0, [])
     if method != "svd":
         raise ValueError(f"unknown reduction {method!r}; use 'svd' or 'none'")
+    split = queries or split_queries(n, recall_sample, seed)
     fit_rows = np.sort(rng.choice(n, size=min(n, fit_sample), replace=False))
     sample = np.asarray(full[fit_rows], np.float32)
-    query_rows = np.sort(rng.choice(n, size=min(n, recall_sample), replace=False))
     tried: list[tuple[int, float]] = []
     d = max(1, dim)
     while True:
@@ -113,11 +126,12 @@ def reduce_descriptors(
         proj = Projection(basis, full_dim)
         vectors = proj.apply(full)
         lossless = d >= len(fit_rows) and len(fit_rows) == n
-        recall = 1.0 if lossless and n <= 1 else reduction_recall(full, vectors, query_rows)
+        recall = 1.0 if lossless and n <= 1 else reduction_recall(full, vectors, split.tune)
         tried.append((proj.dim, round(recall, 4)))
         if recall >= min_recall or lossless:
-            return ReductionReport(proj, vectors, recall, tried)
+            reported = 1.0 if n <= 1 else reduction_recall(full, vectors, split.report)
+            return ReductionReport(proj, vectors, reported, tried, split)
         d *= 2
         if d >= min(full_dim, len(fit_rows)) and len(fit_rows) < n or d >= full_dim:
             proj = Projection(None, full_dim)
-            return ReductionReport(proj, proj.apply(full), 1.0, tried + [(full_dim, 1.0)])
+            return ReductionReport(proj, proj.apply(full), 1.0, tried + [(full_dim, 1.0)], split)

@@ -129,6 +129,31 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int = 10) -> float:
     return float(np.sum(hits) / (k * len(truth))) if len(truth) else 1.0
 
 
+def sample_rows(n: int, sample: int, seed: int = 0) -> np.ndarray:
+    """``min(sample, n)`` distinct catalog rows out of ``n``, drawn with ``seed``, sorted."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=min(sample, n), replace=False))
+
+
+@dataclass(frozen=True)
+class QuerySplit:
+    """Two disjoint samples of catalog rows: ``tune`` chooses settings (reduction width, search
+    settings), ``report`` measures the recall a build reports, so the figure reported is not
+    the one the settings were chosen to reach."""
+
+    tune: np.ndarray
+    report: np.ndarray
+
+
+def split_queries(n: int, sample: int, seed: int = 0) -> QuerySplit:
+    """``sample`` rows to tune on and ``sample`` other rows to report on, out of ``n`` catalog
+    rows (half each, one left over when n is odd, for catalogs under ``2 * sample``)."""
+    each = min(sample, n // 2)
+    picked = sample_rows(n, 2 * each, seed)
+    order = np.random.default_rng(seed + 1).permutation(len(picked))
+    return QuerySplit(np.sort(picked[order[:each]]), np.sort(picked[order[each:]]))
+
+
 def _padded(ids, scores, k: int) -> tuple[np.ndarray, np.ndarray]:
     """ScaNN's (Q, <=k) answers as int64 / float32 (Q, k): it returns fewer when a probed
     region is small, so the rest is padded with -1 / -inf."""
@@ -229,21 +254,28 @@ class VectorIndex:
             ids, scores = self._searcher.search_batched(queries, **kwargs)
         return _padded(ids, scores, k)
 
-    def measure_recall(self, sample: int = 200, k: int = 10, seed: int = 0) -> float:
+    def measure_recall(
+        self, sample: int = 200, k: int = 10, seed: int = 0, rows: np.ndarray | None = None
+    ) -> float:
         """recall@k of this index against exact search, catalog rows as queries (each query's
-        own row left out of both answers, so finding itself does not flatter the figure)."""
-        return self._recall_probe(sample, k, seed)[0]()
+        own row left out of both answers, so finding itself does not flatter the figure): the
+        ``rows`` given, else a seeded ``sample`` of them."""
+        return self._recall_probe(self._rows(sample, seed, rows), k)[0]()
+
+    def _rows(self, sample: int, seed: int, rows: np.ndarray | None) -> np.ndarray:
+        """``rows`` when given, else ``sample`` catalog rows drawn with ``seed``."""
+        if rows is not None:
+            return np.asarray(rows, np.int64)
+        return sample_rows(self.size, sample, seed)
 
     def _recall_probe(
-        self, sample: int, k: int = 10, seed: int = 0
+        self, rows: np.ndarray, k: int = 10
     ) -> tuple[Callable[[], float], np.ndarray]:
-        """(a function giving :meth:`measure_recall` for the current params, the sample): the
-        sample and its exact answers are computed once."""
-        if self.size <= 1:
-            return (lambda: 1.0), np.asarray(self.vectors[: self.size], np.float32)
-        rng = np.random.default_rng(seed)
-        rows = np.sort(rng.choice(self.size, size=min(sample, self.size), replace=False))
+        """(a function giving :meth:`measure_recall` for the current params, the queries): the
+        queries (catalog ``rows``) and their exact answers are computed once."""
         queries = np.asarray(self.vectors[rows], np.float32)
+        if self.size <= 1 or len(rows) == 0:
+            return (lambda: 1.0), queries
         kk = min(k, self.size - 1)
         truth, _ = exact_search(self.vectors, queries, kk + 1)
         truth = _without(truth, rows, kk)
@@ -261,9 +293,12 @@ class VectorIndex:
         margin: float = 0.01,
         steps: int = 12,
         slack: float = 0.1,
+        rows: np.ndarray | None = None,
     ) -> float:
-        """Fastest search settings (leaves searched, candidates re-ranked) whose recall@10 on a
-        sample reaches ``target`` (+ ``margin``); search-time only, nothing is rebuilt.
+        """Fastest search settings (leaves searched, candidates re-ranked) whose recall@10 on
+        the catalog ``rows`` given (else a seeded ``sample``) reaches ``target`` (+ ``margin``);
+        search-time only, nothing is rebuilt. A build tunes on rows it does not report recall
+        on (:func:`split_queries`), so the figure it reports was not what was tuned for.
 
         For 1, 2, 4, ... leaves searched (tree; at most ``steps`` counts) the fewest re-ranked
         candidates on the ladder 20, 30, 40, 60, 80, 120, ... that reach the recall are found,
@@ -278,11 +313,12 @@ class VectorIndex:
         exactly is cheap next to ScaNN's fixed cost per query; 0 turns this off). Returns the
         recall of the settings kept.
         """
+        tune_rows = self._rows(sample, 0, rows)
         if self.params.kind not in ("ah", "tree"):
-            return self.measure_recall(sample)
+            return self.measure_recall(rows=tune_rows)
         p = self.params
         goal = target + margin
-        probe, queries = self._recall_probe(sample)
+        probe, queries = self._recall_probe(tune_rows)
         ladder = _reorder_ladder(self.size)
         if p.kind == "tree":
             leaves = [min(2**i, p.num_leaves) for i in range(steps)]
