@@ -12,7 +12,7 @@ from _index_fakes import FakeEncoder, make_workspace
 from tiefjax.index import build
 from tiefjax.index.build import build_index, current_build, recall_warnings
 from tiefjax.index.config import IndexConfig
-from tiefjax.index.descriptors import reduce_descriptors, reduction_recall
+from tiefjax.index.descriptors import full_truth, reduce_descriptors, reduction_recall
 from tiefjax.index.scann_index import VectorIndex, l2_normalize, split_queries
 from tiefjax.search import Searcher
 
@@ -40,8 +40,9 @@ def test_reduction_tunes_its_width_on_one_sample_and_reports_on_the_other():
     red = reduce_descriptors(y, dim=8, fit_sample=300, recall_sample=60)
     split = red.queries
     assert split is not None and not set(split.tune.tolist()) & set(split.report.tolist())
-    assert red.tried[-1][1] == round(reduction_recall(y, red.vectors, split.tune), 4)
-    assert red.recall_at_10 == reduction_recall(y, red.vectors, split.report)
+    tune_truth, report_truth = full_truth(y, split)
+    assert red.tried[-1][1] == round(reduction_recall(red.vectors, split.tune, tune_truth), 4)
+    assert red.recall_at_10 == reduction_recall(red.vectors, split.report, report_truth)
 
 
 def test_build_tunes_and_reports_on_disjoint_catalog_queries(tmp_path, monkeypatch):

@@ -19,12 +19,13 @@ import numpy as np
 
 from tiefjax.index.scann_index import (
     QuerySplit,
-    _without,
-    exact_search,
+    exact_neighbours,
     l2_normalize,
     recall_at_k,
     split_queries,
 )
+
+K = 10  # recall@K
 
 
 @dataclass
@@ -72,16 +73,18 @@ def fit_basis(sample: np.ndarray, dim: int, seed: int = 0, power_iters: int = 2)
     return np.ascontiguousarray((q @ wt.T[:, :dim]).T)
 
 
-def reduction_recall(
-    full: np.ndarray, reduced: np.ndarray, query_rows: np.ndarray, k: int = 10
-) -> float:
-    """recall@k of exact search on ``reduced`` against exact search on ``full`` (self excluded)."""
-    q_full = np.asarray(full[query_rows], np.float32)
-    truth, _ = exact_search(full, q_full, k + 1)
-    found, _ = exact_search(reduced, reduced[query_rows], k + 1)
-    truth = _without(truth, query_rows, k)
-    found = _without(found, query_rows, k)
-    return recall_at_k(found, truth, k)
+def reduction_recall(reduced: np.ndarray, query_rows: np.ndarray, truth: np.ndarray) -> float:
+    """recall@K of exact search on ``reduced`` against ``truth``, the full-dimension exact
+    answers of the same ``query_rows`` (self excluded), computed once per build."""
+    return recall_at_k(exact_neighbours(reduced, query_rows, K), truth, K)
+
+
+def full_truth(full: np.ndarray, split: QuerySplit) -> tuple[np.ndarray, np.ndarray]:
+    """Full-dimension exact answers of the tuning and the report queries, in one pass over the
+    catalog in bounded blocks: the costly part of measuring a reduction, so it is done once and
+    not at every widening step."""
+    both = exact_neighbours(full, np.concatenate([split.tune, split.report]), K)
+    return both[: len(split.tune)], both[len(split.tune) :]
 
 
 @dataclass
@@ -117,6 +120,7 @@ def reduce_descriptors(
     if method != "svd":
         raise ValueError(f"unknown reduction {method!r}; use 'svd' or 'none'")
     split = queries or split_queries(n, recall_sample, seed)
+    tune_truth, report_truth = full_truth(full, split)
     fit_rows = np.sort(rng.choice(n, size=min(n, fit_sample), replace=False))
     sample = np.asarray(full[fit_rows], np.float32)
     tried: list[tuple[int, float]] = []
@@ -126,10 +130,10 @@ def reduce_descriptors(
         proj = Projection(basis, full_dim)
         vectors = proj.apply(full)
         lossless = d >= len(fit_rows) and len(fit_rows) == n
-        recall = 1.0 if lossless and n <= 1 else reduction_recall(full, vectors, split.tune)
+        recall = reduction_recall(vectors, split.tune, tune_truth)
         tried.append((proj.dim, round(recall, 4)))
         if recall >= min_recall or lossless:
-            reported = 1.0 if n <= 1 else reduction_recall(full, vectors, split.report)
+            reported = reduction_recall(vectors, split.report, report_truth)
             return ReductionReport(proj, vectors, reported, tried, split)
         d *= 2
         if d >= min(full_dim, len(fit_rows)) and len(fit_rows) < n or d >= full_dim:

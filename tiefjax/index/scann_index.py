@@ -93,16 +93,29 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, 1e-12)
 
 
+#: bytes of one block of exact search: database rows as float32 plus their scores
+EXACT_BLOCK_BYTES = 256 * 2**20
+
+
+def block_rows(dim: int, queries: int, budget: int = EXACT_BLOCK_BYTES) -> int:
+    """Database rows per block of :func:`exact_search` so that the block (float32, ``dim``
+    wide) and its scores against ``queries`` stay within ``budget`` bytes: about 2,100 rows at
+    the full 30,976 dimensions, not a fixed count whose size grows with the dimension."""
+    return max(1, budget // (4 * (dim + max(1, queries))))
+
+
 def exact_search(
-    database: np.ndarray, queries: np.ndarray, k: int, chunk: int = 65536
+    database: np.ndarray, queries: np.ndarray, k: int, chunk: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` by dot product: (positions int64 (Q,k), scores float32 (Q,k)).
 
-    The database may be a memory map; it is read in chunks so memory stays bounded.
+    The database may be a memory map; it is read in blocks of ``chunk`` rows (default
+    :func:`block_rows`), so memory stays bounded whatever its size and dimension.
     """
     queries = np.atleast_2d(np.asarray(queries, np.float32))
     n = database.shape[0]
     k = min(k, n)
+    chunk = chunk or block_rows(int(database.shape[1]), queries.shape[0])
     best_ids = np.zeros((queries.shape[0], 0), np.int64)
     best_scores = np.zeros((queries.shape[0], 0), np.float32)
     for start in range(0, n, chunk):
@@ -118,6 +131,14 @@ def exact_search(
             best_scores = np.take_along_axis(best_scores, keep, 1)
     order = np.argsort(-best_scores, axis=1, kind="stable")
     return np.take_along_axis(best_ids, order, 1), np.take_along_axis(best_scores, order, 1)
+
+
+def exact_neighbours(database: np.ndarray, rows: np.ndarray, k: int = 10) -> np.ndarray:
+    """Exact top-``k`` positions (int64, -1 padded) of the database ``rows`` as queries, each
+    query's own row left out: the ground truth recall is measured against."""
+    queries = np.asarray(database[rows], np.float32)
+    ids, _ = exact_search(database, queries, k + 1)
+    return _without(ids, rows, k)
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int = 10) -> float:
@@ -277,8 +298,7 @@ class VectorIndex:
         if self.size <= 1 or len(rows) == 0:
             return (lambda: 1.0), queries
         kk = min(k, self.size - 1)
-        truth, _ = exact_search(self.vectors, queries, kk + 1)
-        truth = _without(truth, rows, kk)
+        truth = exact_neighbours(self.vectors, rows, kk)
 
         def probe() -> float:
             found, _ = self.search(queries, kk + 1)
