@@ -135,7 +135,7 @@ def barrier(name: str) -> None:
         return
     limit = timeout_s()
     try:
-        _client().wait_at_barrier(f"tiefjax/{name}", limit * 1000)
+        _client().wait_at_barrier(f"tiefjax/{_call_id()}/{name}", limit * 1000)
     except Exception as err:
         raise TiefjaxError(
             f"another process did not reach '{name}' within {limit}s (it failed, was killed "

@@ -9,16 +9,22 @@ Layout under ``ws.index_dir``::
         features.npy           per-location-normalised encoder maps (float16, memmap)
         unsupervised/          vectors.npy, projection.npy, index.json, scann/, neighbours.npy
         supervised/            the same for the ranking net's descriptor (when trained)
-    .tmp-<time>-<pid>/         a build in progress (a crash leaves only this behind)
+    .tmp-<fingerprint>/        a build in progress: features.npy and chunks/ being encoded,
+                               part-<i>/ per process of a multi-process build
 
 A build writes everything into the temporary folder, renames it to ``index-<time>`` and then
-replaces ``CURRENT``: readers see the old index or the new one, never half of one.
+replaces ``CURRENT``: readers see the old index or the new one, never half of one. The
+temporary folder is named after what it encodes (the catalog's images and boxes, the encoder,
+the locator, the ranking net, the process count, the chunk size): a killed build leaves it
+behind and the next build of the same catalog resumes from its finished chunks, while a folder
+that matches nothing current is removed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -44,7 +50,10 @@ from tiefjax.index.encode import (
     Previous,
     Row,
     ScaledRows,
+    detections_from_json,
+    detections_to_json,
     encode_catalog,
+    encoder_fingerprint,
     trained_fingerprint,
     unsupervised_rows,
 )
@@ -67,6 +76,7 @@ class IndexReport:
     reused: int
     located: int
     errors: list[tuple[str, str]] = field(default_factory=list)
+    resumed: int = 0  # rows taken from the chunks a killed build had finished
     modes: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: float = 0.0
     supervised_note: str = ""
@@ -76,6 +86,7 @@ class IndexReport:
             f"indexed {self.images} image(s) in {self.seconds:.1f}s: {self.encoded} encoded, "
             f"{self.reused} unchanged re-used, {self.located} located, "
             f"{len(self.errors)} skipped"
+            + (f", {self.resumed} from an interrupted build" if self.resumed else "")
         ]
         for image_id, message in self.errors[:20]:
             lines.append(f"  skipped {image_id}: {message}")
@@ -119,10 +130,12 @@ def _build_lock(ws: Workspace) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _cleanup(ws: Workspace, keep: int) -> None:
-    """Remove crashed temporary builds and finished builds beyond the newest ``keep``."""
+def _cleanup(ws: Workspace, keep: int, resume: str | None = None) -> None:
+    """Remove temporary builds other than ``resume`` (the one this build continues) and
+    finished builds beyond the newest ``keep``."""
     for tmp in ws.index_dir.glob(".tmp-*"):
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp.name != resume:
+            shutil.rmtree(tmp, ignore_errors=True)
     live = current_build(ws)
     builds = sorted(p for p in ws.index_dir.glob("index-*") if p.is_dir())
     for old in builds[: max(0, len(builds) - max(1, keep))]:
@@ -341,46 +354,44 @@ def build_index(
     me, count = distributed.process_index(), distributed.process_count()
     primary = me == 0
     with _build_lock(ws) if primary else contextlib.nullcontext():
-        if primary:
-            _cleanup(ws, cfg.keep_builds)
+        tmp = ws.index_dir / distributed.share(
+            "index-work", _work_name(ws, cfg, encoder, locator, count) if primary else None
+        )
+        if primary:  # a killed build's folder is kept when this build would redo its work
+            _cleanup(ws, cfg.keep_builds, resume=tmp.name)
+            tmp.mkdir(parents=True, exist_ok=True)
         live = current_build(ws)
         stamp = distributed.share("index-stamp", datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ"))
-        tmp = ws.index_dir / f".tmp-{stamp}"
-        try:
-            if primary:
-                tmp.mkdir(parents=True)
-            distributed.barrier("index-started")
-            part = tmp / f"part-{me}" if count > 1 else tmp
-            enc = encode_catalog(
-                ws,
-                part,
-                cfg,
-                _previous(live),
-                encoder,
-                locator,
-                progress=progress,
-                log=log,
-                shard=(me, count),
-            )
+        distributed.barrier("index-started")
+        part = tmp / f"part-{me}" if count > 1 else tmp
+        enc = encode_catalog(
+            ws,
+            part,
+            cfg,
+            _previous(live),
+            encoder,
+            locator,
+            progress=progress,
+            log=log,
+            shard=(me, count),
+            on_detections=_store_detections(ws) if primary else None,
+        )
+        if count > 1:
+            _save_part(part, enc)
+            distributed.barrier("index-encoded")
+        report = None
+        if primary:
             if count > 1:
-                _save_part(part, enc)
-                distributed.barrier("index-encoded")
-            report = None
-            if primary:
-                if count > 1:
-                    enc = _merge_parts(tmp, count)
-                if not enc.rows:
-                    raise InvalidInput(
-                        f"none of the {len(enc.errors)} catalog image(s) could be read; "
-                        "check the files listed above"
-                    )
-                report = _finish(ws, cfg, tmp, live, enc, stamp, log)
-        except BaseException:
-            if primary:
-                shutil.rmtree(tmp, ignore_errors=True)
-            raise
+                enc = _merge_parts(tmp, count)
+            if not enc.rows:
+                raise InvalidInput(
+                    f"none of the {len(enc.errors)} catalog image(s) could be read; "
+                    "check the files listed above"
+                )
+            report = _finish(ws, cfg, tmp, live, enc, stamp, log)
         final = ws.index_dir / f"index-{stamp}"
         if primary:
+            _drop_work(tmp)
             os.replace(tmp, final)
             _fsync_dir(ws.index_dir)
             atomic_write_text(ws.index_dir / CURRENT, final.name + "\n")
@@ -393,13 +404,57 @@ def build_index(
     return report
 
 
+def _work_name(ws: Workspace, cfg: IndexConfig, encoder: Any, locator: Any, count: int) -> str:
+    """``.tmp-<fingerprint>``: the temporary folder of a build of the catalog as it is now
+    (images, their hashes and annotated boxes) with these encoder, locator and ranking net, so
+    that the next build resumes a killed one exactly when it would encode the same things."""
+    from tiefjax.store import Store
+
+    with Store(ws.store_path) as store:
+        images = [(r.id, r.sha256) for r in store.list_images()]
+        boxes = sorted((k, v.box.as_tuple()) for k, v in store.boxes().items())
+    if locator == "auto":
+        locator_fp = trained_fingerprint(ws, "classifier", "regressor") if cfg.locate else "off"
+    else:
+        locator_fp = "none" if locator is None else str(locator[1])
+    state = {
+        "images": images,
+        "boxes": boxes,
+        "encoder": encoder.fingerprint if encoder is not None else encoder_fingerprint(ws),
+        "locator": locator_fp,
+        "ranking": trained_fingerprint(ws, "ranking"),
+        "processes": count,
+        "chunk_size": cfg.chunk_size,
+    }
+    digest = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
+    return f".tmp-{digest[:20]}"
+
+
+def _store_detections(ws: Workspace) -> Callable[[list[Any]], None]:
+    """Writes a finished chunk's new detections to the store (process 0 is its only writer)."""
+    from tiefjax.store import Store
+
+    def write(detections: list[Any]) -> None:
+        with Store(ws.store_path) as store:
+            store.put_detections(detections)
+
+    return write
+
+
+def _drop_work(tmp: Path) -> None:
+    """Remove what only a resumed build needs (chunk records and working features, the
+    processes' parts) from a build about to be swapped in."""
+    for work in [*tmp.glob("part-*"), *tmp.glob("chunks"), *tmp.glob("*/chunks")]:
+        shutil.rmtree(work)
+
+
 def _save_part(part: Path, enc: EncodeResult) -> None:
     """A process's encoded share: rows, detections and errors next to its ``features.npy``."""
     part_json = {
         "rows": [r.to_json() for r in enc.rows],
-        "detections": [asdict(d) for d in enc.detections],
+        "detections": detections_to_json(enc.detections),
         "errors": enc.errors,
-        "counts": [enc.encoded, enc.reused, enc.located],
+        "counts": [enc.encoded, enc.reused, enc.located, enc.resumed],
         "seconds": enc.seconds,
         "encoder": [enc.encoder_source, enc.encoder_fingerprint],
     }
@@ -408,9 +463,7 @@ def _save_part(part: Path, enc: EncodeResult) -> None:
 
 def _merge_parts(tmp: Path, count: int) -> EncodeResult:
     """Process 0: the parts of every process as one result in catalog (id) order, their
-    features in one ``features.npy``; the parts are removed."""
-    from tiefjax.store import Box, Detection
-
+    features in one ``features.npy`` (the parts stay until the build is swapped in)."""
     rows: list[tuple[Row, int, int]] = []  # (row, part, row in part)
     merged = EncodeResult([], tmp / "features.npy")
     arrays = []
@@ -418,14 +471,11 @@ def _merge_parts(tmp: Path, count: int) -> EncodeResult:
         meta = json.loads((tmp / f"part-{p}" / "part.json").read_text(encoding="utf-8"))
         arrays.append(np.load(tmp / f"part-{p}" / "features.npy", mmap_mode="r"))
         rows += [(Row.from_json(r), p, i) for i, r in enumerate(meta["rows"])]
-        merged.detections += [
-            Detection(d["image_id"], Box(**d["box"]), d["score"], d["fallback"])
-            for d in meta["detections"]
-        ]
+        merged.detections += detections_from_json(meta["detections"])
         merged.errors += [tuple(e) for e in meta["errors"]]
-        encoded, reused, located = meta["counts"]
+        encoded, reused, located, resumed = meta["counts"]
         merged.encoded, merged.reused = merged.encoded + encoded, merged.reused + reused
-        merged.located += located
+        merged.located, merged.resumed = merged.located + located, merged.resumed + resumed
         merged.seconds = max(merged.seconds, meta["seconds"])
         merged.encoder_source, merged.encoder_fingerprint = meta["encoder"]
     rows.sort(key=lambda r: r[0].id)  # the order one process writes: the store's, by id
@@ -436,8 +486,6 @@ def _merge_parts(tmp: Path, count: int) -> EncodeResult:
         features[i] = arrays[p][j]
     features.flush()
     del features, arrays
-    for p in range(count):
-        shutil.rmtree(tmp / f"part-{p}")
     merged.rows = [r for r, _, _ in rows]
     return merged
 
@@ -448,7 +496,7 @@ def _part_report(build: Path, enc: EncodeResult) -> IndexReport:
     report = IndexReport(
         str(build), meta["built_at"], meta["images"], enc.encoded, enc.reused, enc.located
     )
-    report.errors, report.modes = enc.errors, meta.get("modes", {})
+    report.errors, report.modes, report.resumed = enc.errors, meta.get("modes", {}), enc.resumed
     return report
 
 
@@ -461,7 +509,6 @@ def _finish(
     stamp: str,
     log: Callable[[str], None],
 ) -> IndexReport:
-    from tiefjax.index.encode import encoder_fingerprint
     from tiefjax.store import Store
 
     if enc.detections:
@@ -474,6 +521,7 @@ def _finish(
     report = IndexReport(
         str(tmp), built_at, len(enc.rows), enc.encoded, enc.reused, enc.located, enc.errors
     )
+    report.resumed = enc.resumed
     report.modes["unsupervised"] = _build_mode(
         unsupervised_rows(features), tmp / "unsupervised", cfg, log
     )

@@ -209,8 +209,9 @@ def run_loop(
         max_to_keep=config.keep_checkpoints, create=True, enable_async_checkpointing=False
     )
     with ocp.CheckpointManager((train_dir / CHECKPOINTS).absolute(), options=options) as mngr:
-        state = _restore_newest_intact(mngr, _abstract(state_shape, repl), task.name, log)
-        if state is not None:
+        restored = _restore_newest_intact(mngr, _abstract(state_shape, repl), task.name, log)
+        if restored is not None:
+            state: dict[str, Any] = restored
             start = int(to_host(state["step"]))
             log(f"{task.name}: resuming from the checkpoint at step {start}")
         else:
