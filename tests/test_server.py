@@ -97,9 +97,21 @@ def test_health_stats_openapi(client, ids):
     index = stats["index"]
     assert index["modes"] == ["unsupervised"] and index["size"] == len(ids)
     assert index["recall_at_10"] == 1.0 and 0 <= index["age_s"] < 600
-    assert index["built_at"].endswith("Z")
+    assert index["built_at"].endswith("Z") and index["stale"] is None
     schema = client.get("/api/openapi.json").json()
     assert schema["openapi"].startswith("3.")
+
+
+def test_stats_say_the_index_is_stale_when_it_does_not_cover_the_catalog(workspace, ids):
+    """239 images catalogued and 39 indexed used to show "stale": null."""
+    searcher = FakeSearcher(ids[:2] + ["gone"])
+    app = create_app(workspace, token=TOKEN, config=ServerConfig.tiny(), searcher=searcher)
+    with TestClient(app) as c:
+        stale = c.get("/api/stats").json()["index"]["stale"]
+    missing = len(ids) - 2
+    assert f"{missing} of the {len(ids)} catalogued images are not in it" in stale
+    assert "1 images in it were removed from the catalog" in stale
+    assert f"tiefjax index {workspace.root}" in stale
 
 
 def test_openapi_lists_every_route(workspace, searcher):
@@ -723,18 +735,23 @@ def test_rebuilt_index_is_picked_up_without_restart(workspace):
 
 
 def test_serve_command_binds_localhost_and_prints_url_and_token(workspace, monkeypatch, capsys):
-    import uvicorn
-
     from tiefjax.cli import main
+    from tiefjax.server import listen
 
     calls = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+
+    class Listening:  # stands in for uvicorn: "binds" and says so at once
+        def __init__(self, app, host, port, config, ready):
+            calls.append((app, {"host": host, "port": port}))
+            self.run = lambda: ready(f"http://{host}:{port}/")
+
+    monkeypatch.setattr(listen, "make_server", Listening)
     monkeypatch.delenv("TIEFJAX_TOKEN", raising=False)
     assert main(["serve", str(workspace.root), "--port", "8123"]) == 0
     app, kw = calls[0]
     assert kw["host"] == "127.0.0.1" and kw["port"] == 8123
     out = capsys.readouterr().out
-    assert "http://127.0.0.1:8123/" in out and app.state.token in out
+    assert "ready: http://127.0.0.1:8123/" in out and app.state.token in out
     assert main(["serve", str(workspace.root), "--token", "abc", "--host", "0.0.0.0"]) == 0
     assert calls[1][0].state.token == "abc" and calls[1][1]["host"] == "0.0.0.0"
     assert main(["serve", str(workspace.root / "nope")]) == 2  # not a workspace: one-line error

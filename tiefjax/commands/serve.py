@@ -40,11 +40,10 @@ def _is_loopback(host: str) -> bool:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from tiefjax.errors import InvalidInput
     from tiefjax.server.app import create_app
     from tiefjax.server.config import ServerConfig
+    from tiefjax.server.listen import make_server
     from tiefjax.workspace import Workspace
 
     ws = Workspace(args.workspace).require()
@@ -56,9 +55,7 @@ def serve(args: argparse.Namespace) -> int:
         raise InvalidInput(f"{where} must be a TCP port from 1 to 65535, got {port}")
     print("loading the workspace and its search index ...", file=sys.stderr)
     app = create_app(ws, token=args.token, config=config)
-    shown = f"[{host}]" if ":" in host else host
     print(f"tiefjax serving {ws.root}")
-    print(f"  open:  http://{shown}:{port}/")
     note = "new each start; fix it with --token" if app.state.token_generated else "as given"
     print(f"  token: {app.state.token}   (the editors ask for it once; {note})")
     if not _is_loopback(host):
@@ -68,7 +65,11 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     sys.stdout.flush()
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+    def ready(url: str) -> None:
+        print(f"  ready: {url}   (listening; Ctrl-C stops)", flush=True)
+
+    make_server(app, host, port, config, ready).run()
     return 0
 
 

@@ -39,7 +39,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -184,6 +184,8 @@ def api(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awa
             if "image_id" in request.path_params:
                 check_id(request.path_params["image_id"])
             return await fn(request)
+        except ClientDisconnect:  # gone (or cut off for sending too slowly): nobody to answer
+            return Response(status_code=400)
         except BoxConflict as err:
             return error_response(409, str(err), current=stored_box_json(err.current))
         except TiefjaxError as err:
@@ -328,8 +330,8 @@ def build_routes(state: ServerState) -> list[Route]:
 
     async def stats(request: Request) -> Response:
         searcher = await state.current_searcher()
-        counts, index = await run_in_threadpool(
-            lambda: (store.stats(), index_summary(searcher))  # info stats files: off the loop
+        counts, index = await run_in_threadpool(  # info stats files: off the loop
+            lambda: (store.stats(), index_summary(searcher, store.image_ids(), state.ws.root))
         )
         return JSONResponse({**counts, "index": index})
 
@@ -557,8 +559,11 @@ def modes_of(searcher: Any) -> list[str]:
     return [m for m in MODES if m in modes] if modes else ["unsupervised"]
 
 
-def index_summary(searcher: Any) -> dict[str, Any] | None:
-    """``index`` of /api/stats: when it was built, size, measured recall@10, modes, staleness."""
+def index_summary(
+    searcher: Any, catalog_ids: list[str] | None = None, root: Path | None = None
+) -> dict[str, Any] | None:
+    """``index`` of /api/stats: when it was built, size, measured recall@10, modes, staleness
+    (also against ``catalog_ids`` when given: images added or removed since the build)."""
     if searcher is None:
         return None
     info = dict(getattr(searcher, "info", None) or {})
@@ -571,14 +576,40 @@ def index_summary(searcher: Any) -> dict[str, Any] | None:
     if recall is None and isinstance(per_mode, dict):
         first = per_mode.get("unsupervised") or next(iter(per_mode.values()), None)
         recall = first.get("recall_at_10") if isinstance(first, dict) else None
+    reasons = [info.get("stale")]
+    if catalog_ids is not None:
+        reasons.append(_out_of_date(searcher, info, catalog_ids, root))
     return {
         "built_at": _iso(built_at),
         "age_s": _age_s(built_at),
         "size": size,
         "recall_at_10": None if recall is None else _num(recall),
         "modes": modes_of(searcher),
-        "stale": info.get("stale"),
+        "stale": "; ".join(r for r in reasons if r) or None,
     }
+
+
+def _out_of_date(
+    searcher: Any, info: dict[str, Any], catalog_ids: list[str], root: Path | None
+) -> str | None:
+    """Why the index no longer covers the catalog (images added or removed since it was built;
+    photos the build had to skip do not count), or None."""
+    indexed = getattr(searcher, "ids", None)
+    if indexed is None:
+        return None
+    skipped = {e.get("id") for e in info.get("errors") or () if isinstance(e, dict)}
+    catalog, in_index = set(catalog_ids), set(indexed)
+    missing, removed = len(catalog - in_index - skipped), len(in_index - catalog)
+    changes = [
+        f"{missing} of the {len(catalog)} catalogued images are not in it" if missing else "",
+        f"{removed} images in it were removed from the catalog" if removed else "",
+    ]
+    if not missing and not removed:
+        return None
+    return (
+        f"the index is out of date: {' and '.join(c for c in changes if c)}; rebuild it with "
+        f"tiefjax index {root or 'WORKSPACE'}"
+    )
 
 
 def _triplet_json(t: Any) -> dict[str, Any]:

@@ -42,6 +42,20 @@ class ServerConfig:
             "Retry-After (its queued work is dropped)"
         },
     )
+    header_timeout_s: float = field(
+        default=10.0,
+        metadata={
+            "help": "seconds a client has to send a request's line and headers (from the "
+            "connection or the previous response); slower ones get 408 and are cut off"
+        },
+    )
+    body_timeout_s: float = field(
+        default=60.0,
+        metadata={
+            "help": "seconds a client has to send a request's body once its headers are in; "
+            "slower ones get 408 and are cut off"
+        },
+    )
     batch_max: int = field(
         default=16, metadata={"help": "most upload searches combined into one device call"}
     )
