@@ -8,6 +8,7 @@ get similar descriptors without compiling AlexNet.
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from PIL import Image
@@ -22,12 +23,14 @@ class FakeEncoder(FeatureEncoder):
         self.batch_size = batch_size
         self.source = "fake"
         self.calls = 0
+        self.windows = 0  # windows encoded, over all calls
         rng = np.random.default_rng(1)
         self._proj = rng.standard_normal((3, 256)).astype(np.float32)
         self._bias = rng.standard_normal((11, 11, 256)).astype(np.float32) * 0.2
 
     def start(self, windows: np.ndarray):
         self.calls += 1
+        self.windows += len(windows)
         assert windows.dtype == np.uint8 and windows.shape[1:] == (224, 224, 3)
         n = len(windows)
         x = windows[:, :220, :220].astype(np.float32).reshape(n, 11, 20, 11, 20, 3)
@@ -39,6 +42,25 @@ class FakeEncoder(FeatureEncoder):
     @staticmethod
     def fetch(handle):
         return handle[0]
+
+
+class FakeLocated:
+    def __init__(self, img):
+        self.box = (1.0, 2.0, img.width - 3.0, img.height - 4.0)
+        self.probability = 0.9
+        self.fallback = False
+
+
+class FakeLocator:
+    """Finds (1, 2, width - 3, height - 4) in the photo it is given; looks at ``short_side``."""
+
+    def __init__(self, short_side: int = 448):
+        self.config = SimpleNamespace(decode_short_side=short_side)
+        self.sizes: list[tuple[int, int]] = []
+
+    def locate_many(self, imgs):
+        self.sizes += [img.size for img in imgs]
+        return [FakeLocated(i) for i in imgs]
 
 
 def photo(seed: int, size: tuple[int, int] = (96, 72), base: tuple[int, int, int] | None = None):

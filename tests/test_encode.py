@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from _index_fakes import FakeEncoder, make_catalog, make_workspace, photo
+from _index_fakes import FakeEncoder, FakeLocator, make_catalog, make_workspace, photo
 
 from tiefjax.catalog import init_workspace
 from tiefjax.index.build import build_index, current_build
@@ -55,25 +54,6 @@ def test_incremental_add_change_remove(tmp_path):
     # a different encoder invalidates every row
     fourth = build_index(ws, CFG, encoder=FakeEncoder(fingerprint="fake-2"), progress=False)
     assert fourth.encoded == 7
-
-
-class FakeLocated:
-    def __init__(self, img):
-        self.box = (1.0, 2.0, img.width - 3.0, img.height - 4.0)
-        self.probability = 0.9
-        self.fallback = False
-
-
-class FakeLocator:
-    """Finds (1, 2, width - 3, height - 4) in the photo it is given; looks at ``short_side``."""
-
-    def __init__(self, short_side: int = 448):
-        self.config = SimpleNamespace(decode_short_side=short_side)
-        self.sizes: list[tuple[int, int]] = []
-
-    def locate_many(self, imgs):
-        self.sizes += [img.size for img in imgs]
-        return [FakeLocated(i) for i in imgs]
 
 
 def test_boxes_annotation_detection_whole_and_store(tmp_path):

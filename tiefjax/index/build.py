@@ -445,7 +445,8 @@ def _drop_work(tmp: Path) -> None:
     """Remove what only a resumed build needs (chunk records and working features, the
     processes' parts) from a build about to be swapped in."""
     for work in [*tmp.glob("part-*"), *tmp.glob("chunks"), *tmp.glob("*/chunks")]:
-        shutil.rmtree(work)
+        if work.exists():  # not inside a part removed before it
+            shutil.rmtree(work)
 
 
 def _save_part(part: Path, enc: EncodeResult) -> None:

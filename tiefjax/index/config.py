@@ -19,6 +19,9 @@ class IndexConfig:
     batch_size: int = setting(32, "images per encoder call (a short one is padded to a power of 2)")
     workers: int = setting(2, "threads decoding and resizing images ahead of the encoder")
     prefetch_depth: int = setting(64, "decoded images allowed to wait for the encoder")
+    chunk_size: int = setting(
+        4096, "images per chunk written to disk: a killed build resumes from its last whole one"
+    )
     locate: bool = setting(True, "find the product box with the trained locator when unannotated")
     reduction: str = setting("svd", "'svd' (projection fitted on the catalog) or 'none'")
     dim: int = setting(256, "descriptor dimension after reduction (widened until recall holds)")
@@ -50,7 +53,7 @@ class IndexConfig:
             problems.append(f"kind must be one of {', '.join(kinds)}, not {self.kind!r}")
         if self.reduction not in ("svd", "none"):
             problems.append(f"reduction must be 'svd' or 'none', not {self.reduction!r}")
-        for name in ("batch_size", "workers", "prefetch_depth", "dim", "fit_sample"):
+        for name in ("batch_size", "workers", "prefetch_depth", "chunk_size", "dim", "fit_sample"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
         for name in ("min_reduction_recall", "target_recall"):

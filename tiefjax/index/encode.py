@@ -7,20 +7,27 @@ batch ``i`` is on the device and batch ``i - 1`` is copied out). Results go into
 which both descriptors are computed. Rows of images whose content hash, box and encoder are
 unchanged are copied from the previous build instead of being encoded again.
 
+The work is done in chunks of ``[index] chunk_size`` images: when a chunk is finished its
+features are flushed and a record of it (rows, skipped photos, detections) is written, so a
+killed build started again into the same folder resumes from its last finished chunk.
+
 Box choice per image (recorded as ``source``): the annotated box from the store, else the
 locator's detection (when the classifier and regressors are trained), else the whole image.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
+import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -36,7 +43,7 @@ from tiefjax.images import (
 from tiefjax.index.config import IndexConfig
 from tiefjax.inference import ShardedApply
 from tiefjax.nets.alexnet import FEATURE_CHANNELS, PATCH, WINDOW
-from tiefjax.workspace import Workspace
+from tiefjax.workspace import Workspace, atomic_write_text
 
 FEATURE_DIM = PATCH * PATCH * FEATURE_CHANNELS  # 30976
 FEATURES_DTYPE = np.float16
@@ -199,6 +206,14 @@ class EncodeResult:
     encoder_source: str = ""
     encoder_fingerprint: str = ""
     detections: list[Any] = field(default_factory=list)  # new store.Detection, to be saved
+    resumed: int = 0  # rows taken from chunks an interrupted run finished
+
+    def add(self, done: ChunkWork) -> None:
+        """Count a chunk this run encoded."""
+        self.errors += done.errors
+        self.located += done.located
+        self.encoded += done.encoded
+        self.reused += done.reused
 
     @property
     def images_per_second(self) -> float:
@@ -230,19 +245,22 @@ def encode_catalog(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     shard: tuple[int, int] = (0, 1),
+    on_detections: Callable[[list[Any]], None] | None = None,
 ) -> EncodeResult:
     """Encode every image of the store into ``out_dir/features.npy``; returns the rows written.
 
     ``locator``: "auto" loads the trained locator if there is one; None means whole images.
     ``boxes_from``: use these rows' boxes instead of choosing (a second encoder, same crops).
     ``shard = (i, n)``: only every ``n``-th image (by id) from the ``i``-th, for process ``i`` of
-    ``n``. Corrupt images are reported in ``errors`` and left out. New detections are returned
-    in ``detections`` for the caller to store (one process writes the store).
+    ``n``. Corrupt images are reported in ``errors`` and left out. The work goes to disk in
+    chunks of ``chunk_size`` images (``out_dir/chunks/``), so chunks an interrupted run finished
+    in the same ``out_dir`` are taken as they are (counted in ``resumed``), not encoded again.
+    New detections go to ``on_detections`` after each chunk when it is given (the store's one
+    writer), else they are returned in ``detections`` for the caller to store.
     """
     from tqdm import tqdm
 
-    from tiefjax.store import Box as StoreBox
-    from tiefjax.store import Detection, Store
+    from tiefjax.store import Store
 
     cfg = config or IndexConfig()
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -256,7 +274,86 @@ def encode_catalog(
         locator = None
     loc = load_locator(ws, cfg.locate) if locator == "auto" else locator
     locator_obj, locator_fp = loc if loc else (None, None)
+    locating = locator_fp if locator_obj is not None else None
+    rows, jobs, copies = _plan(images, boxes, previous, encoder, locating, boxes_from)
+    chunks = _Chunks(out_dir / CHUNKS, [rec.id for rec in images], cfg.chunk_size)
+    result = EncodeResult([], out_dir / "features.npy")
+    result.encoder_source, result.encoder_fingerprint = encoder.source, encoder.fingerprint
+    report = on_detections or result.detections.extend
+    todo = [c for c in range(chunks.count) if not _resume(chunks, c, rows, result, report)]
+    jobs_of = _by_chunk(jobs, lambda j: chunks.of(j.pos), todo)
+    copies_of = _by_chunk(copies, lambda cp: chunks.of(cp[0]), todo)
+    to_encode = sum(len(js) for js in jobs_of.values())
+    if to_encode:
+        log(
+            f"encoding {to_encode} image(s) ({sum(map(len, copies_of.values()))} unchanged "
+            f"re-used, {result.resumed} from an interrupted build)"
+            + (", locating products" if locator_obj is not None else "")
+        )
+    t0 = time.perf_counter()
+    pipe = _Pipeline(encoder, locator_obj, chunks.features, rows)
+    left = {c: len(jobs_of[c]) for c in todo}  # jobs of each chunk not yet decoded
+    open_chunks = collections.deque(todo)
 
+    def finish_chunks() -> None:
+        """Finish (encode, copy, record) the chunks whose jobs have all been handed in."""
+        while open_chunks and left[open_chunks[0]] == 0:
+            c = open_chunks.popleft()
+            done = pipe.finish()
+            for new, old_pos in copies_of[c]:
+                assert previous is not None and previous.features is not None  # copies: prev_ok
+                chunks.features[new] = previous.features[old_pos]
+            done.encoded, done.reused = len(jobs_of[c]) - len(done.errors), len(copies_of[c])
+            chunks.save(c, rows, done)
+            result.add(done)
+            if done.detections:
+                report(done.detections)
+
+    queue = [j for c in todo for j in jobs_of[c]]
+    with tqdm(
+        total=len(queue), desc="encode", unit="img", disable=None if progress else True
+    ) as bar:
+        finish_chunks()  # chunks with nothing to encode (copies only)
+        for job, value in prefetch(pipe.decode, queue, cfg.workers, cfg.prefetch_depth):
+            bar.update(1)
+            if isinstance(value, BaseException):
+                log(f"skipped {job.id}: {value}")
+            pipe.add(job, value)
+            left[chunks.of(job.pos)] -= 1
+            finish_chunks()
+    result.seconds = time.perf_counter() - t0
+    kept = [i for i, r in enumerate(rows) if r is not None]
+    chunks.write_features(kept, result.features_path)
+    result.rows = [rows[i] for i in kept]  # type: ignore[misc]
+    return result
+
+
+T = TypeVar("T")
+
+
+def _by_chunk(items: list[T], chunk_of: Callable[[T], int], todo: list[int]) -> dict[int, list[T]]:
+    """``items`` of the chunks in ``todo``, by chunk, in one pass (a million jobs, hundreds of
+    chunks)."""
+    out: dict[int, list[T]] = {c: [] for c in todo}
+    for item in items:
+        group = out.get(chunk_of(item))
+        if group is not None:
+            group.append(item)
+    return out
+
+
+def _plan(
+    images: list[Any],
+    boxes: dict[str, Box],
+    previous: Previous | None,
+    encoder: FeatureEncoder,
+    locating: str | None,
+    boxes_from: dict[str, Row] | None,
+) -> tuple[list[Row | None], list[_Job], list[tuple[int, int]]]:
+    """Each image's box (annotation, the previous build's still valid detection, to locate, or
+    the whole photo): (rows known already, jobs to decode and encode, rows to copy from the
+    previous build as (new position, old position)). ``locating``: the locator's fingerprint,
+    None without one."""
     prev_ok = (
         previous is not None
         and previous.features is not None
@@ -264,7 +361,7 @@ def encode_catalog(
     )
     rows: list[Row | None] = [None] * len(images)
     jobs: list[_Job] = []
-    copies: list[tuple[int, int]] = []  # (new pos, old pos)
+    copies: list[tuple[int, int]] = []
     for pos, rec in enumerate(images):
         size = (int(rec.width), int(rec.height))
         old = previous.rows.get(rec.id) if previous else None
@@ -275,14 +372,14 @@ def encode_catalog(
             box, source, prob, fallback = given.box, given.source, given.probability, given.fallback
         elif rec.id in boxes:
             box, source = boxes[rec.id], "annotation"
-        elif locator_obj is not None:
+        elif locating is not None:
             box, source = None, "detection"
             if (
                 old is not None
                 and previous is not None
                 and old[1].sha256 == rec.sha256
                 and old[1].source == "detection"
-                and previous.locator == locator_fp
+                and previous.locator == locating
             ):
                 box = old[1].box  # the stored detection is still valid
         else:
@@ -297,116 +394,218 @@ def encode_catalog(
                 copies.append((pos, old[0]))
                 continue
         jobs.append(_Job(pos, rec.id, rec.path, rec.sha256, size, box, source, prob, fallback))
+    return rows, jobs, copies
 
-    features_path = out_dir / "features.npy"
-    features = np.lib.format.open_memmap(
-        features_path, mode="w+", dtype=FEATURES_DTYPE, shape=(len(images), FEATURE_DIM)
-    )
-    for new, old_pos in copies:
-        assert previous is not None and previous.features is not None  # copies imply prev_ok
-        features[new] = previous.features[old_pos]
-    result = EncodeResult(
-        [],
-        features_path,
-        reused=len(copies),
-        encoder_source=encoder.source,
-        encoder_fingerprint=encoder.fingerprint,
-    )
-    if jobs:
-        log(
-            f"encoding {len(jobs)} image(s) ({len(copies)} unchanged re-used)"
-            + (", locating products" if locator_obj is not None else "")
-        )
-    t0 = time.perf_counter()
 
-    def decode(job: _Job):
-        if job.box is None:  # the whole photo, as big as the locator looks at it
-            assert locator_obj is not None  # only photos to locate come without a box
-            return load_rgb_scaled(job.path, locator_obj.config.decode_short_side, name=job.id)
+CHUNKS = "chunks"
+
+
+@dataclass
+class ChunkWork:
+    """What one chunk of an encoding did: its skipped photos, new detections and counts."""
+
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    detections: list[Any] = field(default_factory=list)  # store.Detection
+    located: int = 0
+    encoded: int = 0
+    reused: int = 0
+
+
+class _Chunks:
+    """The resumable state of one encoding: ``features.npy`` with a row for every image of the
+    share, written in place as it is encoded, and per finished chunk a JSON record (its images'
+    ids and rows, skipped photos, detections, counts) written after the features are flushed:
+    a chunk with a record is complete on disk, whatever killed the process afterwards."""
+
+    def __init__(self, folder: Path, ids: list[str], size: int):
+        self.folder, self.ids, self.size = folder, ids, size
+        folder.mkdir(parents=True, exist_ok=True)
+        path, shape = folder / "features.npy", (len(ids), FEATURE_DIM)
+        try:
+            features = np.lib.format.open_memmap(path, mode="r+")
+            if features.shape != shape or features.dtype != FEATURES_DTYPE:
+                raise ValueError("another catalog's features")
+        except (OSError, ValueError):
+            for stale in folder.glob("*.json"):
+                stale.unlink()
+            features = np.lib.format.open_memmap(path, mode="w+", dtype=FEATURES_DTYPE, shape=shape)
+        self.features = features
+
+    @property
+    def count(self) -> int:
+        return -(-len(self.ids) // self.size)
+
+    def of(self, pos: int) -> int:
+        """The chunk of row position ``pos``."""
+        return pos // self.size
+
+    def _record(self, c: int) -> Path:
+        return self.folder / f"{c:06d}.json"
+
+    def load(self, c: int) -> dict[str, Any] | None:
+        """Chunk ``c``'s record if an earlier run finished it for these very images, else None."""
+        try:
+            record = json.loads(self._record(c).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        expected = self.ids[c * self.size : (c + 1) * self.size]
+        return record if isinstance(record, dict) and record.get("ids") == expected else None
+
+    def save(self, c: int, rows: list[Row | None], done: ChunkWork) -> None:
+        """Flush the chunk's features, then record it as finished (atomically)."""
+        self.features.flush()
+        span = range(c * self.size, min(len(self.ids), (c + 1) * self.size))
+        record = {
+            "ids": self.ids[span.start : span.stop],
+            "rows": [None if rows[p] is None else rows[p].to_json() for p in span],  # type: ignore[union-attr]
+            "errors": done.errors,
+            "detections": detections_to_json(done.detections),
+            "counts": [done.located, done.encoded, done.reused],
+        }
+        atomic_write_text(self._record(c), json.dumps(record))
+
+    def write_features(self, kept: list[int], path: Path) -> None:
+        """``path``: the rows ``kept`` (images that could be read), a hard link to the working
+        file when that is all of them (no copy of a million rows), else a compact copy."""
+        self.features.flush()
+        tmp = path.with_name(path.name + ".part")
+        tmp.unlink(missing_ok=True)
+        if len(kept) == len(self.ids):
+            try:
+                os.link(self.folder / "features.npy", tmp)
+            except OSError:  # a filesystem without hard links
+                shutil.copyfile(self.folder / "features.npy", tmp)
+        else:
+            out = np.lib.format.open_memmap(
+                tmp, mode="w+", dtype=FEATURES_DTYPE, shape=(len(kept), FEATURE_DIM)
+            )
+            for s in range(0, len(kept), 1024):
+                out[s : s + 1024] = self.features[kept[s : s + 1024]]
+            out.flush()
+            del out
+        os.replace(tmp, path)
+
+
+def _resume(
+    chunks: _Chunks,
+    c: int,
+    rows: list[Row | None],
+    result: EncodeResult,
+    report: Callable[[list[Any]], Any],
+) -> bool:
+    """Take chunk ``c`` as an interrupted run finished it (rows, skipped photos, detections,
+    handed to ``report`` again in case they were not stored); False when it must be encoded."""
+    record = chunks.load(c)
+    if record is None:
+        return False
+    start = c * chunks.size
+    for i, row in enumerate(record["rows"]):
+        rows[start + i] = None if row is None else Row.from_json(row)
+    result.resumed += sum(1 for row in record["rows"] if row is not None)
+    result.errors += [(i, m) for i, m in record["errors"]]
+    detections = detections_from_json(record["detections"])
+    if detections:
+        report(detections)
+    return True
+
+
+def detections_to_json(detections: list[Any]) -> list[dict[str, Any]]:
+    return [asdict(d) for d in detections]
+
+
+def detections_from_json(items: list[dict[str, Any]]) -> list[Any]:
+    """``store.Detection`` objects from :func:`detections_to_json`'s output."""
+    from tiefjax.store import Box as StoreBox
+    from tiefjax.store import Detection
+
+    return [
+        Detection(d["image_id"], StoreBox(**d["box"]), d["score"], d["fallback"]) for d in items
+    ]
+
+
+class _Pipeline:
+    """Decode, locate and encode jobs in batches, one encoder batch in flight while the next is
+    decoded, the features written into ``features`` at each job's row position."""
+
+    def __init__(
+        self,
+        encoder: FeatureEncoder,
+        locator: Any,
+        features: np.ndarray,
+        rows: list[Row | None],
+    ):
+        self.encoder, self.locator, self.features, self.rows = encoder, locator, features, rows
+        self.pending: list[tuple[list[int], Any]] = []
+        self.windows: list[np.ndarray] = []
+        self.positions: list[int] = []
+        self.to_locate: list[tuple[_Job, Any]] = []
+        self.done = ChunkWork()
+
+    def decode(self, job: _Job) -> Any:
+        """The window to encode, or the whole photo as big as the locator looks at it."""
+        if job.box is None:
+            assert self.locator is not None  # only photos to locate come without a box
+            return load_rgb_scaled(job.path, self.locator.config.decode_short_side, name=job.id)
         whole = job.source == "whole"
         return load_window(job.path, None if whole else job.box, WINDOW, name=job.id)
 
-    new_detections: list[Detection] = []
-    pending: list[tuple[list[int], Any]] = []
-    win_batch: list[np.ndarray] = []
-    pos_batch: list[int] = []
-    loc_batch: list[tuple[_Job, Any]] = []
-
-    def drain(keep: int) -> None:
-        while len(pending) > keep:
-            positions, handle = pending.pop(0)
-            feats = encoder.fetch(handle)
-            for p, f in zip(positions, feats, strict=True):
-                features[p] = f.astype(FEATURES_DTYPE)
-
-    def flush_encode(force: bool = False) -> None:
-        while len(win_batch) >= encoder.batch_size or (force and win_batch):
-            take = min(len(win_batch), encoder.batch_size)
-            windows = np.stack(win_batch[:take])
-            pending.append((pos_batch[:take], encoder.start(windows)))
-            del win_batch[:take], pos_batch[:take]
-            drain(keep=1)  # one batch in flight while the next is decoded
-
-    def flush_locate() -> None:
-        if not loc_batch:
-            return
-        assert locator_obj is not None  # images are only queued to locate when there is one
-        located = locator_obj.locate_many([img for _, (img, _) in loc_batch])
-        for (job, (img, scale)), found in zip(loc_batch, located, strict=True):
-            box = scale_box(found.box, scale)  # stored in the photo's own pixels
-            prob = float(found.probability)
-            rows[job.pos] = Row(job.id, job.sha256, box, "detection", prob, bool(found.fallback))
-            new_detections.append(Detection(job.id, StoreBox(*box), prob, bool(found.fallback)))
-            win_batch.append(window_of(img, found.box, WINDOW, scale, job.path, job.id))
-            pos_batch.append(job.pos)
-        result.located += len(loc_batch)
-        loc_batch.clear()
-        flush_encode()
-
-    bar = tqdm(total=len(jobs), desc="encode", unit="img", disable=None if progress else True)
-    try:
-        for job, value in prefetch(decode, jobs, cfg.workers, cfg.prefetch_depth):
-            bar.update(1)
-            if isinstance(value, BaseException):
-                result.errors.append((job.id, str(value)))
-                log(f"skipped {job.id}: {value}")
-                continue
-            if job.box is None:
-                loc_batch.append((job, value))
-                if len(loc_batch) >= encoder.batch_size:
-                    flush_locate()
-                continue
-            rows[job.pos] = Row(
+    def add(self, job: _Job, value: Any) -> None:
+        """One decoded job (or the exception decoding it raised: the photo is skipped)."""
+        if isinstance(value, BaseException):
+            self.done.errors.append((job.id, str(value)))
+        elif job.box is None:
+            self.to_locate.append((job, value))
+            if len(self.to_locate) >= self.encoder.batch_size:
+                self._locate()
+        else:
+            self.rows[job.pos] = Row(
                 job.id, job.sha256, job.box, job.source, job.probability, job.fallback
             )
-            win_batch.append(value)
-            pos_batch.append(job.pos)
-            flush_encode()
-        flush_locate()
-        flush_encode(force=True)
-        drain(keep=0)
-    finally:
-        bar.close()
-    result.encoded = len(jobs) - len(result.errors)
-    result.seconds = time.perf_counter() - t0
-    features.flush()
-    result.detections = new_detections
+            self._queue(value, job.pos)
 
-    kept = [i for i, r in enumerate(rows) if r is not None]
-    if len(kept) < len(rows):  # drop the rows of images that could not be read
-        compact_path = out_dir / "features.compact.npy"
-        compact = np.lib.format.open_memmap(
-            compact_path, mode="w+", dtype=FEATURES_DTYPE, shape=(len(kept), FEATURE_DIM)
-        )
-        for new, old_pos in enumerate(kept):
-            compact[new] = features[old_pos]
-        compact.flush()
-        del compact, features
-        os.replace(compact_path, features_path)
-    else:
-        del features
-    result.rows = [rows[i] for i in kept]  # type: ignore[misc]
-    return result
+    def finish(self) -> ChunkWork:
+        """Locate and encode everything queued, wait for it; what was done since last time."""
+        self._locate()
+        self._encode(force=True)
+        self._drain(keep=0)
+        done, self.done = self.done, ChunkWork()
+        return done
+
+    def _queue(self, window: np.ndarray, pos: int) -> None:
+        self.windows.append(window)
+        self.positions.append(pos)
+        self._encode()
+
+    def _drain(self, keep: int) -> None:
+        while len(self.pending) > keep:
+            positions, handle = self.pending.pop(0)
+            for p, f in zip(positions, self.encoder.fetch(handle), strict=True):
+                self.features[p] = f.astype(FEATURES_DTYPE)
+
+    def _encode(self, force: bool = False) -> None:
+        size = self.encoder.batch_size
+        while len(self.windows) >= size or (force and self.windows):
+            take = min(len(self.windows), size)
+            handle = self.encoder.start(np.stack(self.windows[:take]))
+            self.pending.append((self.positions[:take], handle))
+            del self.windows[:take], self.positions[:take]
+            self._drain(keep=1)  # one batch in flight while the next is decoded
+
+    def _locate(self) -> None:
+        from tiefjax.store import Box as StoreBox
+        from tiefjax.store import Detection
+
+        if not self.to_locate:
+            return
+        found_all = self.locator.locate_many([img for _, (img, _) in self.to_locate])
+        for (job, (img, scale)), found in zip(self.to_locate, found_all, strict=True):
+            box = scale_box(found.box, scale)  # stored in the photo's own pixels
+            prob, fallback = float(found.probability), bool(found.fallback)
+            self.rows[job.pos] = Row(job.id, job.sha256, box, "detection", prob, fallback)
+            self.done.detections.append(Detection(job.id, StoreBox(*box), prob, fallback))
+            self._queue(window_of(img, found.box, WINDOW, scale, job.path, job.id), job.pos)
+        self.done.located += len(self.to_locate)
+        self.to_locate.clear()
 
 
 class ScaledRows:
