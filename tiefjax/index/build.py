@@ -391,14 +391,59 @@ def build_index(
             report = _finish(ws, cfg, tmp, live, enc, stamp, log)
         final = ws.index_dir / f"index-{stamp}"
         if primary:
-            _drop_work(tmp)
-            os.replace(tmp, final)
-            _fsync_dir(ws.index_dir)
-            atomic_write_text(ws.index_dir / CURRENT, final.name + "\n")
-            _cleanup(ws, cfg.keep_builds)
+            _swap_in(ws, tmp, final, cfg.keep_builds)
         distributed.barrier("index-built")
     if report is None:  # not process 0: report the build it took part in
         report = _part_report(final, enc)
+    report.path = str(final)
+    report.seconds = round(time.perf_counter() - t0, 2)
+    return report
+
+
+def _swap_in(ws: Workspace, tmp: Path, final: Path, keep: int) -> None:
+    """Rename the finished ``tmp`` to ``final`` and point ``CURRENT`` at it (atomically)."""
+    _drop_work(tmp)
+    os.replace(tmp, final)
+    _fsync_dir(ws.index_dir)
+    atomic_write_text(ws.index_dir / CURRENT, final.name + "\n")
+    _cleanup(ws, keep)
+
+
+def build_from_descriptors(
+    ws: Workspace,
+    descriptors: np.ndarray,
+    rows: list[Row],
+    config: IndexConfig | None = None,
+    log: Callable[[str], None] | None = None,
+) -> IndexReport:
+    """Build and swap in an unsupervised-only index over ``descriptors`` (N, D unit rows, may
+    be a memory map) for the catalog ``rows``, skipping the encoder: the hook
+    ``scripts/bench/scale.py`` uses to time index builds of a million synthetic descriptors.
+    Its ``build.json`` names the encoder "external-descriptors": not the workspace's."""
+    if len(rows) != len(descriptors):
+        raise InvalidInput(f"{len(rows)} rows for {len(descriptors)} descriptors")
+    cfg = config or ws.section("index", IndexConfig)
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    t0 = time.perf_counter()
+    with _build_lock(ws):
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        tmp = ws.index_dir / f".tmp-descriptors-{stamp}"
+        tmp.mkdir(parents=True)
+        atomic_write_text(tmp / "rows.json", json.dumps([r.to_json() for r in rows]))
+        built_at = datetime.now(UTC).isoformat(timespec="seconds")
+        report = IndexReport(str(tmp), built_at, len(rows), 0, 0, 0)
+        report.modes["unsupervised"] = _build_mode(descriptors, tmp / "unsupervised", cfg, log)
+        meta = {
+            "built_at": built_at,
+            "name": f"index-{stamp}",
+            "images": len(rows),
+            "encoder": "external-descriptors",
+            "config": asdict(cfg),
+            "modes": report.modes,
+        }
+        atomic_write_text(tmp / "build.json", json.dumps(meta, indent=2) + "\n")
+        final = ws.index_dir / f"index-{stamp}"
+        _swap_in(ws, tmp, final, cfg.keep_builds)
     report.path = str(final)
     report.seconds = round(time.perf_counter() - t0, 2)
     return report

@@ -1,0 +1,158 @@
+#!/usr/bin/env python
+"""Scale benchmark: an index build over N synthetic descriptors, its time and peak memory.
+
+For each size N (default 100,000) a child process writes a workspace with N store rows (no
+photos) and N clustered unit descriptors at the index's dimension (``[index] dim``, 256) into a
+memory-mapped file, then builds the index from them with
+:func:`tiefjax.index.build.build_from_descriptors` (the hook that skips the CNN: the unsupervised
+mode's reduction, ScaNN build, auto-tuning, recall and neighbour lists, exactly as
+``tiefjax index`` runs them after encoding) and swaps it in. Reported per N: build seconds,
+peak RSS of the build (the child's high-water mark, reset after the data was written) against
+the issue's target of 1.5 x the float32 matrix + 1 GB, the index kind and recall@10.
+
+    .venv/bin/python scripts/bench/scale.py [--sizes 100000 1000000] [--dim 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+
+# before NumPy, as `tiefjax` runs: sets OpenBLAS's thread timeout (see tiefjax/__init__.py)
+import tiefjax  # noqa: E402, F401
+
+# isort: split
+import numpy as np  # noqa: E402
+
+GIB = 2**30
+
+
+def _status_kib(field: str) -> int:
+    """A ``VmHWM``/``VmRSS`` figure of this process from /proc/self/status, in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak() -> None:
+    """Start the RSS high-water mark again from the current RSS (Linux clear_refs 5)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def _write_catalog(root: Path, n: int, dim: int, clusters: int, seed: int = 0):
+    """A workspace with ``n`` image rows and ``n`` clustered unit descriptors (memory-mapped,
+    written 50,000 rows at a time): (workspace, descriptors, index rows)."""
+    from tiefjax.index.encode import Row
+    from tiefjax.store import ImageRecord, Store
+    from tiefjax.workspace import Workspace
+
+    ws = Workspace(root / "ws")
+    ws.root.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    vectors = np.lib.format.open_memmap(
+        root / "descriptors.npy", mode="w+", dtype=np.float32, shape=(n, dim)
+    )
+    ids = [f"img-{i:08d}" for i in range(n)]
+    shas = [hashlib.sha256(i.encode()).hexdigest() for i in ids]
+    with Store(ws.store_path) as store:
+        for s in range(0, n, 50_000):
+            e = min(n, s + 50_000)
+            block = centres[rng.integers(0, clusters, e - s)]
+            block += 0.6 * rng.standard_normal(block.shape).astype(np.float32)
+            vectors[s:e] = block / np.linalg.norm(block, axis=1, keepdims=True)
+            store.upsert_images(
+                ImageRecord(i, f"synthetic/{i}.jpg", 640, 480, h)
+                for i, h in zip(ids[s:e], shas[s:e], strict=True)
+            )
+    vectors.flush()
+    whole = (0.0, 0.0, 640.0, 480.0)
+    rows = [Row(i, h, whole, "whole", None, True) for i, h in zip(ids, shas, strict=True)]
+    return ws, np.load(root / "descriptors.npy", mmap_mode="r"), rows
+
+
+def child(n: int, dim: int, folder: Path) -> dict:
+    """One size, in its own process (its own peak RSS): write the catalog, build, measure."""
+    from tiefjax.index.build import build_from_descriptors
+    from tiefjax.index.config import IndexConfig
+
+    t0 = time.perf_counter()
+    ws, vectors, rows = _write_catalog(folder, n, dim, clusters=max(50, n // 200))
+    write_s = time.perf_counter() - t0
+    _reset_peak()
+    before_kib = _status_kib("VmRSS")
+    t0 = time.perf_counter()
+    report = build_from_descriptors(ws, vectors, rows, IndexConfig(), log=lambda m: None)
+    build_s = time.perf_counter() - t0
+    peak = _status_kib("VmHWM") * 1024
+    matrix = n * dim * 4
+    mode = report.modes["unsupervised"]
+    return {
+        "n": n,
+        "dim": dim,
+        "write_catalog_s": round(write_s, 1),
+        "build_s": round(build_s, 1),
+        "rss_before_build_gib": round(before_kib * 1024 / GIB, 3),
+        "peak_rss_gib": round(peak / GIB, 3),
+        "float32_matrix_gib": round(matrix / GIB, 3),
+        "target_gib": round((1.5 * matrix + GIB) / GIB, 3),
+        "within_target": peak <= 1.5 * matrix + GIB,
+        "kind": mode["kind"],
+        "index_dim": mode["dim"],
+        "recall_at_10": mode["recall_at_10"],
+        "warnings": mode["warnings"],
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000])
+    ap.add_argument("--dim", type=int, default=256, help="descriptor dimension ([index] dim)")
+    ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.dim, args.folder)))
+        return 0
+    results = []
+    for n in args.sizes:
+        with tempfile.TemporaryDirectory(prefix="tiefjax-scale-") as tmp:
+            cmd = [sys.executable, __file__, "--child", str(n), "--dim", str(args.dim)]
+            out = subprocess.run(
+                [*cmd, "--folder", tmp], capture_output=True, text=True, check=False
+            )
+            if out.returncode != 0:
+                print(out.stdout + out.stderr[-3000:])
+                return 1
+            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(json.dumps(results[-1]), flush=True)
+    for a, b in zip(results, results[1:], strict=False):
+        ratio = (b["build_s"] / a["build_s"]) / (
+            (b["n"] * np.log(b["n"])) / (a["n"] * np.log(a["n"]))
+        )
+        print(f"build time {a['n']} -> {b['n']}: {ratio:.2f}x what N log N growth predicts")
+    print(
+        json.dumps(
+            {
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpu(s)",
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
