@@ -53,7 +53,7 @@ from tiefjax.server.site import find_site_dir
 from tiefjax.server.thumbs import image_path, thumbnail
 from tiefjax.server.uploads import UploadGate, decode_upload, read_upload, sniff
 from tiefjax.store import BoxConflict, Store
-from tiefjax.validate import BadRequest, check_id, loads_json, parse_int
+from tiefjax.validate import BadRequest, check_id, loads_json, parse_int, shown
 from tiefjax.workspace import Workspace
 
 if TYPE_CHECKING:  # the search module (and JAX) load only once an index is used
@@ -152,17 +152,32 @@ def hits_json(hits: Any) -> list[dict[str, Any]]:
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query_params.get(name)
-    return default if raw is None or raw == "" else parse_int(raw, name, low, high)
+    return default if raw is None else parse_int(raw, name, low, high)
 
 
 def _mode_param(request: Request, default: str) -> str:
-    mode = request.query_params.get("mode") or default
+    mode = request.query_params.get("mode", default)
     if mode not in MODES:
         raise BadRequest(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     return mode
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
+async def _json_body(request: Request, fields: tuple[str, ...], hint: str) -> dict[str, Any]:
+    """The JSON object of the body with exactly ``fields`` (else 400 naming them and ``hint``)."""
+    body = await _json_document(request)
+    missing = [k for k in fields if k not in body]
+    unknown = sorted(k for k in body if k not in fields)
+    if missing or unknown:
+        problems = [f"needs {', '.join(missing)}" if missing else ""]
+        problems.append(f"has unknown field(s) {', '.join(map(shown, unknown))}" if unknown else "")
+        raise BadRequest(
+            f"the body {' and '.join(p for p in problems if p)}; send "
+            f"{{{', '.join(fields)}}} {hint}"
+        )
+    return body
+
+
+async def _json_document(request: Request) -> dict[str, Any]:
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -445,14 +460,14 @@ def build_routes(state: ServerState) -> list[Route]:
     async def put_box(request: Request) -> Response:
         state.check_token(request)
         image_id = request.path_params["image_id"]
-        body = await _json_body(request)
-        missing = [k for k in ("left", "top", "right", "bottom", "version") if k not in body]
-        if missing:
-            raise BadRequest(
-                f"the box needs {', '.join(missing)}; send {{left, top, right, bottom, version}} "
-                "with the version you loaded (0 when the image had no box)"
-            )
+        body = await _json_body(
+            request,
+            ("left", "top", "right", "bottom", "version"),
+            "with the version you loaded (0 when the image had no box)",
+        )
         version = body["version"]
+        if isinstance(version, float) and version.is_integer():  # JSON 3.0 is the number 3
+            version = int(version)
         if isinstance(version, bool) or not isinstance(version, int) or version < 0:
             raise BadRequest(f"version must be a whole number >= 0, got {version!r}")
         coords = [body[k] for k in ("left", "top", "right", "bottom")]
@@ -473,7 +488,7 @@ def build_routes(state: ServerState) -> list[Route]:
 
     async def list_triplets(request: Request) -> Response:
         given = request.query_params.get("reference")
-        reference = check_id(given, "reference") if given else None
+        reference = None if given is None else check_id(given, "reference")
 
         def rows() -> list[dict[str, Any]]:
             if reference is not None:
@@ -484,10 +499,9 @@ def build_routes(state: ServerState) -> list[Route]:
 
     async def add_triplet(request: Request) -> Response:
         state.check_token(request)
-        body = await _json_body(request)
-        if not all(body.get(k) for k in ("reference", "positive", "negative")):
-            raise BadRequest("send {reference, positive, negative}: three image ids")
-        ids = [check_id(body[k], k) for k in ("reference", "positive", "negative")]
+        fields = ("reference", "positive", "negative")
+        body = await _json_body(request, fields, "(three image ids)")
+        ids = [check_id(body[k], k) for k in fields]
         triplet = await run_in_threadpool(store.add_triplet, *ids)
         return JSONResponse(_triplet_json(triplet), status_code=201)
 

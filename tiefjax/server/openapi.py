@@ -1,11 +1,36 @@
-"""The hand-written OpenAPI 3 schema of the API (served at ``/api/openapi.json``).
+"""The OpenAPI 3.1 document of the API (served at ``/api/openapi.json``).
 
-Kept next to the routes; ``tests/test_server.py`` checks that every route is listed here.
+Kept next to the routes and written to match what they check and answer: the parameter and body
+rules of :mod:`tiefjax.validate` (ids without control characters, whole numbers within int64),
+and every status each operation can return. ``tests/test_openapi.py`` validates it with an
+OpenAPI validator and runs schemathesis against the app: no server errors, no status or body
+the document does not describe.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from tiefjax.validate import INT64_MAX
+
+#: What each error status means wherever it is listed (an operation may say more).
+_STATUS = {
+    400: "a malformed parameter, path id or JSON body; the message names the rule",
+    401: "no bearer token, or a wrong one",
+    403: "the workspace is read-only for the server (the message says how to fix that)",
+    404: "an unknown image, triplet or path, or no index yet",
+    409: "someone else changed the box first; `current` is the box stored now",
+    413: "the upload is over the byte, pixel or aspect-ratio limit",
+    415: "the upload is not a JPEG, PNG or WebP (sniffed from its bytes), or not multipart",
+    422: "well-formed but invalid: a box outside the image, a corrupt photo, equal triplet ids",
+    503: "the store is damaged, its disk is full or it stayed locked by another writer",
+}
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds to wait before trying again",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -16,8 +41,12 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _err(description: str) -> dict[str, Any]:
-    return _json(_ref("Error"), description)
+def _errors(*statuses: int, **described: str) -> dict[str, Any]:
+    """Error responses: ``statuses`` with their usual meaning, ``described`` (``s404="..."``)
+    with one of their own."""
+    codes = {str(s): _STATUS[s] for s in statuses}
+    codes.update({key.removeprefix("s"): text for key, text in described.items()})
+    return {code: _json(_ref("Error"), text) for code, text in sorted(codes.items())}
 
 
 def _q(
@@ -33,74 +62,66 @@ def _q(
 
 
 def _object(**properties: Any) -> dict[str, Any]:
-    return {"type": "object", "properties": properties}
+    """An object with these properties, all of them required."""
+    return {"type": "object", "properties": properties, "required": list(properties)}
 
 
-_ID = {"name": "image_id", "in": "path", "required": True, "schema": {"type": "string"}}
+def _int(low: int, high: int = INT64_MAX) -> dict[str, Any]:
+    return {"type": "integer", "minimum": low, "maximum": high}
+
+
+#: An image id: non-empty, no control characters (tiefjax.validate.id_problem).
+_ID_STRING = {"type": "string", "minLength": 1, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"}
+_ID = {"name": "image_id", "in": "path", "required": True, "schema": _ID_STRING}
 _MODE = {"type": "string", "enum": ["unsupervised", "supervised"]}
-_K = _q("k", {"type": "integer", "minimum": 1, "maximum": 50}, "how many")
+_K = _q("k", _int(1, 50), "how many")
 _AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
 _NUM = {"type": "number"}
+_NUM_OR_NULL = {"type": ["number", "null"]}
 _SIDES = {k: _NUM for k in ("left", "top", "right", "bottom")}
-_BOX4: dict[str, Any] = {"type": "object", "required": list(_SIDES), "properties": _SIDES}
 _HITS = {"type": "array", "items": _ref("Hit")}
-_TRIPLET_IDS = {k: {"type": "string"} for k in ("reference", "positive", "negative")}
+_TRIPLET_IDS = {k: _ID_STRING for k in ("reference", "positive", "negative")}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
         "required": ["error"],
         "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message"],
-                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-            },
+            "error": _object(code={"type": "string"}, message={"type": "string"}),
             "current": {"oneOf": [_ref("Box"), {"type": "null"}]},
         },
     },
-    "Box": {
-        "type": "object",
-        "properties": {
-            "image_id": {"type": "string"},
-            **_SIDES,
-            "version": {"type": "integer"},
+    "Box": _object(image_id={"type": "string"}, **_SIDES, version={"type": "integer"}),
+    "ImageItem": _object(
+        id={"type": "string"},
+        width={"type": "integer"},
+        height={"type": "integer"},
+        box={"oneOf": [_object(**_SIDES, version={"type": "integer"}), {"type": "null"}]},
+        detection={
+            "oneOf": [
+                _object(**_SIDES, score=_NUM_OR_NULL, fallback={"type": "boolean"}),
+                {"type": "null"},
+            ]
         },
-    },
-    "ImageItem": {
-        "type": "object",
-        "properties": {
-            "id": {"type": "string"},
-            "width": {"type": "integer"},
-            "height": {"type": "integer"},
-            "box": {
-                "nullable": True,
-                "type": "object",
-                "properties": {
-                    **_SIDES,
-                    "version": {"type": "integer"},
-                },
-            },
-            "detection": {
-                "nullable": True,
-                "type": "object",
-                "properties": {
-                    **_SIDES,
-                    "score": _NUM,
-                    "fallback": {"type": "boolean"},
-                },
-            },
+    ),
+    "Hit": _object(id={"type": "string"}, score=_NUM_OR_NULL),
+    "Triplet": _object(
+        id={"type": "integer"},
+        **_TRIPLET_IDS,
+        created_at={"type": "string", "format": "date-time"},
+    ),
+    "IndexSummary": _object(
+        built_at={"type": ["string", "null"]},
+        age_s=_NUM_OR_NULL,
+        size={"type": ["integer", "null"]},
+        recall_at_10=_NUM_OR_NULL,
+        modes={"type": "array", "items": _MODE},
+        stale={
+            "type": ["string", "null"],
+            "description": "why the index should be rebuilt (encoder changed, images added or "
+            "removed since the build), or null",
         },
-    },
-    "Hit": {"type": "object", "properties": {"id": {"type": "string"}, "score": _NUM}},
-    "Triplet": {
-        "type": "object",
-        "properties": {
-            "id": {"type": "integer"},
-            **_TRIPLET_IDS,
-            "created_at": {"type": "string", "format": "date-time"},
-        },
-    },
+    ),
 }
 
 
@@ -112,28 +133,72 @@ def _neighbours_of_image(summary: str, mode_description: str, list_key: str) -> 
             "parameters": [_ID, _q("mode", _MODE, mode_description), _K],
             "responses": {
                 "200": _json(_object(id={"type": "string"}, mode=_MODE, **{list_key: _HITS})),
-                "404": _err("unknown id or no index"),
+                **_errors(400, 503, s404="unknown id, or no index yet"),
             },
         }
     }
 
 
-def openapi_schema() -> dict[str, Any]:
-    """The OpenAPI 3.0 document; paths are relative to the server root."""
-    paths: dict[str, Any] = {
-        "/api/health": {"get": {"summary": "Liveness", "responses": {"200": _json({})}}},
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """A required JSON request body: exactly the fields of ``schema``."""
+    strict = {**schema, "additionalProperties": False}
+    return {"required": True, "content": {"application/json": {"schema": strict}}}
+
+
+_SEARCH_RESULT = _object(
+    width={"type": "integer"},
+    height={"type": "integer"},
+    box=_object(**_SIDES),
+    probability=_NUM_OR_NULL,
+    fallback={"type": "boolean"},
+    mode=_MODE,
+    hits=_HITS,
+)
+_UPLOAD = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["image"],
+                "properties": {"image": {"type": "string", "contentMediaType": "image/*"}},
+            }
+        }
+    },
+}
+
+
+def _paths() -> dict[str, Any]:
+    return {
+        "/api/health": {
+            "get": {
+                "summary": "Liveness",
+                "responses": {"200": _json(_object(status={"const": "ok"}))},
+            }
+        },
         "/api/stats": {
             "get": {
-                "summary": "Counts and index age",
-                "responses": {"200": _json({"type": "object"})},
+                "summary": "Counts and the index's age, quality and staleness",
+                "responses": {
+                    "200": _json(
+                        _object(
+                            images={"type": "integer"},
+                            boxes={"type": "integer"},
+                            triplets={"type": "integer"},
+                            detections={"type": "integer"},
+                            index={"oneOf": [_ref("IndexSummary"), {"type": "null"}]},
+                        )
+                    ),
+                    **_errors(503),
+                },
             }
         },
         "/api/images": {
             "get": {
                 "summary": "A page of the catalog, sorted by id",
                 "parameters": [
-                    _q("offset", {"type": "integer", "minimum": 0}, "first image"),
-                    _q("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "page size"),
+                    _q("offset", _int(0, 2**62), "first image"),
+                    _q("limit", _int(1, 200), "page size"),
                 ],
                 "responses": {
                     "200": _json(
@@ -144,7 +209,7 @@ def openapi_schema() -> dict[str, Any]:
                             images={"type": "array", "items": _ref("ImageItem")},
                         )
                     ),
-                    "400": _err("bad offset/limit"),
+                    **_errors(400, 503),
                 },
             }
         },
@@ -152,7 +217,7 @@ def openapi_schema() -> dict[str, Any]:
             "get": {
                 "summary": "One image",
                 "parameters": [_ID],
-                "responses": {"200": _json(_ref("ImageItem")), "404": _err("unknown id")},
+                "responses": {"200": _json(_ref("ImageItem")), **_errors(400, 404, 503)},
             }
         },
         "/api/images/{image_id}/file": {
@@ -161,8 +226,12 @@ def openapi_schema() -> dict[str, Any]:
                 "parameters": [_ID],
                 "responses": {
                     "200": {"description": "image bytes", "content": {"image/*": {}}},
-                    "403": _err("the file is a link to outside the images folder"),
-                    "404": _err("unknown id or missing file"),
+                    **_errors(
+                        400,
+                        503,
+                        s403="the file is a link to outside the images folder",
+                        s404="unknown id or missing file",
+                    ),
                 },
             }
         },
@@ -175,9 +244,13 @@ def openapi_schema() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": {"description": "JPEG", "content": {"image/jpeg": {}}},
-                    "400": _err("size not allowed"),
-                    "403": _err("the file is a link to outside the images folder"),
-                    "404": _err("unknown id"),
+                    **_errors(
+                        400,
+                        503,
+                        s403="the file is a link to outside the images folder",
+                        s404="unknown id or missing file",
+                        s422="the photo cannot be decoded",
+                    ),
                 },
             }
         },
@@ -188,34 +261,24 @@ def openapi_schema() -> dict[str, Any]:
             "post": {
                 "summary": "Search by an uploaded photo (locates the product first)",
                 "parameters": [_q("mode", _MODE, "which index"), _K],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "multipart/form-data": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["image"],
-                                "properties": {"image": {"type": "string", "format": "binary"}},
-                            }
-                        }
-                    },
-                },
+                "requestBody": _UPLOAD,
                 "responses": {
-                    "200": _json(
-                        _object(
-                            width={"type": "integer"},
-                            height={"type": "integer"},
-                            box=_BOX4,
-                            probability=_NUM,
-                            fallback={"type": "boolean"},
-                            mode=_MODE,
-                            hits=_HITS,
-                        )
+                    "200": _json(_SEARCH_RESULT),
+                    **_errors(
+                        400,
+                        413,
+                        415,
+                        s404="no index yet, or none for this mode",
+                        s422="the photo is corrupt or empty",
                     ),
-                    "400": _err("bad form"),
-                    "413": _err("too many bytes or pixels"),
-                    "415": _err("not JPEG/PNG/WebP"),
-                    "422": _err("corrupt image"),
+                    "503": {
+                        **_json(
+                            _ref("Error"),
+                            "too many uploads are in already, or this one was not answered "
+                            "within the deadline",
+                        ),
+                        "headers": _RETRY_AFTER,
+                    },
                 },
             }
         },
@@ -223,77 +286,49 @@ def openapi_schema() -> dict[str, Any]:
             "get": {
                 "summary": "The annotated box",
                 "parameters": [_ID],
-                "responses": {"200": _json(_ref("Box")), "404": _err("no box or unknown id")},
+                "responses": {
+                    "200": _json(_ref("Box")),
+                    **_errors(400, 503, s404="no box, or unknown id"),
+                },
             },
             "put": {
                 "summary": "Save the box (optimistic concurrency by version)",
                 "security": _AUTH,
                 "parameters": [_ID],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                **_BOX4,
-                                "required": [*_BOX4["required"], "version"],
-                                "properties": {
-                                    **_BOX4["properties"],
-                                    "version": {"type": "integer", "minimum": 0},
-                                },
-                            }
-                        }
-                    },
-                },
+                "requestBody": _json_body(
+                    _object(**_SIDES, version={**_int(0), "description": "0 = it had no box"})
+                ),
                 "responses": {
                     "200": _json(_ref("Box")),
-                    "401": _err("token"),
-                    "404": _err("unknown id"),
-                    "409": _err("stale version; body has current"),
-                    "422": _err("box outside the image"),
+                    **_errors(400, 401, 403, 404, 409, 422, 503),
                 },
             },
             "delete": {
                 "summary": "Delete the box",
                 "security": _AUTH,
-                "parameters": [
-                    _ID,
-                    _q("version", {"type": "integer"}, "version being deleted", required=True),
-                ],
+                "parameters": [_ID, _q("version", _int(0), "version being deleted", True)],
                 "responses": {
                     "204": {"description": "deleted"},
-                    "401": _err("token"),
-                    "409": _err("stale version"),
+                    **_errors(400, 401, 403, 404, 409, 503),
                 },
             },
         },
         "/api/triplets": {
             "get": {
                 "summary": "Stored similarity triplets",
-                "parameters": [_q("reference", {"type": "string"}, "only this reference")],
+                "parameters": [_q("reference", _ID_STRING, "only this reference")],
                 "responses": {
-                    "200": _json(_object(triplets={"type": "array", "items": _ref("Triplet")}))
+                    "200": _json(_object(triplets={"type": "array", "items": _ref("Triplet")})),
+                    **_errors(400, 503, s404="unknown reference"),
                 },
             },
             "post": {
                 "summary": "Store a triplet (idempotent)",
                 "security": _AUTH,
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["reference", "positive", "negative"],
-                                "properties": _TRIPLET_IDS,
-                            }
-                        }
-                    },
-                },
+                "requestBody": _json_body(_object(**_TRIPLET_IDS)),
                 "responses": {
                     "201": _json(_ref("Triplet"), "stored"),
-                    "401": _err("token"),
-                    "404": _err("unknown id"),
-                    "422": _err("ids not distinct"),
+                    **_errors(400, 401, 403, 404, 422, 503),
                 },
             },
         },
@@ -301,13 +336,10 @@ def openapi_schema() -> dict[str, Any]:
             "delete": {
                 "summary": "Delete a triplet",
                 "security": _AUTH,
-                "parameters": [
-                    {"name": "tid", "in": "path", "required": True, "schema": {"type": "integer"}}
-                ],
+                "parameters": [{"name": "tid", "in": "path", "required": True, "schema": _int(1)}],
                 "responses": {
                     "204": {"description": "deleted"},
-                    "400": _err("the id is not a whole number from 1 to 2^63 - 1"),
-                    "404": _err("unknown id"),
+                    **_errors(400, 401, 403, 404, 503),
                 },
             }
         },
@@ -320,22 +352,26 @@ def openapi_schema() -> dict[str, Any]:
             "post": {
                 "summary": "Check a token",
                 "security": _AUTH,
-                "responses": {"204": {"description": "valid"}, "401": _err("invalid")},
+                "responses": {"204": {"description": "valid"}, **_errors(401)},
             }
         },
         "/api/openapi.json": {
-            "get": {"summary": "This schema", "responses": {"200": _json({"type": "object"})}}
+            "get": {"summary": "This document", "responses": {"200": _json({"type": "object"})}}
         },
     }
+
+
+def openapi_schema() -> dict[str, Any]:
+    """The OpenAPI 3.1 document; paths are relative to the server root."""
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {
             "title": "tiefjax",
             "version": "1",
             "description": "Visual product search: catalog, similar images, upload search, "
             "box and similarity annotations. See docs/api.md.",
         },
-        "paths": paths,
+        "paths": _paths(),
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
