@@ -242,3 +242,24 @@ def test_after_a_burst_a_lone_client_waits_once_then_goes_at_once_again():
     assert sizes == [8, 1, 1, 1]
     assert times[0] >= 0.35, times  # 8 were expected back: the wait ran out once
     assert max(times[1:]) < 0.3, times  # then one is expected, and goes at once
+
+
+def test_cheap_requests_go_first_and_a_batch_stays_within_its_cost():
+    """A queue of costly requests does not hold back cheap ones; one costly request still runs
+    (alone), and no batch exceeds max_cost otherwise."""
+    calls: list[list[str]] = []
+
+    def fn(key, items):
+        calls.append(list(items))
+        return items
+
+    async def main():
+        batcher = MicroBatcher(fn, max_batch=4, max_wait_ms=50, max_cost=4)
+        heavy = [batcher.submit(f"heavy{i}", cost=3) for i in range(3)]
+        huge = batcher.submit("huge", cost=9)
+        cheap = [batcher.submit(f"cheap{i}") for i in range(2)]
+        return await asyncio.gather(*heavy, huge, *cheap)
+
+    assert asyncio.run(main()) == ["heavy0", "heavy1", "heavy2", "huge", "cheap0", "cheap1"]
+    assert calls[0] == ["cheap0", "cheap1"]  # the cheap ones arrived last but went first
+    assert calls[1:] == [["heavy0"], ["heavy1"], ["heavy2"], ["huge"]]

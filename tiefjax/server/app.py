@@ -8,7 +8,9 @@ boxes and triplets, the :class:`~tiefjax.search.Searcher` for neighbours and upl
 - Upload searches decode in a worker thread and go through a :class:`MicroBatcher` into one
   ``Searcher.search_many`` call per batch, in the one search thread; JAX never runs on the loop.
   An :class:`~tiefjax.server.uploads.UploadGate` bounds how many are in at once and how long
-  each may take (503 with ``Retry-After`` beyond either).
+  each may take (503 with ``Retry-After`` beyond either). Uploads are costed from their header:
+  heavy ones decode in a thread of their own, and batches take the cheapest first, up to
+  ``batch_max`` photos' worth, so normal photos are not held behind a queue of heavy ones.
 - Store calls run in the thread pool (one shared, thread-safe connection).
 - The index is re-checked every ``reload_check_s`` seconds in the search thread, so a rebuilt
   index is picked up without a restart.
@@ -51,7 +53,13 @@ from tiefjax.server.headers import SecurityHeaders
 from tiefjax.server.openapi import openapi_schema
 from tiefjax.server.site import find_site_dir
 from tiefjax.server.thumbs import image_path, thumbnail
-from tiefjax.server.uploads import UploadGate, decode_upload, read_upload, sniff
+from tiefjax.server.uploads import (
+    UploadGate,
+    decode_upload,
+    inspect_upload,
+    read_upload,
+    sniff,
+)
 from tiefjax.store import BoxConflict, Store
 from tiefjax.validate import BadRequest, check_id, loads_json, parse_int, shown
 from tiefjax.workspace import Workspace
@@ -228,6 +236,7 @@ class ServerState:
         self.similar_cache: dict[tuple[Any, ...], bytes] = {}
         self.search_thread = ThreadPoolExecutor(1, thread_name_prefix="tiefjax-search")
         self.decode_pool = ThreadPoolExecutor(2, thread_name_prefix="tiefjax-decode")
+        self.heavy_decode_pool = ThreadPoolExecutor(1, thread_name_prefix="tiefjax-decode-heavy")
         self.uploads = UploadGate(config.max_active_uploads, config.upload_deadline_s)
         self.batcher: MicroBatcher[tuple[PreparedQuery, int], Any] = MicroBatcher(
             self._search_batch,
@@ -332,6 +341,7 @@ class ServerState:
         self.batcher.close()
         self.search_thread.shutdown(wait=False, cancel_futures=True)
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
+        self.heavy_decode_pool.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 
 
@@ -425,18 +435,20 @@ def build_routes(state: ServerState) -> list[Route]:
             )
         async with state.uploads.slot() as slot:  # 503 at once when too many are in
             data = await slot.wait(read_upload(request, "image", cfg.max_upload_bytes))
+            limits = (cfg.max_upload_pixels, searcher.decode_short_side, cfg.max_upload_aspect)
+            size = inspect_upload(data, *limits)  # the header only: 413/415/422 before decoding
 
             def decode() -> tuple[Image.Image, tuple[float, float]]:  # reads [locate] once
-                return decode_upload(
-                    data, cfg.max_upload_pixels, searcher.decode_short_side, cfg.max_upload_aspect
-                )
+                return decode_upload(data, *limits)
 
-            # a small pool: decoding must not starve the search
-            img, scale = await slot.run(state.decode_pool, decode)
+            # small pools, so decoding cannot starve the search; heavy uploads wait for their own
+            pool = state.heavy_decode_pool if size.heavy() else state.decode_pool
+            img, scale = await slot.run(pool, decode)
             from tiefjax.search import PreparedQuery  # loaded with the searcher, JAX and all
 
             query = PreparedQuery("", None, img, scale, source=data)
-            result = await slot.wait(state.batcher.submit((query, k), key=mode))
+            submitted = state.batcher.submit((query, k), key=mode, cost=size.cost())
+            result = await slot.wait(submitted)
         return JSONResponse(
             {
                 "width": round(img.width * scale[0]),  # the upload's own pixels, as the box

@@ -13,6 +13,11 @@ arrived while it ran). A lone client thus never waits for company that is not co
 burst, its first request waits once), while 16 busy clients share full batches rather than
 settling into two half batches that alternate.
 
+Requests may carry a cost (e.g. how many normal photos' worth of pixels an upload is): a batch
+takes the cheapest waiting requests first, up to ``max_cost`` in all (one costlier request still
+goes alone), so cheap requests are not held behind a queue of expensive ones, and no batch costs
+more than ``max_cost`` unless a single request does.
+
 Errors stay per request: ``fn`` may return an exception for one item, and when ``fn`` raises
 for a whole group, each item is retried alone so one bad request cannot fail its neighbours.
 """
@@ -40,6 +45,7 @@ class _Pending(Generic[Q]):
     key: Hashable
     item: Q
     future: asyncio.Future[Any]
+    cost: float = 1.0
 
 
 class MicroBatcher(Generic[Q, R]):
@@ -53,11 +59,13 @@ class MicroBatcher(Generic[Q, R]):
         max_wait_ms: float = 5.0,
         executor: Executor | None = None,
         max_delay_ms: float | None = None,
+        max_cost: float | None = None,
     ):
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self.fn = fn
         self.max_batch = int(max_batch)
+        self.max_cost = float(max_batch if max_cost is None else max_cost)
         self.max_wait_s = max(0.0, float(max_wait_ms)) / 1000.0
         delay = 4 * float(max_wait_ms) if max_delay_ms is None else float(max_delay_ms)
         self.max_delay_s = max(self.max_wait_s, delay / 1000.0)
@@ -72,14 +80,14 @@ class MicroBatcher(Generic[Q, R]):
         #: Sizes of the batches run so far (for tests and benchmarks).
         self.batch_sizes: list[int] = []
 
-    async def submit(self, item: Q, key: Hashable = None) -> R:
+    async def submit(self, item: Q, key: Hashable = None, cost: float = 1.0) -> R:
         """Queue ``item`` and wait for its own result (or exception)."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # first use, or a new event loop (e.g. a new test client)
             self._loop, self._pending, self._timer, self._running = loop, [], None, None
             self._gather_start, self._expected = None, 1
         future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append(_Pending(key, item, future))
+        self._pending.append(_Pending(key, item, future, float(cost)))
         if self._running is None:
             self._go_or_wait()
         return await future
@@ -115,10 +123,26 @@ class MicroBatcher(Generic[Q, R]):
         if self._running is not None or not self._pending or self._loop is None:
             return
         self._gather_start = None
-        batch = self._pending[: self.max_batch]
-        del self._pending[: self.max_batch]
+        batch = self._cheapest()
         self._expected = len(batch)
         self._running = self._loop.create_task(self._process(batch))
+
+    def _cheapest(self) -> list[_Pending[Q]]:
+        """Take the next batch out of the queue: cheapest first (in arrival order among equal
+        costs), at most ``max_batch`` requests and ``max_cost`` in all, at least one."""
+        order = sorted(range(len(self._pending)), key=lambda i: self._pending[i].cost)
+        taken: list[int] = []
+        total = 0.0
+        for i in order:
+            cost = self._pending[i].cost
+            if len(taken) == self.max_batch or (taken and total + cost > self.max_cost):
+                break
+            taken.append(i)
+            total += cost
+        chosen = set(taken)
+        batch = [self._pending[i] for i in sorted(taken)]
+        self._pending = [p for i, p in enumerate(self._pending) if i not in chosen]
+        return batch
 
     async def _process(self, batch: list[_Pending[Q]]) -> None:
         live = [p for p in batch if not p.future.done()]  # skip requests already cancelled

@@ -57,7 +57,11 @@ class ServerConfig:
         },
     )
     batch_max: int = field(
-        default=16, metadata={"help": "most upload searches combined into one device call"}
+        default=16,
+        metadata={
+            "help": "most upload searches combined into one device call (an elongated photo "
+            "counts as its aspect ratio over 4:3; the cheapest waiting go first)"
+        },
     )
     batch_wait_ms: float = field(
         default=10.0,

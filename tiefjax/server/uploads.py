@@ -22,7 +22,7 @@ import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from PIL import Image
 from starlette.datastructures import UploadFile
@@ -64,6 +64,28 @@ class Overloaded(TiefjaxError):
 
 
 T = TypeVar("T")
+
+
+class Size(NamedTuple):
+    """An upload's type and pixel size, read from its header."""
+
+    kind: str
+    width: int
+    height: int
+
+    def cost(self) -> float:
+        """Its search's work in photos of 4:3 or squarer (the locator scores the photo resized
+        to a fixed shorter side, so an elongated one costs its aspect ratio)."""
+        return max(1.0, max(self.width, self.height) / min(self.width, self.height) / (4 / 3))
+
+    def heavy(self) -> bool:
+        """Whether decoding it takes long (many pixels, or elongated): such uploads decode in
+        a thread of their own, so normal photos never queue behind them."""
+        return self.width * self.height > HEAVY_DECODE_PIXELS or self.cost() > 2
+
+
+#: Uploads with more pixels than this decode in the heavy-upload thread.
+HEAVY_DECODE_PIXELS = 16_000_000
 
 
 class UploadGate:
@@ -207,19 +229,9 @@ async def read_upload(request: Request, field: str, max_bytes: int) -> bytes:
     return data
 
 
-def decode_upload(
-    data: bytes, max_pixels: int, short_side: int, max_aspect: float
-) -> tuple[Image.Image, tuple[float, float]]:
-    """Check type, pixel count and shape from the header, then decode to upright RGB (worker
-    thread).
-
-    The search resizes the photo so its shorter side is ``short_side`` (up, for a small one):
-    ``max_aspect`` (longer side / shorter side) bounds that resized photo at ``short_side`` x
-    ``short_side * max_aspect`` pixels, whatever the upload's own size, and ``max_pixels`` the
-    decoded one. JPEGs decode only as big as a search needs (shorter side >= ``short_side``, see
-    :func:`~tiefjax.images.load_rgb_scaled`); returns the image and its scale to the upload's
-    own pixels.
-    """
+def inspect_upload(data: bytes, max_pixels: int, short_side: int, max_aspect: float) -> Size:
+    """The upload's type and size from its header, refused (415, 413, 422) before any decode
+    by the rules of :func:`decode_upload`."""
     kind = sniff(data)
     if kind is None:
         raise UnsupportedMediaType(
@@ -253,6 +265,23 @@ def decode_upload(
             f"(with its shorter side resized to {short_side} px it would be {resized} pixels); "
             "crop it (or raise [server] max_upload_aspect)"
         )
+    return Size(kind, width, height)
+
+
+def decode_upload(
+    data: bytes, max_pixels: int, short_side: int, max_aspect: float
+) -> tuple[Image.Image, tuple[float, float]]:
+    """Check type, pixel count and shape from the header, then decode to upright RGB (worker
+    thread).
+
+    The search resizes the photo so its shorter side is ``short_side`` (up, for a small one):
+    ``max_aspect`` (longer side / shorter side) bounds that resized photo at ``short_side`` x
+    ``short_side * max_aspect`` pixels, whatever the upload's own size, and ``max_pixels`` the
+    decoded one. JPEGs decode only as big as a search needs (shorter side >= ``short_side``, see
+    :func:`~tiefjax.images.load_rgb_scaled`); returns the image and its scale to the upload's
+    own pixels.
+    """
+    kind = inspect_upload(data, max_pixels, short_side, max_aspect).kind
     try:
         return load_rgb_scaled(data, short_side, name="the uploaded image")
     except TiefjaxError:
