@@ -414,7 +414,7 @@ class ChunkWork:
 class _Chunks:
     """The resumable state of one encoding: ``features.npy`` with a row for every image of the
     share, written in place as it is encoded, and per finished chunk a JSON record (its images'
-    ids and rows, skipped photos, detections, counts) written after the features are flushed:
+    ids and rows, skipped photos, detections) written after the features are flushed:
     a chunk with a record is complete on disk, whatever killed the process afterwards."""
 
     def __init__(self, folder: Path, ids: list[str], size: int):
@@ -457,10 +457,9 @@ class _Chunks:
         span = range(c * self.size, min(len(self.ids), (c + 1) * self.size))
         record = {
             "ids": self.ids[span.start : span.stop],
-            "rows": [None if rows[p] is None else rows[p].to_json() for p in span],  # type: ignore[union-attr]
+            "rows": [None if r is None else r.to_json() for r in rows[span.start : span.stop]],
             "errors": done.errors,
             "detections": detections_to_json(done.detections),
-            "counts": [done.located, done.encoded, done.reused],
         }
         atomic_write_text(self._record(c), json.dumps(record))
 
@@ -510,6 +509,7 @@ def _resume(
 
 
 def detections_to_json(detections: list[Any]) -> list[dict[str, Any]]:
+    """``store.Detection`` objects as JSON-able dicts (chunk records, process parts)."""
     return [asdict(d) for d in detections]
 
 
