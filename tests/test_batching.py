@@ -245,8 +245,8 @@ def test_after_a_burst_a_lone_client_waits_once_then_goes_at_once_again():
 
 
 def test_cheap_requests_go_first_and_a_batch_stays_within_its_cost():
-    """A queue of costly requests does not hold back cheap ones; one costly request still runs
-    (alone), and no batch exceeds max_cost otherwise."""
+    """A queue of costly requests does not hold back cheap ones, nor joins their batch; one
+    request costlier than max_cost still runs (alone), and no batch exceeds max_cost otherwise."""
     calls: list[list[str]] = []
 
     def fn(key, items):
@@ -254,12 +254,13 @@ def test_cheap_requests_go_first_and_a_batch_stays_within_its_cost():
         return items
 
     async def main():
-        batcher = MicroBatcher(fn, max_batch=4, max_wait_ms=50, max_cost=4)
+        batcher = MicroBatcher(fn, max_batch=4, max_wait_ms=50, max_cost=5)
         heavy = [batcher.submit(f"heavy{i}", cost=3) for i in range(3)]
         huge = batcher.submit("huge", cost=9)
         cheap = [batcher.submit(f"cheap{i}") for i in range(2)]
         return await asyncio.gather(*heavy, huge, *cheap)
 
     assert asyncio.run(main()) == ["heavy0", "heavy1", "heavy2", "huge", "cheap0", "cheap1"]
-    assert calls[0] == ["cheap0", "cheap1"]  # the cheap ones arrived last but went first
+    # the cheap ones arrived last but went first, without a heavy one (cost 1 + 1 + 3 <= 5)
+    assert calls[0] == ["cheap0", "cheap1"]
     assert calls[1:] == [["heavy0"], ["heavy1"], ["heavy2"], ["huge"]]

@@ -15,8 +15,9 @@ settling into two half batches that alternate.
 
 Requests may carry a cost (e.g. how many normal photos' worth of pixels an upload is): a batch
 takes the cheapest waiting requests first, up to ``max_cost`` in all (one costlier request still
-goes alone), so cheap requests are not held behind a queue of expensive ones, and no batch costs
-more than ``max_cost`` unless a single request does.
+goes alone) and none more than twice as costly as its cheapest, so cheap requests are neither
+held behind a queue of expensive ones nor slowed by one in their batch, and no batch costs more
+than ``max_cost`` unless a single request does.
 
 Errors stay per request: ``fn`` may return an exception for one item, and when ``fn`` raises
 for a whole group, each item is retried alone so one bad request cannot fail its neighbours.
@@ -129,13 +130,16 @@ class MicroBatcher(Generic[Q, R]):
 
     def _cheapest(self) -> list[_Pending[Q]]:
         """Take the next batch out of the queue: cheapest first (in arrival order among equal
-        costs), at most ``max_batch`` requests and ``max_cost`` in all, at least one."""
+        costs), at most ``max_batch`` requests and ``max_cost`` in all, at least one, and none
+        more than twice as costly as the cheapest (a cheap request never waits for a costly one
+        that shares its batch)."""
         order = sorted(range(len(self._pending)), key=lambda i: self._pending[i].cost)
         taken: list[int] = []
         total = 0.0
         for i in order:
             cost = self._pending[i].cost
-            if len(taken) == self.max_batch or (taken and total + cost > self.max_cost):
+            full = len(taken) == self.max_batch or total + cost > self.max_cost
+            if taken and (full or cost > 2 * self._pending[taken[0]].cost):
                 break
             taken.append(i)
             total += cost
