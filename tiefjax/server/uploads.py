@@ -138,13 +138,11 @@ class UploadSlot:
         self.held_by_thread = False
 
     def _remaining(self) -> float:
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise self.gate._late()
-        return remaining
+        return max(0.0, self.deadline - time.monotonic())
 
     async def wait(self, work: Awaitable[T]) -> T:
-        """``work`` (e.g. a queued batch search), cancelled and 503 when the deadline passes."""
+        """``work`` (e.g. a queued batch search), cancelled and 503 when the deadline passes
+        (also when it has passed already: ``wait_for`` then cancels ``work`` cleanly)."""
         try:
             return await asyncio.wait_for(work, self._remaining())
         except TimeoutError:
@@ -154,6 +152,8 @@ class UploadSlot:
         """``fn()`` in ``executor``; past the deadline the upload gets 503 while the job (which
         cannot be stopped) keeps this upload's place in the limit until it ends."""
         remaining = self._remaining()
+        if not remaining:
+            raise self.gate._late()
         job = asyncio.wrap_future(executor.submit(fn))
         try:
             return await asyncio.wait_for(asyncio.shield(job), remaining)
