@@ -119,13 +119,14 @@ def test_read_only_workspace_reads_work_and_writes_say_how_to_fix(
             ["init", ws],
             ["prepare", ws],
             ["train", ws, "ranking", "--steps", "1"],
+            ["index", ws],
         ],
     )
-    export, site, imported, init, prepare, train, *requests = results
+    export, site, imported, init, prepare, train, index, *requests = results
     assert export["rc"] == 0 and "1 box(es) and 1 triplet(s)" in export["out"]
     assert site["rc"] == 0 and (tmp_path / "site" / "index.html").is_file()
     assert len(list((tmp_path / "site").rglob("*.jpg"))) >= 3  # thumbnails made elsewhere
-    for result in (imported, init, prepare, train):
+    for result in (imported, init, prepare, train, index):
         _one_line_error(result, "is read-only", "chmod", "nothing was changed")
     listing, thumb, box, put, post = requests
     assert listing["rc"] == 200 and json.loads(listing["out"])["total"] == 3

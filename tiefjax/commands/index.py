@@ -58,8 +58,10 @@ def _index(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from tiefjax.index.build import build_index
+    from tiefjax.workspace import Workspace
 
-    report = build_index(args.workspace)
+    with Workspace(args.workspace).writing("the search index") as ws:
+        report = build_index(ws)
     print(json.dumps(asdict(report), indent=2) if args.json else report.summary())
     return 0
 
