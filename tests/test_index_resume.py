@@ -131,3 +131,27 @@ def test_interrupted_build_of_other_settings_is_removed_not_resumed(tmp_path):
     report = build_index(ws, CFG, encoder=encoder, locator=None, progress=False)
     assert (report.encoded, report.resumed, encoder.windows) == (12, 0, 12)
     assert not work.exists() and not list(ws.index_dir.glob(".tmp-*"))
+
+
+def test_a_resumed_build_starts_its_indexes_afresh(tmp_path, monkeypatch):
+    from tiefjax.index import build
+
+    ws, _ = make_workspace(tmp_path, 12)
+    build_mode = build._build_mode
+
+    def interrupted(*args, **kwargs):
+        build_mode(*args, **kwargs)  # the mode's folder is written, then the build is killed
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build, "_build_mode", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(ws, CFG, encoder=FakeEncoder(), locator=None, progress=False)
+    (work,) = ws.index_dir.glob(".tmp-*")
+    assert (work / "unsupervised" / "projection.npy").exists()
+
+    monkeypatch.setattr(build, "_build_mode", build_mode)
+    report = build_index(
+        ws, CFG.with_(reduction="none"), encoder=FakeEncoder(), locator=None, progress=False
+    )
+    assert report.resumed == 12 and report.encoded == 0
+    assert not (current_build(ws) / "unsupervised" / "projection.npy").exists()

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Scale benchmark: an index build over N synthetic descriptors, its time and peak memory.
 
-For each size N (default 100,000) a child process writes a workspace with N store rows (no
-photos) and N clustered unit descriptors at the index's dimension (``[index] dim``, 256) into a
-memory-mapped file, then builds the index from them with
+For each size N (default 100,000 and 1,000,000) a child process writes a workspace with N
+store rows (no photos) and N clustered unit descriptors at the index's dimension
+(``[index] dim``, 256) into a memory-mapped file, then builds the index from them with
 :func:`tiefjax.index.build.build_from_descriptors` (the hook that skips the CNN: the unsupervised
 mode's reduction, ScaNN build, auto-tuning, recall and neighbour lists, exactly as
 ``tiefjax index`` runs them after encoding) and swaps it in. Reported per N: build seconds,
@@ -118,7 +118,7 @@ def child(n: int, dim: int, folder: Path) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--dim", type=int, default=256, help="descriptor dimension ([index] dim)")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--folder", type=Path, help=argparse.SUPPRESS)

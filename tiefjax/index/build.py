@@ -224,8 +224,11 @@ def _build_mode(
     full: Any, folder: Path, cfg: IndexConfig, log: Callable[[str], None]
 ) -> dict[str, Any]:
     """Reduce, index, tune and measure one mode's descriptors into ``folder``: settings are
-    chosen on one sample of catalog queries, the recall reported is measured on another."""
-    folder.mkdir(parents=True, exist_ok=True)
+    chosen on one sample of catalog queries, the recall reported is measured on another.
+    Whatever an interrupted attempt left in ``folder`` (a resumed build) is removed first: a
+    stale ``projection.npy`` would be applied to every query."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
     n = len(full)
     t0 = time.perf_counter()
     queries = split_queries(n, cfg.recall_sample)
