@@ -58,3 +58,17 @@ def test_full_dimension_truth_is_computed_once_while_the_reduction_widens(monkey
     assert len(red.tried) >= 3  # widened 4 -> 8 -> 16 ...
     full = [c for c in calls if c[0] == 2000]
     assert full == [(2000, 120)]  # one pass: both samples (60 + 60) as queries
+
+
+def test_the_reduction_never_widens_past_its_memory_budget():
+    rng = np.random.default_rng(0)
+    y = l2_normalize(rng.standard_normal((600, 2000)).astype(np.float32))  # no low-rank shape
+    unbounded = reduce_descriptors(y, dim=4, min_recall=1.0, fit_sample=300, recall_sample=60)
+    assert unbounded.vectors.shape == (600, 2000)  # fell back to the full dimension
+    budget = 600 * 32 * 4  # room for 32 dims, not 64
+    bounded = reduce_descriptors(
+        y, dim=4, min_recall=1.0, fit_sample=300, recall_sample=60, max_bytes=budget
+    )
+    assert bounded.vectors.shape == (600, 32) and bounded.vectors.nbytes <= budget
+    assert [d for d, _ in bounded.tried] == [4, 8, 16, 32]
+    assert bounded.recall_at_10 < 1.0  # what is reported is what the kept width reaches

@@ -239,6 +239,7 @@ def _build_mode(
         min_recall=cfg.min_reduction_recall,
         fit_sample=cfg.fit_sample,
         queries=queries,
+        max_bytes=cfg.vectors_budget_mb * 2**20,
     )
     if reduced.projection.basis is not None:
         np.save(folder / "projection.npy", reduced.projection.basis)
@@ -287,8 +288,9 @@ def recall_warnings(
     if reduction_recall < cfg.min_reduction_recall:
         out.append(
             f"reduction recall@10 vs full {reduction_recall:.3f} is below [index] "
-            f"min_reduction_recall {cfg.min_reduction_recall}: raise [index] dim (now {cfg.dim}) "
-            'or min_reduction_recall, or set [index] reduction = "none"'
+            f"min_reduction_recall {cfg.min_reduction_recall}: raise [index] dim (now {cfg.dim}), "
+            "min_reduction_recall (it is tuned on other queries) or vectors_budget_mb (now "
+            f'{cfg.vectors_budget_mb}), or set [index] reduction = "none"'
         )
     if recall < cfg.target_recall:
         fix = (

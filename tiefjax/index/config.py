@@ -29,6 +29,9 @@ class IndexConfig:
         0.95, "recall@10 the reduced descriptors must keep against the full score"
     )
     fit_sample: int = setting(8192, "catalog rows used to fit the reduction")
+    vectors_budget_mb: int = setting(
+        4096, "largest reduced catalog (N x width float32, MB) the reduction may widen to"
+    )
     kind: str = setting("auto", "'auto', 'exact', 'brute_force', 'ah' or 'tree'")
     exact_below: int = setting(2000, "auto: exact NumPy search below this many images")
     brute_force_below: int = setting(20000, "auto: ScaNN brute force below this many images")
@@ -53,7 +56,15 @@ class IndexConfig:
             problems.append(f"kind must be one of {', '.join(kinds)}, not {self.kind!r}")
         if self.reduction not in ("svd", "none"):
             problems.append(f"reduction must be 'svd' or 'none', not {self.reduction!r}")
-        for name in ("batch_size", "workers", "prefetch_depth", "chunk_size", "dim", "fit_sample"):
+        for name in (
+            "batch_size",
+            "workers",
+            "prefetch_depth",
+            "chunk_size",
+            "dim",
+            "fit_sample",
+            "vectors_budget_mb",
+        ):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
         for name in ("min_reduction_recall", "target_recall"):

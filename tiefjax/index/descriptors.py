@@ -19,6 +19,7 @@ import numpy as np
 
 from tiefjax.index.scann_index import (
     QuerySplit,
+    block_rows,
     exact_neighbours,
     l2_normalize,
     recall_at_k,
@@ -39,9 +40,11 @@ class Projection:
     def dim(self) -> int:
         return self.full_dim if self.basis is None else int(self.basis.shape[0])
 
-    def apply(self, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
-        """Project rows of ``x`` (may be a memory map) and L2-normalise them: (N, dim) float32."""
+    def apply(self, x: np.ndarray, chunk: int | None = None) -> np.ndarray:
+        """Project rows of ``x`` (may be a memory map) and L2-normalise them: (N, dim) float32,
+        read ``chunk`` rows at a time (default: blocks of at most 256 MB at ``x``'s width)."""
         n = x.shape[0]
+        chunk = chunk or block_rows(int(x.shape[1]), self.dim)
         out = np.empty((n, self.dim), np.float32)
         for s in range(0, n, chunk):
             block = np.asarray(x[s : s + chunk], np.float32)
@@ -105,12 +108,16 @@ def reduce_descriptors(
     recall_sample: int = 200,
     seed: int = 0,
     queries: QuerySplit | None = None,
+    max_bytes: int | None = None,
 ) -> ReductionReport:
     """Fit a projection on ``full`` (N, D unit rows) and widen it until recall@10 >= min_recall
     on the tuning queries; the recall reported is measured on the report queries (``queries``,
     else :func:`split_queries` of ``recall_sample``), which may fall below ``min_recall``.
 
-    Falls back to the full dimension when no projection narrower than D keeps the recall.
+    Falls back to the full dimension when no projection narrower than D keeps the recall. The
+    reduced catalog (N x width float32) never grows past ``max_bytes`` by widening: then the
+    widest projection that fits is kept, whatever its recall (a million rows at the full
+    30,976 dimensions would be 124 GB).
     """
     n, full_dim = full.shape
     rng = np.random.default_rng(seed)
@@ -136,6 +143,9 @@ def reduce_descriptors(
             reported = reduction_recall(vectors, split.report, report_truth)
             return ReductionReport(proj, vectors, reported, tried, split)
         d *= 2
+        if max_bytes is not None and n * min(d, full_dim) * 4 > max_bytes:
+            reported = reduction_recall(vectors, split.report, report_truth)
+            return ReductionReport(proj, vectors, reported, tried, split)
         if d >= min(full_dim, len(fit_rows)) and len(fit_rows) < n or d >= full_dim:
             proj = Projection(None, full_dim)
             return ReductionReport(proj, proj.apply(full), 1.0, tried + [(full_dim, 1.0)], split)
