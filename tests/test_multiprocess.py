@@ -158,7 +158,7 @@ def test_train_on_two_processes_equals_one_process(prepared, tmp_path, task):
 def test_a_killed_process_ends_the_other_with_one_line_and_a_restart_resumes(prepared, tmp_path):
     one, two = _copy(prepared, tmp_path, "one"), _copy(prepared, tmp_path, "two")
     for root in (one, two):
-        (root / "tiefjax.toml").write_text(_settings(steps=300, every=60), encoding="utf-8")
+        (root / "tiefjax.toml").write_text(_settings(steps=120, every=30), encoding="utf-8")
     _single(["train", str(one), "classifier"])
     procs = _start(["train", str(two), "classifier"], processes=2, devices=2)
     checkpoints = two / "train" / "classifier" / "checkpoints"
@@ -178,8 +178,8 @@ def test_a_killed_process_ends_the_other_with_one_line_and_a_restart_resumes(pre
     assert rc in (1, 2) and waited < TIMEOUT_S + 30, (rc, waited, stderr[-2000:])
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("tiefjax train: error: another process "), last
-    assert "Check failure" not in stderr and "Traceback" not in stderr
-    results = _wait(_start(["train", str(two), "classifier"], processes=2, devices=2))
+    assert "Check failure" not in stderr and "Traceback" not in stderr, stderr[-3000:]
+    results = _wait(_start(["train", str(two), "classifier"], processes=2, devices=2), 900)
     _ok(results)
     assert "resuming from the checkpoint at step" in results[0][2]
     _assert_same_params(_trained(one, "classifier"), _trained(two, "classifier"))
@@ -238,7 +238,7 @@ def test_a_process_that_never_joins_ends_the_other_with_one_line(prepared, tmp_p
     assert rc == 1 and time.monotonic() - started < TIMEOUT_S + 60
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("tiefjax index: error: not every process joined the run within"), last
-    assert "Check failure" not in stderr and "Traceback" not in stderr
+    assert "Check failure" not in stderr and "Traceback" not in stderr, stderr[-3000:]
 
 
 def test_processes_with_different_commands_are_refused(prepared, tmp_path):

@@ -19,6 +19,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from jax.errors import JaxRuntimeError
+
 from tiefjax import distributed
 from tiefjax.compile_cache import use_compile_cache
 from tiefjax.errors import TiefjaxError
@@ -75,6 +77,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TiefjaxError as err:
         print(f"tiefjax {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except JaxRuntimeError as err:
+        if not distributed.requested():
+            raise
+        # a collective with a process that died fails here before JAX's heartbeat ends us
+        print(
+            f"tiefjax {args.command}: error: another process of this run stopped mid-run "
+            f"({str(err).splitlines()[0][:160]}); see its output, then start every process "
+            f"again with the same command (finished work is kept)",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         print(
             f"\ntiefjax {args.command}: interrupted; finished work is kept, re-run to resume.",

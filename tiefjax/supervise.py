@@ -33,6 +33,11 @@ def _die_with_parent() -> None:
     libc.prctl(1, signal.SIGKILL)
 
 
+def _is_native_log(line: str) -> bool:
+    """An absl/glog line of the C++ runtime: ``E1201 20:42:14.338837 ...``."""
+    return line[:1] in "EWF" and line[1:5].isdigit() and line[5:6] == " "
+
+
 class _Filter:
     """Pass a child's stream through, dropping JAX's crash dump and Gloo's chatter."""
 
@@ -47,11 +52,11 @@ class _Filter:
     def _pump(self) -> None:
         for raw in self.source:
             line = raw.decode("utf-8", errors="replace")
-            if FATAL_MARK in line:
-                self.fatal = True
+            if FATAL_MARK in line or (line[:1] == "F" and _is_native_log(line)):
+                self.fatal = True  # JAX's (or the runtime's) fatal error: the dump follows
             if self.fatal or line.startswith("[Gloo] "):
                 continue
-            if line[:1] in "EWF" and line[1:5].isdigit() and line[5:6] == " ":
+            if _is_native_log(line):
                 self._noise = True  # absl log line of the runtime: it may run over lines
                 continue
             if self._noise and not line.startswith("tiefjax"):

@@ -47,7 +47,7 @@ def _jax_worker(head: str, batch: int, steps: int, warmup: int) -> dict:
     host = {k: v for k, v in host.items() if k in task.keys}
     mesh = make_mesh()
     fns = make_step_fns(task, cfg, mesh)
-    state = jax.jit(fns.init, out_shardings=mesh.replicated)()
+    state = fns.init()
     b = mesh.put_batch(host, batch)
     for _ in range(warmup):
         state, m = fns.train_step(state, b)

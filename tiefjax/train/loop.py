@@ -136,19 +136,16 @@ class _MetricsLog:
                 f.write(json.dumps(record) + "\n")
 
 
-def _abstract(tree: Any, sharding: Any) -> Any:
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
-
-
 @dataclass(frozen=True)
 class StepFns:
     """The compiled pieces of a run: ``init() -> state``, ``train_step(state, batch) -> (state,
-    metrics)`` (state donated) and ``predict(params, batch)``; state is replicated, batches are
-    sharded on the mesh's ``data`` axis."""
+    metrics)`` (state donated) and ``predict(params, batch)``; state is sharded as
+    ``state_sharding`` (:meth:`DataMesh.state_sharding`), batches on the mesh's ``data`` axis."""
 
     init: Callable[[], dict[str, Any]]
     train_step: Callable[[Any, Any], tuple[Any, dict[str, jax.Array]]]
     predict: Callable[[Any, Any], dict[str, jax.Array]]
+    state_sharding: Any
 
 
 def make_step_fns(task: Task, config: TrainConfig, mesh: DataMesh) -> StepFns:
@@ -166,11 +163,16 @@ def make_step_fns(task: Task, config: TrainConfig, mesh: DataMesh) -> StepFns:
         params = jax.tree.map(lambda p, u: p + u, state["params"], updates)
         return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
 
+    state_sh = mesh.state_sharding(jax.eval_shape(init))
     train_step = jax.jit(
-        step_fn, in_shardings=(repl, batch_sh), out_shardings=(repl, repl), donate_argnums=0
+        step_fn,
+        in_shardings=(state_sh, batch_sh),
+        out_shardings=(state_sh, repl),
+        donate_argnums=0,
     )
-    predict = jax.jit(task.predict, in_shardings=(repl, batch_sh), out_shardings=repl)
-    return StepFns(init, train_step, predict)
+    predict = jax.jit(task.predict, in_shardings=(state_sh["params"], batch_sh), out_shardings=repl)
+    init_sharded = jax.jit(init, out_shardings=state_sh)
+    return StepFns(init_sharded, train_step, predict, state_sh)
 
 
 def run_loop(
@@ -201,7 +203,6 @@ def run_loop(
     _check_run(train_dir, run_id, log)
 
     fns = make_step_fns(task, config, mesh)
-    repl = mesh.replicated
     state_shape = jax.eval_shape(fns.init)
     train_step, predict = fns.train_step, fns.predict
 
@@ -209,13 +210,18 @@ def run_loop(
         max_to_keep=config.keep_checkpoints, create=True, enable_async_checkpointing=False
     )
     with ocp.CheckpointManager((train_dir / CHECKPOINTS).absolute(), options=options) as mngr:
-        restored = _restore_newest_intact(mngr, _abstract(state_shape, repl), task.name, log)
+        target = jax.tree.map(
+            lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+            state_shape,
+            fns.state_sharding,
+        )
+        restored = _restore_newest_intact(mngr, target, task.name, log)
         if restored is not None:
             state: dict[str, Any] = restored
             start = int(to_host(state["step"]))
             log(f"{task.name}: resuming from the checkpoint at step {start}")
         else:
-            state = jax.jit(fns.init, out_shardings=repl)()
+            state = fns.init()
             start = 0
         metrics_log = _MetricsLog(train_dir / METRICS_NAME, keep_until=start)
 
