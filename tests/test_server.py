@@ -755,3 +755,12 @@ def test_serve_command_binds_localhost_and_prints_url_and_token(workspace, monke
     assert main(["serve", str(workspace.root), "--token", "abc", "--host", "0.0.0.0"]) == 0
     assert calls[1][0].state.token == "abc" and calls[1][1]["host"] == "0.0.0.0"
     assert main(["serve", str(workspace.root / "nope")]) == 2  # not a workspace: one-line error
+
+
+def test_stats_carry_the_builds_recall_warnings(workspace, ids):
+    searcher = FakeSearcher(ids)
+    searcher.info["warnings"] = ["unsupervised: recall@10 0.900 < 0.95; raise [index] dim"]
+    app = create_app(workspace, token=TOKEN, config=ServerConfig.tiny(), searcher=searcher)
+    with TestClient(app) as c:
+        index = c.get("/api/stats").json()["index"]
+    assert index["warnings"] == searcher.info["warnings"]

@@ -88,6 +88,7 @@ async function renderStats(fresh = false) {
       }
       if (typeof s.index.recall_at_10 === "number") idx += `, recall@10 ${fmt(s.index.recall_at_10, 2)}`;
       parts.push(idx);
+      for (const warning of s.index.warnings ?? []) parts.push(`warning: ${warning}`);
     } else if (!api.isStatic()) {
       parts.push("no index yet (run tiefjax index)");
     }

@@ -612,6 +612,7 @@ def index_summary(
         "recall_at_10": None if recall is None else _num(recall),
         "modes": modes_of(searcher),
         "stale": "; ".join(r for r in reasons if r) or None,
+        "warnings": [str(w) for w in info.get("warnings") or []],
     }
 
 

@@ -121,6 +121,11 @@ SCHEMAS: dict[str, Any] = {
             "description": "why the index should be rebuilt (encoder changed, images added or "
             "removed since the build), or null",
         },
+        warnings={
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "measured recall below its target, each naming the setting to change",
+        },
     ),
 }
 
