@@ -169,20 +169,30 @@ def share(key: str, value: str | None = None) -> str:
         ) from err
 
 
+def gather(name: str, value: str) -> list[str]:
+    """Every process's ``value``, in process order (``[value]`` in a one-process run)."""
+    if process_count() == 1:
+        return [value]
+    client, key = _client(), f"tiefjax/gather/{_call_id()}"
+    client.key_value_set(f"{key}/{process_index()}", value)
+    barrier(f"gather-{name}")
+    return [
+        str(client.blocking_key_value_get(f"{key}/{p}", timeout_s() * 1000))
+        for p in range(process_count())
+    ]
+
+
+def all_true(name: str, flag: bool) -> bool:
+    """True on every process when ``flag`` is true on every process: decisions that must not
+    diverge (a process that went its own way would wait in a collective for ever)."""
+    return all(v == "1" for v in gather(name, "1" if flag else "0"))
+
+
 def check_same(what: str, value: str) -> None:
     """Every process must run with the same ``value`` (command, workspace, settings): else all
     end with an error naming ``what`` instead of computing different things."""
-    if process_count() == 1:
-        return
     digest = hashlib.sha256(value.encode()).hexdigest()[:16]
-    client, key = _client(), f"tiefjax/same/{_call_id()}"
-    client.key_value_set(f"{key}/{process_index()}", digest)
-    barrier(f"same-{what}")
-    others = {
-        p: str(client.blocking_key_value_get(f"{key}/{p}", timeout_s() * 1000))
-        for p in range(process_count())
-    }
-    differ = sorted(p for p, d in others.items() if d != digest)
+    differ = [p for p, d in enumerate(gather(f"same-{what}", digest)) if d != digest]
     if differ:
         raise InvalidInput(
             f"the processes of this run were started with different {what} (this is process "

@@ -223,6 +223,7 @@ def run_loop(
         else:
             state = fns.init()
             start = 0
+        distributed.check_same("checkpoints (resume step)", str(start))
         metrics_log = _MetricsLog(train_dir / METRICS_NAME, keep_until=start)
 
         def evaluate(step: int) -> dict[str, float]:
@@ -294,16 +295,23 @@ def run_loop(
 def _restore_newest_intact(
     mngr: ocp.CheckpointManager, target: Any, name: str, log: Callable[[str], None]
 ) -> Any | None:
-    """The newest checkpoint that reads back, or None when there is none. A damaged one (a
-    disk error, a file cut short) is said so and removed, and the one before it is tried: a
-    run falls back to the newest intact checkpoint instead of stopping on it."""
+    """The newest checkpoint that reads back on every process, or None when there is none.
+
+    A damaged one (a disk error, a file cut short, a process killed while writing its shards)
+    is said so and removed, and the one before it is tried: a run falls back to the newest
+    intact checkpoint instead of stopping on it. Processes decide together, so that none
+    resumes from another step than the others.
+    """
     for step in sorted(mngr.all_steps(), reverse=True):
         try:
-            return mngr.restore(step, args=ocp.args.StandardRestore(target))
+            state, reason = mngr.restore(step, args=ocp.args.StandardRestore(target)), ""
         except Exception as err:  # orbax/tensorstore raise ValueError, OSError, ...
-            reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
-            log(f"{name}: the checkpoint at step {step} is damaged ({reason}); removed it")
-            mngr.delete(step)
+            state, reason = None, str(err).splitlines()[0][:160] if str(err) else repr(err)
+        if distributed.all_true(f"restore-{step}", state is not None):
+            return state
+        reason = reason or "on another process"
+        log(f"{name}: the checkpoint at step {step} is damaged ({reason}); removed it")
+        mngr.delete(step)
     return None
 
 
