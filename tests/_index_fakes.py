@@ -93,3 +93,28 @@ def make_workspace(tmp: Path, n: int = 8):
     make_catalog(images, n)
     init_workspace(tmp / "ws", images)
     return Workspace(tmp / "ws"), images
+
+
+def kill_when_marked(script: str, ws_root: Path, tmp_path: Path, stage: str) -> None:
+    """Run a build ``script`` (args: workspace, tests folder, marker file) in a subprocess and
+    SIGKILL it as soon as it has written its marker: the build has reached ``stage``."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    marker, path = tmp_path / "marker", tmp_path / "build_script.py"
+    path.write_text(script)
+    tests_dir = str(Path(__file__).parent)
+    proc = subprocess.Popen([sys.executable, str(path), str(ws_root), tests_dir, str(marker)])
+    try:
+        deadline = time.time() + 120
+        while not marker.exists():
+            assert proc.poll() is None, f"the build ended before it {stage}"
+            assert time.time() < deadline, f"the build did not get to {stage} in time"
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL

@@ -8,30 +8,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _prepared import prepared_workspace
 
-from tiefjax.catalog import init_workspace
 from tiefjax.cli import main
-from tiefjax.data.crops import PrepareConfig
-from tiefjax.demo_catalog import load_ground_truth, make_demo_catalog
 from tiefjax.errors import InvalidInput
-from tiefjax.prepare import prepare
-from tiefjax.store import Store
 from tiefjax.train.artifacts import load_trained, train
 from tiefjax.train.tasks import ClassifierConfig, RankingConfig, RegressorConfig
-from tiefjax.workspace import Workspace
 
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    manifest = make_demo_catalog(root / "demo", n=8, seed=0)
-    init_workspace(root / "ws", root / "demo" / "images")
-    ws = Workspace(root / "ws")
-    with Store(ws.store_path) as store:
-        load_ground_truth(store, manifest, 0)
-    cfg = PrepareConfig(test_fraction=0.3, short_sides=(256,), crops_per_scale=2, flips=False)
-    prepare(ws, cfg)
-    return ws
+    return prepared_workspace(tmp_path_factory.mktemp("train"))
 
 
 def test_train_load_and_resume(ws):

@@ -4,16 +4,11 @@ what was not finished, and gives what an uninterrupted build gives."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from _index_fakes import FakeEncoder, FakeLocator, make_workspace
+from _index_fakes import FakeEncoder, FakeLocator, kill_when_marked, make_workspace
 
 from tiefjax.index.build import build_index, current_build
 from tiefjax.index.config import IndexConfig
@@ -55,20 +50,7 @@ def _catalog(root: Path):
 
 
 def _kill_after_two_chunks(ws, tmp_path: Path) -> None:
-    marker, script = tmp_path / "two-chunks", tmp_path / "killed.py"
-    script.write_text(KILLED_SCRIPT)
-    tests_dir = str(Path(__file__).parent)
-    proc = subprocess.Popen([sys.executable, str(script), str(ws.root), tests_dir, str(marker)])
-    try:
-        deadline = time.time() + 120
-        while not marker.exists():
-            assert proc.poll() is None, "the build ended before it wrote two chunks"
-            assert time.time() < deadline
-            time.sleep(0.1)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    kill_when_marked(KILLED_SCRIPT, ws.root, tmp_path, "wrote two chunks")
 
 
 def test_killed_build_resumes_from_its_last_chunk_and_equals_an_uninterrupted_one(tmp_path):

@@ -20,12 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _prepared import prepared_workspace
 
-from tiefjax.catalog import init_workspace
-from tiefjax.data.crops import PrepareConfig
-from tiefjax.demo_catalog import load_ground_truth, make_demo_catalog
-from tiefjax.prepare import prepare
-from tiefjax.store import Store
 from tiefjax.workspace import Workspace
 
 TIMEOUT_S = 20  # TIEFJAX_DISTRIBUTED_TIMEOUT of these runs
@@ -103,14 +99,7 @@ def _single(args: list[str]) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("multi")
-    manifest = make_demo_catalog(root / "demo", n=8, seed=0)
-    init_workspace(root / "ws", root / "demo" / "images")
-    ws = Workspace(root / "ws")
-    with Store(ws.store_path) as store:
-        load_ground_truth(store, manifest, 0)
-    cfg = PrepareConfig(test_fraction=0.3, short_sides=(256,), crops_per_scale=2, flips=False)
-    prepare(ws, cfg)
+    ws = prepared_workspace(tmp_path_factory.mktemp("multi"))
     ws.config_path.write_text(_settings(), encoding="utf-8")
     return ws.root
 

@@ -5,11 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -205,7 +201,7 @@ build_index(Workspace(sys.argv[1]), IndexConfig.tiny(), encoder=Stalling(), loca
 
 
 def test_killed_build_leaves_previous_index_usable(tmp_path):
-    from _index_fakes import FakeEncoder, make_catalog, make_workspace
+    from _index_fakes import FakeEncoder, kill_when_marked, make_catalog, make_workspace
 
     from tiefjax.catalog import init_workspace
     from tiefjax.index.build import build_index, current_build
@@ -219,21 +215,7 @@ def test_killed_build_leaves_previous_index_usable(tmp_path):
 
     make_catalog(images, 3, start=100)  # new photos: the next build has work to do
     init_workspace(ws.root, images)
-    marker = tmp_path / "started"
-    script = tmp_path / "crash.py"
-    script.write_text(CRASH_SCRIPT)
-    tests_dir = str(Path(__file__).parent)
-    proc = subprocess.Popen([sys.executable, str(script), str(ws.root), tests_dir, str(marker)])
-    try:
-        deadline = time.time() + 120
-        while not marker.exists():
-            assert proc.poll() is None, "build process ended before it started encoding"
-            assert time.time() < deadline
-            time.sleep(0.1)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    kill_when_marked(CRASH_SCRIPT, ws.root, tmp_path, "started encoding")
     assert list(ws.index_dir.glob(".tmp-*")), "the killed build left its temporary folder"
     assert current_build(ws) == live
     after = Searcher.load(ws, IndexConfig.tiny(), encoder=FakeEncoder())

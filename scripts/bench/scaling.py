@@ -25,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).parent))
 VARIANTS = {"1 device": (1, 1), "4 devices, 1 process": (1, 4), "2 processes x 2 devices": (2, 2)}
 
 
@@ -32,14 +33,11 @@ def _worker(images: int, steps: int) -> dict:
     from tiefjax import distributed
 
     distributed.start()
-    import jax
     import numpy as np
+    from train_step import jax_train_steps
 
     from tiefjax.index.encode import FeatureEncoder
     from tiefjax.nets.alexnet import init_encoder_params
-    from tiefjax.train.loop import make_step_fns
-    from tiefjax.train.mesh import make_mesh
-    from tiefjax.train.tasks import ClassifierConfig, make_task
 
     rng = np.random.default_rng(0)
     windows = distributed.shard(list(rng.integers(0, 256, (images, 224, 224, 3), np.uint8)))
@@ -52,27 +50,8 @@ def _worker(images: int, steps: int) -> dict:
     distributed.barrier("encode-end")
     encode_s = time.perf_counter() - t
 
-    batch = 64
-    cfg = ClassifierConfig(batch_size=batch, steps=10_000)
-    task = make_task("classifier", cfg)
-    mesh = make_mesh()
-    fns = make_step_fns(task, cfg, mesh)
-    state = fns.init()
-    local = batch // jax.process_count()
-    host = {
-        "image": np.abs(rng.normal(size=(local, 11, 11, 256))).astype(np.float32),
-        "label": rng.integers(0, 2, local).astype(np.int32),
-    }
-    b = mesh.put_batch(host, batch)
-    for _ in range(3):
-        state, m = fns.train_step(state, b)
-    jax.block_until_ready(m)
-    t = time.perf_counter()
-    for _ in range(steps):
-        state, m = fns.train_step(state, b)
-    jax.block_until_ready((state, m))
-    step_s = time.perf_counter() - t
-    return {"images_per_s": images / encode_s, "steps_per_s": steps / step_s}
+    trained = jax_train_steps("classifier", batch=64, steps=steps, warmup=3)
+    return {"images_per_s": images / encode_s, "steps_per_s": trained["steps_per_s"]}
 
 
 def _free_port() -> int:

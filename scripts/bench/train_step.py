@@ -26,7 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _jax_worker(head: str, batch: int, steps: int, warmup: int) -> dict:
+def jax_train_steps(head: str, batch: int, steps: int, warmup: int) -> dict:
+    """Steps per second of ``head`` on a global ``batch`` over every device of every process
+    (each process supplies its share of the rows)."""
     import jax
     import numpy as np
 
@@ -36,12 +38,13 @@ def _jax_worker(head: str, batch: int, steps: int, warmup: int) -> dict:
 
     cfg = CONFIGS[head](batch_size=batch, steps=10_000)
     rng = np.random.default_rng(0)
-    feats = lambda: np.abs(rng.normal(size=(batch, 11, 11, 256))).astype(np.float32)  # noqa: E731
+    local = batch // jax.process_count()
+    feats = lambda: np.abs(rng.normal(size=(local, 11, 11, 256))).astype(np.float32)  # noqa: E731
     if head == "ranking":
         host = {"reference": feats(), "positive": feats(), "negative": feats()}
     else:
-        host = {"image": feats(), "label": rng.integers(0, 2, batch).astype(np.int32)}
-        host["target"] = rng.normal(size=(batch, 4)).astype(np.float32)
+        host = {"image": feats(), "label": rng.integers(0, 2, local).astype(np.int32)}
+        host["target"] = rng.normal(size=(local, 4)).astype(np.float32)
     stats = (np.zeros(4, np.float32), np.ones(4, np.float32))
     task = make_task(head, cfg, regression_stats=stats)
     host = {k: v for k, v in host.items() if k in task.keys}
@@ -166,7 +169,7 @@ def main() -> None:
     if args.worker:
         a = (args.head, args.batch, args.steps, args.warmup)
         if args.worker == "jax":
-            print(json.dumps(_jax_worker(*a)))
+            print(json.dumps(jax_train_steps(*a)))
         else:
             print(json.dumps(_torch_worker(*a, linear=args.worker == "torch-linear")))
         return
