@@ -265,17 +265,14 @@ def test_demo_serves_the_site_with_uvicorn(first):
                 url = line.split(":", 1)[1].strip()
             if "editor token:" in line:
                 token = line.split("editor token:", 1)[1].split()[0]
+            if line.strip().startswith("ready:"):
                 break
         assert url == f"http://127.0.0.1:{port}/" and token, "".join(lines)
-        body = None
-        for _ in range(100):  # uvicorn binds right after printing
-            try:
-                with urllib.request.urlopen(url + "api/stats", timeout=5) as resp:
-                    body = json.loads(resp.read())
-                break
-            except OSError:
-                time.sleep(0.2)
-        assert body is not None and body["images"] > 0, "".join(lines)
+        assert lines[-1].strip() == f"ready: {url}   (listening)", "".join(lines)
+        # no retry loop: once the ready line is out, the server answers
+        with urllib.request.urlopen(url + "api/stats", timeout=5) as resp:
+            body = json.loads(resp.read())
+        assert body["images"] > 0, "".join(lines)
         with urllib.request.urlopen(url, timeout=5) as resp:
             assert resp.status == 200 and b"<html" in resp.read().lower()
     finally:

@@ -666,11 +666,12 @@ def _ground_truth(ws: Workspace, manifest: Any, seed: int, per_image: int) -> tu
 def _serve(
     ws: Workspace, host: str, port: int, results: DemoResults, out: Callable[[str], None]
 ) -> None:
-    import uvicorn
-
     from tiefjax.server.app import create_app
+    from tiefjax.server.config import ServerConfig
+    from tiefjax.server.listen import make_server
 
-    app = create_app(ws)
+    config = ws.section("server", ServerConfig)
+    app = create_app(ws, config=config)
     shown = f"[{host}]" if ":" in host else host
     results.url = f"http://{shown}:{port}/"
     results.token = app.state.token
@@ -678,4 +679,10 @@ def _serve(
     out(f"  editor token: {app.state.token}   (the box and triplet editors ask for it once)")
     out("  press Ctrl-C to stop; run the demo again to resume, or `tiefjax serve` to serve only")
     sys.stdout.flush()
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+    def ready(url: str) -> None:
+        out(f"  ready: {url}   (listening)")
+        sys.stdout.flush()
+
+    # the same server as `tiefjax serve`: deadlines for slow clients, a line once it listens
+    make_server(app, host, port, config, ready).run()
