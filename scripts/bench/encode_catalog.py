@@ -70,7 +70,7 @@ def main() -> None:
     from tiefjax.catalog import init_workspace
     from tiefjax.images import load_window, prefetch
     from tiefjax.index.config import IndexConfig
-    from tiefjax.index.encode import FeatureEncoder, encode_catalog
+    from tiefjax.index.encode import Catalog, FeatureEncoder, encode_catalog
     from tiefjax.nets.alexnet import init_encoder_params
     from tiefjax.workspace import Workspace
 
@@ -79,7 +79,7 @@ def main() -> None:
     images = tmp / "images"
     make_photos(images, args.n)
     init_workspace(tmp / "ws", images)
-    ws = Workspace(tmp / "ws")
+    catalog = Catalog.read(Workspace(tmp / "ws"))
     files = sorted(images.glob("*.jpg"))
 
     def decode_only() -> float:  # the pipeline's decode function in its worker threads
@@ -100,9 +100,8 @@ def main() -> None:
     runs = iter(range(1000))
 
     def end_to_end() -> float:  # the real pipeline, from files to the memory-mapped features
-        result = encode_catalog(
-            ws, tmp / f"out{next(runs)}", cfg, None, enc, locator=None, progress=False
-        )
+        out = tmp / f"out{next(runs)}"
+        result = encode_catalog(catalog, out, enc, None, cfg, progress=False)
         assert not result.errors
         return result.images_per_second
 

@@ -45,6 +45,7 @@ from tiefjax.index.descriptors import Projection, reduce_descriptors
 from tiefjax.index.encode import (
     FEATURE_DIM,
     FEATURES_DTYPE,
+    Catalog,
     EncodeResult,
     FeatureEncoder,
     Previous,
@@ -54,6 +55,8 @@ from tiefjax.index.encode import (
     detections_to_json,
     encode_catalog,
     encoder_fingerprint,
+    load_feature_encoder,
+    load_locator,
     trained_fingerprint,
     unsupervised_rows,
 )
@@ -341,8 +344,6 @@ def build_index(
     its own part of the build folder; after a barrier process 0 merges the parts, writes the
     store, builds the indexes and swaps the build in, and the others report it.
     """
-    from tiefjax.store import Store
-
     distributed.start()  # a multi-process script joins before anything touches JAX
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
     ws.require()
@@ -350,18 +351,22 @@ def build_index(
     distributed.check_same("index settings", json.dumps(asdict(cfg), sort_keys=True))
     log = log or (lambda msg: print(msg, file=sys.stderr))
     t0 = time.perf_counter()
-    with Store(ws.store_path) as store:
-        if store.count_images() == 0:
-            raise InvalidInput(
-                f"the catalog of {ws.root} has no images; add photos with "
-                f"`tiefjax init {ws.root} --images DIR`, then run `tiefjax index {ws.root}`"
-            )
+    # everything the build reads from the workspace, once: the catalog and the models
+    catalog = Catalog.read(ws)
+    if not catalog.images:
+        raise InvalidInput(
+            f"the catalog of {ws.root} has no images; add photos with "
+            f"`tiefjax init {ws.root} --images DIR`, then run `tiefjax index {ws.root}`"
+        )
+    encoder = encoder or load_feature_encoder(ws, cfg.batch_size)
+    located = load_locator(ws, cfg.locate) if locator == "auto" else locator
+    ranking = load_ranking(ws)
+    ranking_fp = trained_fingerprint(ws, "ranking")
     me, count = distributed.process_index(), distributed.process_count()
     primary = me == 0
     with _build_lock(ws) if primary else contextlib.nullcontext():
-        tmp = ws.index_dir / distributed.share(
-            "index-work", _work_name(ws, cfg, encoder, locator, count) if primary else None
-        )
+        work = _work_name(catalog, cfg, encoder, located, ranking_fp, count) if primary else None
+        tmp = ws.index_dir / distributed.share("index-work", work)
         if primary:  # a killed build's folder is kept when this build would redo its work
             _cleanup(ws, cfg.keep_builds, resume=tmp.name)
             tmp.mkdir(parents=True, exist_ok=True)
@@ -370,12 +375,12 @@ def build_index(
         distributed.barrier("index-started")
         part = tmp / f"part-{me}" if count > 1 else tmp
         enc = encode_catalog(
-            ws,
+            catalog,
             part,
+            encoder,
+            located,
             cfg,
             _previous(live),
-            encoder,
-            locator,
             progress=progress,
             log=log,
             shard=(me, count),
@@ -393,7 +398,7 @@ def build_index(
                     f"none of the {len(enc.errors)} catalog image(s) could be read; "
                     "check the files listed above"
                 )
-            report = _finish(ws, cfg, tmp, live, enc, stamp, log)
+            report = _finish(ws, cfg, tmp, live, enc, stamp, log, catalog, ranking)
         final = ws.index_dir / f"index-{stamp}"
         if primary:
             _swap_in(ws, tmp, final, cfg.keep_builds)
@@ -454,25 +459,23 @@ def build_from_descriptors(
     return report
 
 
-def _work_name(ws: Workspace, cfg: IndexConfig, encoder: Any, locator: Any, count: int) -> str:
+def _work_name(
+    catalog: Catalog,
+    cfg: IndexConfig,
+    encoder: FeatureEncoder,
+    locator: tuple[Any, str] | None,
+    ranking_fp: str,
+    count: int,
+) -> str:
     """``.tmp-<fingerprint>``: the temporary folder of a build of the catalog as it is now
     (images, their hashes and annotated boxes) with these encoder, locator and ranking net, so
     that the next build resumes a killed one exactly when it would encode the same things."""
-    from tiefjax.store import Store
-
-    with Store(ws.store_path) as store:
-        images = [(r.id, r.sha256) for r in store.list_images()]
-        boxes = sorted((k, v.box.as_tuple()) for k, v in store.boxes().items())
-    if locator == "auto":
-        locator_fp = trained_fingerprint(ws, "classifier", "regressor") if cfg.locate else "off"
-    else:
-        locator_fp = "none" if locator is None else str(locator[1])
     state = {
-        "images": images,
-        "boxes": boxes,
-        "encoder": encoder.fingerprint if encoder is not None else encoder_fingerprint(ws),
-        "locator": locator_fp,
-        "ranking": trained_fingerprint(ws, "ranking"),
+        "images": [(r.id, r.sha256) for r in catalog.images],
+        "boxes": sorted(catalog.boxes.items()),
+        "encoder": encoder.fingerprint,
+        "locator": "none" if locator is None else str(locator[1]),
+        "ranking": ranking_fp,
         "processes": count,
         "chunk_size": cfg.chunk_size,
     }
@@ -559,7 +562,11 @@ def _finish(
     enc: EncodeResult,
     stamp: str,
     log: Callable[[str], None],
+    catalog: Catalog,
+    trained: Any | None,
 ) -> IndexReport:
+    """Process 0's part of a build: store detections, write the rows, build each mode's index
+    (``trained``: the ranking net, None when it was not trained) and ``build.json``."""
     from tiefjax.store import Store
 
     if enc.detections:
@@ -589,7 +596,6 @@ def _finish(
         "encode_seconds": round(enc.seconds, 2),
         "errors": [{"id": i, "error": m} for i, m in enc.errors],
     }
-    trained = load_ranking(ws)
     if trained is None:
         report.supervised_note = SUPERVISED_MISSING.format(ws=ws.root)
     else:
@@ -599,11 +605,12 @@ def _finish(
             # ranking fine-tuned the encoder: encode the same crops with that encoder too
             fp = "ranking-" + meta["ranking"]
             sub = encode_catalog(
-                ws,
+                catalog,
                 tmp / "ranking_encoder",
+                FeatureEncoder(trained.encoder_params, fp, cfg.batch_size, "ranking"),
+                None,
                 cfg,
                 _previous(live, "ranking_encoder"),
-                FeatureEncoder(trained.encoder_params, fp, cfg.batch_size, "ranking"),
                 boxes_from={r.id: r for r in enc.rows},
                 progress=False,
                 log=log,

@@ -234,22 +234,43 @@ class _Job:
     fallback: bool = False
 
 
+@dataclass(frozen=True)
+class Catalog:
+    """What the store says is to be indexed: every photo (by id) and the annotated boxes.
+
+    Read once at the top of a build (:meth:`read`); the encoding below works on it, not on the
+    workspace."""
+
+    images: list[Any]  # store.ImageRecord, sorted by id
+    boxes: dict[str, Box]
+
+    @classmethod
+    def read(cls, ws: Workspace) -> Catalog:
+        from tiefjax.store import Store
+
+        with Store(ws.store_path) as store:
+            images = store.list_images()
+            boxes = {k: v.box.as_tuple() for k, v in store.boxes().items()}
+        return cls(images, boxes)
+
+
 def encode_catalog(
-    ws: Workspace,
+    catalog: Catalog,
     out_dir: Path,
+    encoder: FeatureEncoder,
+    locator: tuple[Any, str] | None,
     config: IndexConfig | None = None,
     previous: Previous | None = None,
-    encoder: FeatureEncoder | None = None,
-    locator: Any = "auto",
     boxes_from: dict[str, Row] | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     shard: tuple[int, int] = (0, 1),
     on_detections: Callable[[list[Any]], None] | None = None,
 ) -> EncodeResult:
-    """Encode every image of the store into ``out_dir/features.npy``; returns the rows written.
+    """Encode every photo of ``catalog`` into ``out_dir/features.npy``; returns the rows written.
 
-    ``locator``: "auto" loads the trained locator if there is one; None means whole images.
+    ``locator``: ``(Locator, fingerprint)`` to locate unannotated photos, or None for whole
+    photos (:func:`load_locator` loads the workspace's).
     ``boxes_from``: use these rows' boxes instead of choosing (a second encoder, same crops).
     ``shard = (i, n)``: only every ``n``-th image (by id) from the ``i``-th, for process ``i`` of
     ``n``. Corrupt images are reported in ``errors`` and left out. The work goes to disk in
@@ -260,20 +281,14 @@ def encode_catalog(
     """
     from tqdm import tqdm
 
-    from tiefjax.store import Store
-
     cfg = config or IndexConfig()
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out_dir.mkdir(parents=True, exist_ok=True)
-    with Store(ws.store_path) as store:
-        images = store.list_images()[shard[0] :: shard[1]]
-        boxes = {k: v.box.as_tuple() for k, v in store.boxes().items()}
-    encoder = encoder or load_feature_encoder(ws, cfg.batch_size)
+    images, boxes = catalog.images[shard[0] :: shard[1]], catalog.boxes
     if boxes_from is not None:
         images = [rec for rec in images if rec.id in boxes_from]
         locator = None
-    loc = load_locator(ws, cfg.locate) if locator == "auto" else locator
-    locator_obj, locator_fp = loc if loc else (None, None)
+    locator_obj, locator_fp = locator if locator else (None, None)
     locating = locator_fp if locator_obj is not None else None
     rows, jobs, copies = _plan(images, boxes, previous, encoder, locating, boxes_from)
     chunks = _Chunks(out_dir / CHUNKS, [rec.id for rec in images], cfg.chunk_size)
