@@ -21,7 +21,7 @@ from tiefjax.search import Searcher
 from tiefjax.server import ServerConfig, create_app, uploads
 from tiefjax.server.app import build_routes
 from tiefjax.server.openapi import openapi_schema
-from tiefjax.store import Detection, Store
+from tiefjax.store import Detection, ImageRecord, Store
 from tiefjax.workspace import Workspace
 
 TOKEN = "test-token-123"
@@ -141,6 +141,61 @@ def test_image_pages(client, ids):
     assert client.get("/api/images").json()["limit"] == 48
     _error(client.get("/api/images", params={"limit": 201}), 400, "bad_request")
     _error(client.get("/api/images", params={"offset": "x"}), 400)
+
+
+def test_image_pages_by_cursor_equal_pages_by_offset(client, ids):
+    pages, after = [], None
+    while True:
+        page = client.get("/api/images", params={"limit": 3, **({"after": after} if after else {})})
+        pages.append(page.json())
+        after = page.json()["next"]
+        if after is None:
+            break
+    for n, page in enumerate(pages):
+        by_offset = client.get("/api/images", params={"offset": 3 * n, "limit": 3}).json()
+        assert page["images"] == by_offset["images"] and page["next"] == by_offset["next"]
+        assert [i["id"] for i in page["images"]] == ids[3 * n : 3 * n + 3]
+    assert len(pages) == -(-len(ids) // 3)
+    _error(client.get("/api/images", params={"after": "a\nb"}), 400, "bad_request")
+    _error(client.get("/api/images?after="), 400, "bad_request")
+
+
+@pytest.fixture(scope="module")
+def deep_workspace(tmp_path_factory) -> Workspace:
+    """2,000 registered images (no files: the gallery only reads the store), every 9th boxed."""
+    root = tmp_path_factory.mktemp("deep")
+    (root / "images").mkdir()
+    init_workspace(root / "ws", root / "images")
+    ws = Workspace(root / "ws")
+    with Store(ws.store_path) as store:
+        ids = [f"p{n:05d}" for n in range(2000)]
+        store.upsert_images(ImageRecord(i, f"{i}.jpg", 64, 48, i) for i in ids)
+        with store.transaction():
+            for i in ids[::9]:
+                store.put_box(i, (1, 2, 30, 40))
+    return ws
+
+
+def test_a_deep_gallery_page_is_one_sql_statement(deep_workspace):
+    app = create_app(deep_workspace, token=TOKEN, config=ServerConfig.tiny(), searcher=None)
+    statements: list[str] = []
+    with TestClient(app) as c:
+        db = app.state.tiefjax.store._db
+        for limit in (1, 200):
+            db.set_trace_callback(statements.append)
+            last = c.get("/api/images", params={"offset": 2000 - limit, "limit": limit}).json()
+            keyset = c.get("/api/images", params={"after": "p01799", "limit": limit}).json()
+            db.set_trace_callback(None)
+            assert len(statements) == 2, statements  # one per page, whatever its size
+            statements.clear()
+            assert last["next"] is None and last["offset"] == 2000 - limit
+            assert [i["id"] for i in last["images"]][-1] == "p01999"
+            assert keyset["offset"] == 0 and keyset["images"][0]["id"] == "p01800"
+    boxed = [i["id"] for i in last["images"] if i["box"] is not None]
+    assert boxed == [f"p{n:05d}" for n in range(1800, 2000) if n % 9 == 0]
+    assert last["images"][0]["box"] == {
+        "left": 1.0, "top": 2.0, "right": 30.0, "bottom": 40.0, "version": 1
+    }  # fmt: skip
 
 
 def test_image_item_file_thumb(client, workspace):

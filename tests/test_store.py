@@ -53,7 +53,7 @@ def test_new_store_is_wal_with_latest_schema(tmp_path: Path) -> None:
 
 def test_images_crud_and_paging(store: Store) -> None:
     assert store.image_ids() == ["a", "b", "c", "d"]
-    assert [r.id for r in store.list_images(offset=1, limit=2)] == ["b", "c"]
+    assert [i.image.id for i in store.catalog_page(offset=1, limit=2).items] == ["b", "c"]
     assert store.count_images() == 4
     assert store.get_image("a") == _rec("a")
     with pytest.raises(NotFound, match="'zz'"):
@@ -462,4 +462,83 @@ def test_boxes_from_mappings_and_paging_arguments(store: Store) -> None:
     with pytest.raises(InvalidInput, match="bottom"):
         store.put_box("a", {"left": 1, "top": 2, "right": 3})
     with pytest.raises(InvalidInput, match=">= 0"):
-        store.list_images(offset=-1)
+        store.catalog_page(offset=-1)
+    with pytest.raises(InvalidInput, match=">= 1"):
+        store.catalog_page(limit=0)
+
+
+# -- gallery pages --------------------------------------------------------------------------------
+#: Images in the deep-catalog tests: pages 40 and beyond of the site's 48.
+DEEP = 2000
+
+
+@pytest.fixture()
+def deep_store(tmp_path: Path):
+    """2,000 images; every 7th with a box (one of them deleted again), every 5th located."""
+    with Store(tmp_path / "deep.sqlite") as s:
+        ids = [f"img{n:05d}" for n in range(DEEP)]
+        s.upsert_images(_rec(i) for i in ids)
+        with s.transaction():
+            for i in ids[::7]:
+                s.put_box(i, (1, 2, 30, 40))
+            s.delete_box(ids[14])
+        s.put_detections(Detection(i, (5, 5, 50, 50), 0.5, False) for i in ids[::5])
+        yield s
+
+
+def _by_cursor(store: Store, limit: int) -> list[list[str]]:
+    """Every page, each asked for with the previous page's ``next_after``."""
+    pages, after = [], ""
+    while True:
+        page = store.catalog_page(after, limit=limit)
+        pages.append([item.image.id for item in page.items])
+        if page.next_after is None:
+            return pages
+        after = page.next_after
+
+
+def test_keyset_pages_equal_offset_pages(deep_store: Store) -> None:
+    ids = deep_store.image_ids()
+    by_cursor = _by_cursor(deep_store, 48)
+    by_offset = [
+        [item.image.id for item in deep_store.catalog_page(offset=o, limit=48).items]
+        for o in range(0, DEEP, 48)
+    ]
+    assert by_cursor == by_offset == [ids[o : o + 48] for o in range(0, DEEP, 48)]
+    assert _by_cursor(deep_store, DEEP) == [ids]  # exactly one full page: no empty one after it
+
+
+def test_a_deep_page_holds_the_right_images_boxes_and_detections(deep_store: Store) -> None:
+    ids, boxes, detections = deep_store.image_ids(), deep_store.boxes(), deep_store.detections()
+    last = deep_store.catalog_page(ids[DEEP - 33], limit=48)  # the last 32 images
+    assert (last.total, last.next_after) == (DEEP, None)
+    assert [item.image for item in last.items] == deep_store.list_images()[-32:]
+    for item in last.items:
+        assert item.box == boxes.get(item.image.id)
+        assert item.detection == detections.get(item.image.id)
+    assert sum(item.box is not None for item in last.items) == 4
+    assert sum(item.detection is not None for item in last.items) == 6
+    middle = deep_store.catalog_page(ids[999], offset=1, limit=3)  # after + offset compose
+    assert [i.image.id for i in middle.items] == ids[1001:1004]
+    assert middle.next_after == ids[1003]
+    between = deep_store.catalog_page(ids[9] + "~", limit=1)  # a cursor that is no stored id
+    assert between.items[0].image.id == ids[10]
+    empty = deep_store.catalog_page(ids[-1])
+    assert (empty.total, empty.items, empty.next_after) == (DEEP, [], None)
+    assert deep_store.catalog_item(ids[0]) == deep_store.catalog_page(limit=1).items[0]
+    assert deep_store.catalog_item(ids[14]).box is None  # deleted: the tombstone is no box
+    with pytest.raises(NotFound, match="'nope'"):
+        deep_store.catalog_item("nope")
+
+
+@pytest.mark.parametrize("limit", [1, 48, 500])
+def test_a_page_is_one_sql_statement_whatever_its_size(deep_store: Store, limit: int) -> None:
+    after = deep_store.image_ids()[1000]
+    statements: list[str] = []
+    deep_store._db.set_trace_callback(statements.append)
+    try:
+        page = deep_store.catalog_page(after, limit=limit)
+    finally:
+        deep_store._db.set_trace_callback(None)
+    assert len(page.items) == min(limit, DEEP - 1001)
+    assert len(statements) == 1, statements

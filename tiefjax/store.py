@@ -117,6 +117,25 @@ class Detection:
     fallback: bool
 
 
+@dataclass(frozen=True)
+class CatalogItem:
+    """An image with its current box and detection: what the gallery shows for it."""
+
+    image: ImageRecord
+    box: StoredBox | None
+    detection: Detection | None
+
+
+@dataclass(frozen=True)
+class CatalogPage:
+    """One gallery page; ``next_after`` = the cursor for the following page (the last id here),
+    None when this page ends the catalog."""
+
+    total: int
+    items: list[CatalogItem]
+    next_after: str | None
+
+
 class StoreBusy(TiefjaxError):
     """Another writer held the store's lock for longer than the busy timeout."""
 
@@ -546,15 +565,42 @@ class Store:
     def has_image(self, image_id: str) -> bool:
         return self._one("SELECT 1 FROM images WHERE id = ?", (image_id,)) is not None
 
-    def list_images(self, offset: int = 0, limit: int | None = None) -> list[ImageRecord]:
-        """Images sorted by id; ``offset``/``limit`` page through them."""
-        if offset < 0 or (limit is not None and limit < 0):
-            raise InvalidInput(f"offset and limit must be >= 0, got {offset} and {limit}")
-        rows = self._all(
-            "SELECT id, path, width, height, sha256 FROM images ORDER BY id LIMIT ? OFFSET ?",
-            (-1 if limit is None else int(limit), int(offset)),
-        )
+    def list_images(self) -> list[ImageRecord]:
+        """Every image sorted by id (pages for a gallery: :meth:`catalog_page`)."""
+        rows = self._all("SELECT id, path, width, height, sha256 FROM images ORDER BY id")
         return [ImageRecord(*row) for row in rows]
+
+    def catalog_page(self, after: str = "", offset: int = 0, limit: int = 48) -> CatalogPage:
+        """``limit`` images (with box and detection) after the id ``after`` and ``offset`` more.
+
+        Keyset (``after``) seeks the id index, so a deep page costs what the first one does
+        (``offset`` walks past the skipped rows). Count and page come from one SQL statement, so
+        a page never mixes two states of the catalog. ``after`` need not be a stored id (ids
+        are compared as strings, like the sort).
+        """
+        if offset < 0 or limit < 1:
+            raise InvalidInput(f"offset must be >= 0 and limit >= 1, got {offset} and {limit}")
+        rows = self._all(
+            "WITH page AS ("
+            f"{_ITEM_SELECT} FROM (SELECT * FROM images WHERE id > ? ORDER BY id LIMIT ? OFFSET ?)"
+            f" AS i {_ITEM_JOINS}) "
+            "SELECT (SELECT count(*) FROM images), page.* FROM (SELECT 1) LEFT JOIN page "
+            "ORDER BY page.id",
+            (after, int(limit) + 1, int(offset)),
+        )
+        items = [_catalog_item(row[1:]) for row in rows if row[1] is not None]
+        more = len(items) > limit
+        items = items[:limit]
+        return CatalogPage(int(rows[0][0]), items, items[-1].image.id if more else None)
+
+    def catalog_item(self, image_id: str) -> CatalogItem:
+        """One image with its box and detection (NotFound for an unknown id)."""
+        row = self._one(
+            f"{_ITEM_SELECT} FROM images AS i {_ITEM_JOINS} WHERE i.id = ?", (image_id,)
+        )
+        if row is None:
+            raise NotFound(f"no image with id {image_id!r} in the catalog")
+        return _catalog_item(row)
 
     def image_ids(self) -> list[str]:
         return [row[0] for row in self._all("SELECT id FROM images ORDER BY id")]
@@ -821,3 +867,22 @@ class Store:
 
 def _detection(row: Sequence[Any]) -> Detection:
     return Detection(row[0], Box(*row[1:5]), float(row[5]), bool(row[6]))
+
+
+#: An image with its current box (tombstones excluded) and detection, as one row: the columns
+#: :func:`_catalog_item` reads; ``i`` is the images row (a table or a page of it).
+_ITEM_SELECT = (
+    "SELECT i.id, i.path, i.width, i.height, i.sha256, "
+    "b.left, b.top, b.right, b.bottom, b.version, b.updated_at, "
+    "d.image_id, d.left, d.top, d.right, d.bottom, d.score, d.fallback"
+)
+_ITEM_JOINS = (
+    "LEFT JOIN boxes AS b ON b.image_id = i.id AND b.left IS NOT NULL "
+    "LEFT JOIN detections AS d ON d.image_id = i.id"
+)
+
+
+def _catalog_item(row: Sequence[Any]) -> CatalogItem:
+    image = ImageRecord(*row[:5])
+    box = None if row[5] is None else StoredBox(image.id, Box(*row[5:9]), int(row[9]), row[10])
+    return CatalogItem(image, box, None if row[11] is None else _detection(row[11:]))

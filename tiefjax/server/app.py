@@ -60,7 +60,7 @@ from tiefjax.server.uploads import (
     read_upload,
     sniff,
 )
-from tiefjax.store import BoxConflict, Store
+from tiefjax.store import BoxConflict, CatalogItem, Store
 from tiefjax.validate import BadRequest, check_id, loads_json, parse_int, shown
 from tiefjax.workspace import Workspace
 
@@ -152,6 +152,10 @@ def image_item(rec: Any, stored: Any, detection: Any) -> dict[str, Any]:
             "fallback": bool(detection.fallback),
         }
     return {"id": rec.id, "width": rec.width, "height": rec.height, "box": box, "detection": det}
+
+
+def catalog_item_json(item: CatalogItem) -> dict[str, Any]:
+    return image_item(item.image, item.box, item.detection)
 
 
 def hits_json(hits: Any) -> list[dict[str, Any]]:
@@ -363,25 +367,23 @@ def build_routes(state: ServerState) -> list[Route]:
     async def images(request: Request) -> Response:
         offset = _int_param(request, "offset", 0, 0, 2**62)
         limit = _int_param(request, "limit", 48, 1, PAGE_LIMIT_MAX)
-
-        def page() -> dict[str, Any]:
-            total = store.count_images()
-            items = [
-                image_item(rec, store.get_box(rec.id), store.get_detection(rec.id))
-                for rec in store.list_images(offset, limit)
-            ]
-            return {"total": total, "offset": offset, "limit": limit, "images": items}
-
-        return JSONResponse(await run_in_threadpool(page))
+        after = request.query_params.get("after")
+        if after is not None:
+            check_id(after, "after")
+        page = await run_in_threadpool(store.catalog_page, after or "", offset, limit)
+        return JSONResponse(
+            {
+                "total": page.total,
+                "offset": offset,
+                "limit": limit,
+                "next": page.next_after,
+                "images": [catalog_item_json(item) for item in page.items],
+            }
+        )
 
     async def image(request: Request) -> Response:
-        image_id = request.path_params["image_id"]
-
-        def item() -> dict[str, Any]:
-            rec = store.get_image(image_id)
-            return image_item(rec, store.get_box(image_id), store.get_detection(image_id))
-
-        return JSONResponse(await run_in_threadpool(item))
+        item = await run_in_threadpool(store.catalog_item, request.path_params["image_id"])
+        return JSONResponse(catalog_item_json(item))
 
     async def image_file(request: Request) -> Response:
         image_id = request.path_params["image_id"]

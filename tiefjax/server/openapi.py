@@ -202,7 +202,8 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "summary": "A page of the catalog, sorted by id",
                 "parameters": [
-                    _q("offset", _int(0, 2**62), "first image"),
+                    _q("after", _ID_STRING, "start after this id (a page's `next`); keyset"),
+                    _q("offset", _int(0, 2**62), "images to skip (after `after` when given)"),
                     _q("limit", _int(1, 200), "page size"),
                 ],
                 "responses": {
@@ -211,6 +212,7 @@ def _paths() -> dict[str, Any]:
                             total={"type": "integer"},
                             offset={"type": "integer"},
                             limit={"type": "integer"},
+                            next={"type": ["string", "null"]},
                             images={"type": "array", "items": _ref("ImageItem")},
                         )
                     ),
