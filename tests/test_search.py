@@ -37,7 +37,8 @@ def test_lazy_export_and_info(built, searcher):
     import tiefjax
 
     assert tiefjax.Searcher is Searcher
-    assert searcher.ids == [f"p{i:03d}" for i in range(10)]
+    assert searcher.ids == tuple(f"p{i:03d}" for i in range(10))
+    assert searcher.ids is searcher.ids  # shared, not an O(N) copy per call
     assert searcher.built_at and searcher.modes == ["unsupervised"]
     info = searcher.info
     assert info["images"] == 10 and info["modes"]["unsupervised"]["recall_at_10"] >= 0.95

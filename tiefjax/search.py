@@ -113,7 +113,7 @@ class _State:
     path: Path
     meta: dict[str, Any]
     rows: list[Row]
-    ids: list[str]
+    ids: tuple[str, ...]
     position: dict[str, int]
     by_sha: dict[str, int]
     modes: dict[str, _ModeState] = field(default_factory=dict)
@@ -127,7 +127,7 @@ def _load_state(ws: Workspace) -> _State:
         )
     meta = json.loads((build / "build.json").read_text())
     rows = [Row.from_json(r) for r in json.loads((build / "rows.json").read_text())]
-    ids = [r.id for r in rows]
+    ids = tuple(r.id for r in rows)
     state = _State(
         build.name,
         build,
@@ -204,9 +204,10 @@ class Searcher:
 
     # -- properties -------------------------------------------------------------------------------
     @property
-    def ids(self) -> list[str]:
-        """Catalog ids in index row order (sorted)."""
-        return list(self._state.ids)
+    def ids(self) -> tuple[str, ...]:
+        """Catalog ids in index row order (sorted); immutable, so every call shares one tuple
+        instead of copying all N ids."""
+        return self._state.ids
 
     @property
     def built_at(self) -> str:
