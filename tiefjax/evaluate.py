@@ -176,7 +176,8 @@ def index_recall(
     searcher: Any, manifest: DemoManifest, ws: Workspace, k: int = RECALL_K
 ) -> dict[str, dict[str, float | int | None]]:
     """Same-product recall@k per mode of the searcher's index: ``{"all", "test", "queries"}``."""
-    product_of = {p.id: p.product for p in manifest.photos if p.id in set(searcher.ids)}
+    indexed = set(searcher.ids)
+    product_of = {p.id: p.product for p in manifest.photos if p.id in indexed}
     tests = ids_in_test_split(ws, product_of)
     out: dict[str, dict[str, float | int | None]] = {}
     for mode in searcher.modes:

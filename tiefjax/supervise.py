@@ -17,12 +17,16 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import IO
 
 from tiefjax.distributed import timeout_s
 
 WORKER_VAR = "TIEFJAX_WORKER"
+#: Lines that follow a native log line this soon are taken as the rest of its message (one
+#: write); anything later — the command's own output, a Python traceback — passes through.
+CONTINUATION_S = 0.25
 #: JAX's fatal log line when the coordination service gives up on the run.
 FATAL_MARK = "the JAX distributed service detected fatal errors"
 
@@ -45,7 +49,7 @@ class _Filter:
         self.source, self.sink = source, sink
         self.fatal = False
         self.joined = False
-        self._noise = False  # inside a multi-line C++ log message
+        self._noise_until = 0.0  # lines before this time continue a C++ log message
         self.thread = threading.Thread(target=self._pump, daemon=True)
         self.thread.start()
 
@@ -56,12 +60,11 @@ class _Filter:
                 self.fatal = True  # JAX's (or the runtime's) fatal error: the dump follows
             if self.fatal or line.startswith("[Gloo] "):
                 continue
-            if _is_native_log(line):
-                self._noise = True  # absl log line of the runtime: it may run over lines
+            if _is_native_log(line):  # the runtime's absl log line; its message may run over
+                self._noise_until = time.monotonic() + CONTINUATION_S  # lines written with it
                 continue
-            if self._noise and not line.startswith("tiefjax"):
+            if time.monotonic() < self._noise_until and not line.startswith("tiefjax"):
                 continue
-            self._noise = False
             if line.startswith("tiefjax ") and ": process " in line:
                 self.joined = True  # the worker's announcement (tiefjax.distributed.announce)
             self.sink.write(line)
