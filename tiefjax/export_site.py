@@ -168,9 +168,13 @@ def export_site(
         report.pages = max(1, -(-len(items) // page_size))
         for n in range(report.pages):
             chunk = items[n * page_size : (n + 1) * page_size]
-            page = {"total": len(items), "offset": n * page_size, "limit": page_size}
-            # the API's cursor for the following page: this page's last id, None on the last
-            page["next"] = chunk[-1]["id"] if n + 1 < report.pages else None
+            # "next": the API's cursor for the following page (this page's last id; None last)
+            page = {
+                "total": len(items),
+                "offset": n * page_size,
+                "limit": page_size,
+                "next": chunk[-1]["id"] if n + 1 < report.pages else None,
+            }
             _write_json(static / "pages" / f"{n}.json", {**page, "images": chunk})
 
         for mode in modes:

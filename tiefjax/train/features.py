@@ -130,7 +130,7 @@ def encode_source(
     src: Any,
     params: Any,
     *,
-    encode: EncodeFn | None = None,
+    encode: EncodeFn,
     mirror_triplets: bool = False,
     batch_size: int = ENCODE_BATCH,
     reuse: Reuse | None = None,
@@ -152,8 +152,7 @@ def encode_source(
     encoded = 0
 
     def flush(final: bool = False) -> None:
-        nonlocal encode, encoded
-        encode = encode or default_encode_fn(params)
+        nonlocal encoded
         while len(pending) >= batch_size or (final and pending):
             take = pending[:batch_size]
             del pending[:batch_size]

@@ -96,10 +96,6 @@ class DataMesh:
             out[key] = jax.make_array_from_process_local_data(self.batch_sharding, value, shape)
         return out
 
-    def replicate(self, tree: Any) -> Any:
-        """Place a host pytree on every device (the same values on every process)."""
-        return jax.device_put(tree, self.replicated)
-
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> DataMesh:
     """A ``data`` mesh over ``devices`` (default: every device of every process)."""
