@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from _processes import interrupt
 
 from tiefjax.cli import main
 from tiefjax.demo import RESULTS_NAME, SIZES, demo_settings_text, run_demo
@@ -276,12 +276,7 @@ def test_demo_serves_the_site_with_uvicorn(first):
         with urllib.request.urlopen(url, timeout=5) as resp:
             assert resp.status == 200 and b"<html" in resp.read().lower()
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        interrupt(proc)
     assert proc.returncode in (0, 130), "".join(lines) + proc.stdout.read()
 
 

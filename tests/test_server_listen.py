@@ -4,7 +4,6 @@ body deadline passes, and `tiefjax serve` prints its URL only once it listens.""
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from _processes import interrupt
 from PIL import Image
 
 from tiefjax.catalog import init_workspace
@@ -120,9 +120,4 @@ def test_serve_prints_its_url_once_it_listens(ws: Path) -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=5) as resp:
             assert json.loads(resp.read()) == {"status": "ok"}
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        interrupt(proc)
