@@ -140,12 +140,13 @@ class _MetricsLog:
 class StepFns:
     """The compiled pieces of a run: ``init() -> state``, ``train_step(state, batch) -> (state,
     metrics)`` (state donated) and ``predict(params, batch)``; state is sharded as
-    ``state_sharding`` (:meth:`DataMesh.state_sharding`), batches on the mesh's ``data`` axis."""
+    :meth:`DataMesh.state_sharding` says, batches on the mesh's ``data`` axis. ``abstract_state``
+    is the state's shapes, dtypes and shardings (what a checkpoint is restored into)."""
 
     init: Callable[[], dict[str, Any]]
     train_step: Callable[[Any, Any], tuple[Any, dict[str, jax.Array]]]
     predict: Callable[[Any, Any], dict[str, jax.Array]]
-    state_sharding: Any
+    abstract_state: Any
 
 
 def make_step_fns(task: Task, config: TrainConfig, mesh: DataMesh) -> StepFns:
@@ -163,7 +164,8 @@ def make_step_fns(task: Task, config: TrainConfig, mesh: DataMesh) -> StepFns:
         params = jax.tree.map(lambda p, u: p + u, state["params"], updates)
         return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
 
-    state_sh = mesh.state_sharding(jax.eval_shape(init))
+    shapes = jax.eval_shape(init)
+    state_sh = mesh.state_sharding(shapes)
     train_step = jax.jit(
         step_fn,
         in_shardings=(state_sh, batch_sh),
@@ -172,7 +174,10 @@ def make_step_fns(task: Task, config: TrainConfig, mesh: DataMesh) -> StepFns:
     )
     predict = jax.jit(task.predict, in_shardings=(state_sh["params"], batch_sh), out_shardings=repl)
     init_sharded = jax.jit(init, out_shardings=state_sh)
-    return StepFns(init_sharded, train_step, predict, state_sh)
+    abstract = jax.tree.map(
+        lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), shapes, state_sh
+    )
+    return StepFns(init_sharded, train_step, predict, abstract)
 
 
 def run_loop(
@@ -203,19 +208,13 @@ def run_loop(
     _check_run(train_dir, run_id, log)
 
     fns = make_step_fns(task, config, mesh)
-    state_shape = jax.eval_shape(fns.init)
     train_step, predict = fns.train_step, fns.predict
 
     options = ocp.CheckpointManagerOptions(
         max_to_keep=config.keep_checkpoints, create=True, enable_async_checkpointing=False
     )
     with ocp.CheckpointManager((train_dir / CHECKPOINTS).absolute(), options=options) as mngr:
-        target = jax.tree.map(
-            lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
-            state_shape,
-            fns.state_sharding,
-        )
-        restored = _restore_newest_intact(mngr, target, task.name, log)
+        restored = _restore_newest_intact(mngr, fns.abstract_state, task.name, log)
         if restored is not None:
             state: dict[str, Any] = restored
             start = int(to_host(state["step"]))
