@@ -10,7 +10,11 @@ mode's reduction, ScaNN build, auto-tuning, recall and neighbour lists, exactly 
 peak RSS of the build (the child's high-water mark, reset after the data was written) against
 the issue's target of 1.5 x the float32 matrix + 1 GB, the index kind and recall@10.
 
+Then, each in its own child process: the training feature cache at ``--feature-crops`` crops
+(``scale_features.py``: peak RSS while caching, against the issue's 2 GB).
+
     .venv/bin/python scripts/bench/scale.py [--sizes 100000 1000000] [--dim 256]
+        [--feature-crops 200000]
 """
 
 from __future__ import annotations
@@ -116,28 +120,48 @@ def child(n: int, dim: int, folder: Path) -> dict:
     }
 
 
+def _features_child(n: int, args: argparse.Namespace) -> dict:
+    from scale_features import child as features_child
+
+    return features_child(n, args.folder)
+
+
+#: what one child process measures: ``(n, args) -> figures``
+PARTS = {
+    "index": lambda n, args: child(n, args.dim, args.folder),
+    "features": _features_child,
+}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[100_000, 1_000_000])
     ap.add_argument("--dim", type=int, default=256, help="descriptor dimension ([index] dim)")
+    ap.add_argument(
+        "--feature-crops", type=int, default=200_000, help="crops in the feature cache (0: skip)"
+    )
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--part", choices=PARTS, default="index", help=argparse.SUPPRESS)
     ap.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.dim, args.folder)))
+        print(json.dumps(PARTS[args.part](args.child, args)))
         return 0
+    runs = [("index", n) for n in args.sizes]
+    runs += [("features", args.feature_crops)] if args.feature_crops else []
     results = []
-    for n in args.sizes:
+    for part, n in runs:
         with tempfile.TemporaryDirectory(prefix="tiefjax-scale-") as tmp:
             cmd = [sys.executable, __file__, "--child", str(n), "--dim", str(args.dim)]
             out = subprocess.run(
-                [*cmd, "--folder", tmp], capture_output=True, text=True, check=False
+                [*cmd, "--part", part, "--folder", tmp], capture_output=True, text=True, check=False
             )
             if out.returncode != 0:
                 print(out.stdout + out.stderr[-3000:])
                 return 1
-            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(json.dumps(results[-1]), flush=True)
+            print(out.stdout.strip().splitlines()[-1], flush=True)
+            if part == "index":
+                results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     for a, b in zip(results, results[1:], strict=False):
         ratio = (b["build_s"] / a["build_s"]) / (
             (b["n"] * np.log(b["n"])) / (a["n"] * np.log(a["n"]))

@@ -7,6 +7,10 @@ carries a key of the encoder's weights and the prepared data, so new weights or 
 dataset get new features while unchanged ones are reused. Folders are written under a temporary
 name and renamed when complete: an interrupted encoding leaves nothing that gets read.
 
+Features go to disk as they are computed (:class:`_RowFile`, one ``.npy`` per process part,
+filled batch by batch) and are read back memory-mapped, so memory stays flat however many crops
+a split holds (``scripts/bench/scale.py`` measures 200,000).
+
 Images are content-addressed: an identical crop is encoded once, however many triplets or sets
 use it (the regression crops are the classifier's foreground crops, so whichever head trains
 second reuses the first one's features).
@@ -14,6 +18,7 @@ second reuses the first one's features).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -33,6 +38,7 @@ from tiefjax.images import prefetch
 from tiefjax.workspace import Workspace, atomic_write_text
 
 FEATURE_DTYPE = np.float16
+FEATURE_ITEMSIZE = np.dtype(FEATURE_DTYPE).itemsize
 IMAGE_KEYS = ("image", "reference", "positive", "negative")
 CACHE_VERSION = 1
 ENCODE_BATCH = 32
@@ -126,17 +132,63 @@ def pixel_key(pixels: np.ndarray) -> bytes:
 Reuse = Callable[[bytes], np.ndarray | None]
 
 
+class _RowFile:
+    """A ``.npy`` of feature rows written as they are computed, in any order of rows.
+
+    Rows go straight to the file (``os.pwrite`` after a 4,096-byte header); the header, which
+    must name the row count, is written when the file is closed. The npy format allows any
+    header padded to a multiple of 64 bytes, so no row is ever copied or held back in memory.
+    """
+
+    HEADER = 4096
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+        self.rows = 0
+        self.row_shape: tuple[int, ...] | None = None
+
+    def put(self, row: int, values: np.ndarray) -> None:
+        data = np.ascontiguousarray(values, FEATURE_DTYPE)
+        if self.row_shape is None:
+            self.row_shape = data.shape
+        elif data.shape != self.row_shape:
+            raise InvalidInput(f"encoder gave rows of shape {data.shape}, then {self.row_shape}")
+        os.pwrite(self.fd, data.tobytes(), self.HEADER + row * data.nbytes)
+        self.rows = max(self.rows, row + 1)
+
+    def close(self) -> None:
+        """Write the header naming the final shape, flush to disk and close."""
+        shape = (self.rows, *self.row_shape) if self.row_shape is not None else (0,)
+        os.pwrite(self.fd, _npy_header(shape, self.HEADER), 0)
+        os.ftruncate(self.fd, self.HEADER + int(np.prod(shape)) * FEATURE_ITEMSIZE)
+        os.fsync(self.fd)
+        os.close(self.fd)
+
+
+def _npy_header(shape: tuple[int, ...], size: int) -> bytes:
+    """An npy 1.0 header of ``size`` bytes for a C-order ``FEATURE_DTYPE`` array of ``shape``."""
+    fmt = np.lib.format
+    descr = fmt.dtype_to_descr(np.dtype(FEATURE_DTYPE))
+    body = repr({"descr": descr, "fortran_order": False, "shape": tuple(shape)}).encode("latin1")
+    magic = fmt.magic(1, 0)
+    pad = size - len(magic) - 2 - len(body) - 1
+    return magic + (len(body) + pad + 1).to_bytes(2, "little") + body + b" " * pad + b"\n"
+
+
 def encode_source(
     src: Any,
     params: Any,
     *,
+    out: Path,
     encode: EncodeFn,
     mirror_triplets: bool = False,
     batch_size: int = ENCODE_BATCH,
     reuse: Reuse | None = None,
     desc: str = "encode",
-) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
-    """Encode every image field of ``src`` -> ``(features, columns, extras, keys)``.
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+    """Encode every image field of ``src`` into the ``.npy`` file ``out`` (rows written as each
+    batch is computed) -> ``(columns, extras, keys)``.
 
     Identical images (by content) are encoded once; ``reuse(key)`` may return features already
     computed elsewhere (another set's cache) instead. ``keys`` are the rows' content addresses.
@@ -144,7 +196,7 @@ def encode_source(
     """
     n = len(src)
     rows: dict[bytes, int] = {}
-    done: dict[int, np.ndarray] = {}
+    done = _RowFile(out)
     pending: list[tuple[int, np.ndarray]] = []
     columns: dict[str, list[int]] = {}
     extras: dict[str, list[Any]] = {}
@@ -159,7 +211,7 @@ def encode_source(
             batch = np.stack([px for _, px in take])
             fmap = np.asarray(encode(params, batch)).astype(FEATURE_DTYPE)
             for j, (row, _) in enumerate(take):
-                done[row] = fmap[j]
+                done.put(row, fmap[j])
             encoded += len(take)
 
     def row_of(pixels: np.ndarray) -> int:
@@ -171,7 +223,7 @@ def encode_source(
             row = rows[key] = len(rows)
             known = reuse(key) if reuse is not None else None
             if known is not None:
-                done[row] = np.asarray(known, FEATURE_DTYPE)
+                done.put(row, known)
             else:
                 pending.append((row, pixels))
                 if len(pending) >= batch_size:
@@ -179,7 +231,7 @@ def encode_source(
         return rows[key]
 
     bar = tqdm(total=n, desc=desc, disable=None, leave=False, file=sys.stderr)
-    with bar:
+    with bar, contextlib.closing(done):
         for _, ex in prefetch(lambda i: src[i], range(n), workers=2, depth=64):
             if isinstance(ex, BaseException):
                 raise ex
@@ -198,7 +250,6 @@ def encode_source(
         flush(final=True)
     if not rows:
         raise InvalidInput("nothing to encode: the split has no images")
-    features = np.stack([done[r] for r in range(len(rows))])
     keys = np.array(list(rows), dtype="S20")
     cols = {k: np.asarray(v, np.int64) for k, v in columns.items()}
     ext = {k: np.stack(v) for k, v in extras.items()}
@@ -208,7 +259,7 @@ def encode_source(
             cols[k] = np.concatenate([cols[k], m[:, j]])
         cols = {k: v for k, v in cols.items() if k in ("reference", "positive", "negative")}
         ext = {k: np.concatenate([v, v]) for k, v in ext.items()}
-    return features, cols, ext, keys
+    return cols, ext, keys
 
 
 def _reuse_from(cache_root: Path, encoder_fp: str, skip: Path) -> Reuse:
@@ -277,12 +328,13 @@ def cached_features(
             "desc": f"encode {name}",
         }
         if distributed.process_count() == 1:
-            _save(folder, {**ident, "examples": len(src)}, *encode_source(src, **encode_args))
+            meta = {**ident, "examples": len(src)}
+            _save(folder, meta, lambda out: encode_source(src, out=out, **encode_args))
         else:
             _encode_in_parts(src, folder, ident, encode_args)
         if distributed.process_index() == 0:
-            for old in cache_root.glob(f"{name}-*"):
-                if old != folder and old.is_dir():
+            for old in [*cache_root.glob(f"{name}-*"), *cache_root.glob(f".{name}-*.tmp-*")]:
+                if old != folder and old.is_dir():  # older caches, killed encodes' leftovers
                     shutil.rmtree(old, ignore_errors=True)
         distributed.barrier(f"features-{name}-{key}-ready")
     features, cols, ext, _ = _load(folder)
@@ -290,21 +342,27 @@ def cached_features(
 
 
 Encoded = tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]
+#: ``write(features_path) -> (columns, extras, keys)``, the features written to the path.
+Writer = Callable[[Path], tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]]
 
 
-def _save(folder: Path, meta: dict[str, Any], *encoded: Any) -> None:
-    """One encoded cache folder, written under a temporary name and renamed when complete."""
-    features, cols, ext, keys = encoded
+def _save(folder: Path, meta: dict[str, Any], write: Writer) -> None:
+    """One encoded cache folder, written under a temporary name and renamed when complete
+    (``meta.json`` last): a killed encode leaves only a ``.tmp`` folder, never read."""
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    np.save(tmp / "features.npy", features)
-    np.save(tmp / "keys.npy", keys)
-    for k, v in cols.items():
-        np.save(tmp / f"col_{k}.npy", v)
-    for k, v in ext.items():
-        np.save(tmp / f"extra_{k}.npy", v)
-    atomic_write_text(tmp / "meta.json", json.dumps(meta) + "\n")
+    try:
+        cols, ext, keys = write(tmp / "features.npy")
+        np.save(tmp / "keys.npy", keys)
+        for k, v in cols.items():
+            np.save(tmp / f"col_{k}.npy", v)
+        for k, v in ext.items():
+            np.save(tmp / f"extra_{k}.npy", v)
+        atomic_write_text(tmp / "meta.json", json.dumps(meta) + "\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
 
@@ -343,26 +401,43 @@ def _encode_in_parts(
     mine = part_dir(me)
     if not (mine / "meta.json").exists():
         part = _Range(src, bounds[me], bounds[me + 1])
-        encoded = encode_source(part, **encode_args) if len(part) else _empty()
-        _save(mine, {**ident, "examples": len(part)}, *encoded)
+
+        def write(out: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+            if len(part):
+                return encode_source(part, out=out, **encode_args)
+            np.save(out, np.zeros((0,), FEATURE_DTYPE))
+            return {}, {}, np.zeros((0,), "S20")
+
+        _save(mine, {**ident, "examples": len(part)}, write)
     distributed.barrier(f"features-{folder.name}-parts")
     if me == 0:
         parts = [_load(part_dir(p)) for p in range(count)]
-        _save(folder, {**ident, "examples": len(src)}, *_merge(parts, np.diff(bounds)))
+        meta = {**ident, "examples": len(src)}
+        _save(folder, meta, lambda out: _merge(parts, np.diff(bounds), out))
         for p in range(count):
             shutil.rmtree(part_dir(p), ignore_errors=True)
 
 
-def _empty() -> Encoded:
-    return np.zeros((0,), FEATURE_DTYPE), {}, {}, np.zeros((0,), "S20")
-
-
-def _merge(parts: list[Encoded], examples: Any) -> Encoded:
-    """Concatenate encoded parts: feature rows offset per part; per-example columns in example
-    order, rows past a part's ``examples`` (its mirrored triplets) after every part's own."""
+def _merge(
+    parts: list[Encoded], examples: Any, out: Path
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+    """Concatenate encoded parts: their feature files' bytes into the ``.npy`` file ``out``
+    (copied file to file, never mapped); per-example columns in example order, feature rows
+    offset per part, rows past a part's ``examples`` (its mirrored triplets) after every part's
+    own."""
     sized = [(p, int(n)) for p, n in zip(parts, examples, strict=True) if len(p[0])]
     offsets = np.cumsum([0] + [len(p[0]) for p, _ in sized])
-    features = np.concatenate([np.asarray(p[0]) for p, _ in sized])
+    shape = (int(offsets[-1]), *sized[0][0][0].shape[1:])
+    with open(out, "wb") as dst:
+        dst.write(_npy_header(shape, _RowFile.HEADER))
+        for part, _ in sized:
+            mapped = part[0]
+            assert isinstance(mapped, np.memmap) and mapped.filename  # as _load reads it
+            with open(mapped.filename, "rb") as src:  # a part's data runs to its file's end
+                src.seek(mapped.offset)
+                shutil.copyfileobj(src, dst, 16 << 20)
+        dst.flush()
+        os.fsync(dst.fileno())
     keys = np.concatenate([p[3] for p, _ in sized])
 
     def ordered(arrays: list[tuple[np.ndarray, int]]) -> np.ndarray:
@@ -373,7 +448,7 @@ def _merge(parts: list[Encoded], examples: Any) -> Encoded:
         for k in sized[0][0][1]
     }
     ext = {k: ordered([(p[2][k], n) for p, n in sized]) for k in sized[0][0][2]}
-    return features, cols, ext, keys
+    return cols, ext, keys
 
 
 def split_features(
