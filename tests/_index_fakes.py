@@ -62,6 +62,12 @@ class FakeLocator:
         self.sizes += [img.size for img in imgs]
         return [FakeLocated(i) for i in imgs]
 
+    @staticmethod
+    def uncertainty(found):
+        from tiefjax.review import box_uncertainty
+
+        return box_uncertainty(found.probability, found.fallback, 0.0, 0.5)
+
 
 def photo(seed: int, size: tuple[int, int] = (96, 72), base: tuple[int, int, int] | None = None):
     """A small photo: a coloured blob on a background, different per seed."""

@@ -47,6 +47,14 @@ class FakeSearcher:
         others = [i for i in self.ids if i != image_id]
         return [Hit(i, 1.0 - 0.1 * n) for n, i in enumerate(others)][:k]
 
+    def neighbour_table(self, mode):
+        """Row positions and scores of every image's neighbours (as ``neighbours``)."""
+        position = {i: n for n, i in enumerate(self.ids)}
+        hits = [self.neighbours(i, len(self.ids), mode) for i in self.ids]
+        ids = np.array([[position[h.id] for h in row] for row in hits]).reshape(len(self.ids), -1)
+        scores = np.array([[h.score for h in row] for row in hits]).reshape(len(self.ids), -1)
+        return ids, scores
+
     decode_short_side = 448
 
     def search_many(self, queries, k, mode, errors="raise"):

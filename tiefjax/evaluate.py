@@ -127,8 +127,11 @@ def box_scores(ws: Workspace, manifest: DemoManifest, locator: Any = None) -> Bo
         for photo, found in zip(part, locator.locate_decoded(decoded), strict=True):
             fallbacks += int(found.fallback)
             per_photo[photo.id] = float(box_iou(np.array([found.box]), np.array([photo.box]))[0])
+            unsure, reason = locator.uncertainty(found)
             detections.append(
-                Detection(photo.id, Box(*found.box), found.probability, found.fallback)
+                Detection(
+                    photo.id, Box(*found.box), found.probability, found.fallback, unsure, reason
+                )
             )
     with Store(ws.store_path) as store:
         store.put_detections(detections)

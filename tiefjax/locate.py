@@ -28,6 +28,7 @@ from tiefjax.images import IMAGENET_MEAN, Box, float_box, resize_short_side, sca
 from tiefjax.inference import ShardedApply, power_of_two_parts
 from tiefjax.models import compiler_options, compute_dtype, encoder_program, load_encoder
 from tiefjax.nets.alexnet import STRIDE, WINDOW
+from tiefjax.review import box_spread, box_uncertainty
 from tiefjax.workspace import Workspace
 
 COMBINE_MODES = ("sides", "weighted")
@@ -89,6 +90,7 @@ class Located:
     probability: float  # highest window foreground probability
     fallback: bool
     windows: int  # windows that passed the threshold
+    spread: float = 0.0  # 1 - mean IoU of those windows' boxes with the box (review.box_spread)
 
     def scaled(self, scale: tuple[float, float]) -> Located:
         """This result with its box mapped by ``scale`` (a draft-decoded photo's, say)."""
@@ -101,6 +103,7 @@ class Located:
             "probability": self.probability,
             "fallback": self.fallback,
             "windows": self.windows,
+            "spread": self.spread,
         }
 
 
@@ -293,6 +296,12 @@ class Locator:
         located = self.locate_many([img for img, _ in decoded])
         return [found.scaled(scale) for found, (_, scale) in zip(located, decoded, strict=True)]
 
+    def uncertainty(self, found: Located) -> tuple[float, str]:
+        """The review queue's (score, reason) of a located photo, at this locator's threshold."""
+        return box_uncertainty(
+            found.probability, found.fallback, found.spread, self.config.threshold
+        )
+
     def _located(self, img: Image.Image, found: Windows) -> Located:
         keep = found.probability >= self.config.threshold
         best = float(found.probability.max()) if found.probability.size else 0.0
@@ -303,7 +312,8 @@ class Locator:
         left, top, right, bottom = float_box(box)
         if right - left < 1 or bottom - top < 1:  # degenerate regression: trust the photo
             return Located((0.0, 0.0, float(img.width), float(img.height)), best, True, 0)
-        return Located((left, top, right, bottom), best, False, int(keep.sum()))
+        spread = box_spread(found.boxes[keep], box)
+        return Located((left, top, right, bottom), best, False, int(keep.sum()), spread)
 
 
 def _photo_windows(

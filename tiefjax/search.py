@@ -367,6 +367,12 @@ class Searcher:
         row = ms.neighbours[pos][:k]
         return [Hit(st.ids[int(r["id"])], float(r["score"])) for r in row if r["id"] >= 0]
 
+    def neighbour_table(self, mode: str) -> tuple[np.ndarray, np.ndarray]:
+        """Every catalog image's precomputed neighbours in ``mode``, best first: row positions
+        in :attr:`ids` ``(N, K)`` (-1 = none) and their scores (the review queue reads them)."""
+        ms = self._mode(self._state, mode)
+        return np.asarray(ms.neighbours["id"]), np.asarray(ms.neighbours["score"])
+
     # -- helpers ----------------------------------------------------------------------------------
     @staticmethod
     def _check_k(k: int) -> int:

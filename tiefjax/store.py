@@ -109,12 +109,31 @@ class Triplet:
 
 @dataclass(frozen=True)
 class Detection:
-    """A box found by the locator (not by a person); ``fallback`` = whole image was used."""
+    """A box found by the locator (not by a person); ``fallback`` = whole image was used.
+
+    ``uncertainty`` (0..1) and ``reason`` are the review queue's score of it
+    (:func:`tiefjax.review.box_uncertainty`); None for detections stored without one.
+    """
 
     image_id: str
     box: Box
     score: float
     fallback: bool
+    uncertainty: float | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    """One photo of the box review queue: ``score`` orders it (higher first), ``reason`` says
+    why (a code of :data:`tiefjax.review.BOX_REASONS`), ``iou`` = detection vs annotation."""
+
+    image_id: str
+    score: float
+    reason: str
+    detection: Detection
+    box: Box | None
+    iou: float | None
 
 
 @dataclass(frozen=True)
@@ -204,6 +223,11 @@ MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     """
     CREATE INDEX triplets_positive ON triplets(positive);
     CREATE INDEX triplets_negative ON triplets(negative);
+    """,
+    # 4: the review queue's uncertainty of each detection (NULL: stored before, not scored)
+    """
+    ALTER TABLE detections ADD COLUMN uncertainty REAL;
+    ALTER TABLE detections ADD COLUMN reason TEXT;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -806,9 +830,21 @@ class Store:
                 )
                 box = validate_box(clipped, width, height, det.image_id)
                 score = _number(det.score, "score")
+                uncertainty = None
+                if det.uncertainty is not None:
+                    uncertainty = min(max(_number(det.uncertainty, "uncertainty"), 0.0), 1.0)
                 self._db.execute(
-                    "INSERT OR REPLACE INTO detections VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (det.image_id, *box.as_tuple(), score, int(bool(det.fallback))),
+                    "INSERT OR REPLACE INTO detections "
+                    "(image_id, left, top, right, bottom, score, fallback, uncertainty, reason) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        det.image_id,
+                        *box.as_tuple(),
+                        score,
+                        int(bool(det.fallback)),
+                        uncertainty,
+                        det.reason,
+                    ),
                 )
 
     def get_detection(self, image_id: str) -> Detection | None:
@@ -816,18 +852,40 @@ class Store:
         with self._locked():
             self._size(image_id)
             row = self._db.execute(
-                "SELECT image_id, left, top, right, bottom, score, fallback FROM detections "
-                "WHERE image_id = ?",
+                f"SELECT {_DETECTION_COLUMNS} FROM detections WHERE image_id = ?",
                 (image_id,),
             ).fetchone()
         return _detection(row) if row else None
 
     def detections(self) -> dict[str, Detection]:
         rows = self._all(
-            "SELECT image_id, left, top, right, bottom, score, fallback FROM detections "
-            "ORDER BY image_id"
+            f"SELECT {_DETECTION_COLUMNS} FROM detections ORDER BY image_id"
         )
         return {row[0]: _detection(row) for row in rows}
+
+    def box_review_page(
+        self, limit: int, after: tuple[float, str] | None = None, disagree_iou: float = 0.5
+    ) -> tuple[list[ReviewItem], int]:
+        """The box review queue: ``limit`` photos after the cursor ``(score, id)``, and how many
+        photos are queued in all.
+
+        Queued: unannotated photos whose detection was scored (by its ``uncertainty``), and
+        annotated ones whose detection overlaps the box less than ``disagree_iou`` (by
+        ``1 - IoU``). Ordered by score, highest first, then id; one SQL statement.
+        """
+        where, params = "", [disagree_iou]
+        if after is not None:
+            where = "WHERE q.score < ? OR (q.score = ? AND q.image_id > ?)"
+            params += [after[0], after[0], after[1]]
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT * FROM ({_REVIEW_QUEUE}) AS q {where} "
+                "ORDER BY q.score DESC, q.image_id LIMIT ?",
+                (*params, limit),
+            ).fetchall()
+            total = db.execute(f"SELECT count(*) FROM ({_REVIEW_QUEUE})", (disagree_iou,))
+            count = int(total.fetchone()[0])
+        return [_review_item(row) for row in rows], count
 
     # -- summaries --------------------------------------------------------------------------------
     def annotations_fingerprint(self) -> str:
@@ -866,7 +924,39 @@ class Store:
 
 
 def _detection(row: Sequence[Any]) -> Detection:
-    return Detection(row[0], Box(*row[1:5]), float(row[5]), bool(row[6]))
+    uncertainty = None if row[7] is None else float(row[7])
+    return Detection(row[0], Box(*row[1:5]), float(row[5]), bool(row[6]), uncertainty, row[8])
+
+
+_DETECTION_COLUMNS = "image_id, left, top, right, bottom, score, fallback, uncertainty, reason"
+#: IoU of the detection ``d`` with the annotated box ``b``, in SQL (scalar min/max).
+_SQL_IOU = (
+    "max(0.0, min(d.right, b.right) - max(d.left, b.left)) * "
+    "max(0.0, min(d.bottom, b.bottom) - max(d.top, b.top)) / "
+    "max(1e-9, (d.right - d.left) * (d.bottom - d.top) + (b.right - b.left) * (b.bottom - b.top)"
+    " - max(0.0, min(d.right, b.right) - max(d.left, b.left)) * "
+    "max(0.0, min(d.bottom, b.bottom) - max(d.top, b.top)))"
+)
+#: The queue as rows (image_id, score, reason, 8 detection columns, 4 box columns, iou); ``?`` =
+#: the IoU below which an annotated photo's detection counts as disagreeing.
+_REVIEW_QUEUE = (
+    "SELECT * FROM (SELECT d.image_id AS image_id, "
+    f"CASE WHEN b.left IS NULL THEN d.uncertainty ELSE 1.0 - {_SQL_IOU} END AS score, "
+    "CASE WHEN b.left IS NULL THEN d.reason ELSE 'disagrees_with_box' END AS why, "
+    "d.left, d.top, d.right, d.bottom, d.score AS p, d.fallback, d.uncertainty AS unc, d.reason, "
+    "b.left AS bl, b.top, b.right, b.bottom, "
+    f"CASE WHEN b.left IS NULL THEN NULL ELSE {_SQL_IOU} END AS iou "
+    "FROM detections AS d "
+    "LEFT JOIN boxes AS b ON b.image_id = d.image_id AND b.left IS NOT NULL) "
+    "WHERE (bl IS NULL AND unc IS NOT NULL) OR iou < ?"
+)
+
+
+def _review_item(row: Sequence[Any]) -> ReviewItem:
+    detection = _detection((row[0], *row[3:11]))
+    box = None if row[11] is None else Box(*row[11:15])
+    iou = None if row[15] is None else float(row[15])
+    return ReviewItem(row[0], float(row[1]), str(row[2]), detection, box, iou)
 
 
 #: An image with its current box (tombstones excluded) and detection, as one row: the columns
@@ -874,7 +964,7 @@ def _detection(row: Sequence[Any]) -> Detection:
 _ITEM_SELECT = (
     "SELECT i.id, i.path, i.width, i.height, i.sha256, "
     "b.left, b.top, b.right, b.bottom, b.version, b.updated_at, "
-    "d.image_id, d.left, d.top, d.right, d.bottom, d.score, d.fallback"
+    "d.image_id, d.left, d.top, d.right, d.bottom, d.score, d.fallback, d.uncertainty, d.reason"
 )
 _ITEM_JOINS = (
     "LEFT JOIN boxes AS b ON b.image_id = i.id AND b.left IS NOT NULL "

@@ -533,9 +533,7 @@ def detections_from_json(items: list[dict[str, Any]]) -> list[Any]:
     from tiefjax.store import Box as StoreBox
     from tiefjax.store import Detection
 
-    return [
-        Detection(d["image_id"], StoreBox(**d["box"]), d["score"], d["fallback"]) for d in items
-    ]
+    return [Detection(**{**d, "box": StoreBox(**d["box"])}) for d in items]
 
 
 class _Pipeline:
@@ -617,7 +615,10 @@ class _Pipeline:
             box = scale_box(found.box, scale)  # stored in the photo's own pixels
             prob, fallback = float(found.probability), bool(found.fallback)
             self.rows[job.pos] = Row(job.id, job.sha256, box, "detection", prob, fallback)
-            self.done.detections.append(Detection(job.id, StoreBox(*box), prob, fallback))
+            unsure, reason = self.locator.uncertainty(found)
+            self.done.detections.append(
+                Detection(job.id, StoreBox(*box), prob, fallback, unsure, reason)
+            )
             self._queue(window_of(img, found.box, WINDOW, scale, job.path, job.id), job.pos)
         self.done.located += len(self.to_locate)
         self.to_locate.clear()

@@ -51,6 +51,7 @@ from tiefjax.server.batching import MicroBatcher
 from tiefjax.server.config import ServerConfig
 from tiefjax.server.headers import SecurityHeaders
 from tiefjax.server.openapi import openapi_schema
+from tiefjax.server.review import build_review_routes
 from tiefjax.server.site import find_site_dir
 from tiefjax.server.thumbs import image_path, thumbnail
 from tiefjax.server.uploads import (
@@ -575,6 +576,7 @@ def build_routes(state: ServerState) -> list[Route]:
         route("/triplets/{tid}", delete_triplet, ["DELETE"]),
         route("/candidates/{image_id}", candidates, ["GET"]),
         route("/auth/check", auth_check, ["POST"]),
+        *(route(path, fn, ["GET"]) for path, fn in build_review_routes(state, modes_of)),
     ]
 
 

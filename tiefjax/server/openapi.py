@@ -110,6 +110,26 @@ SCHEMAS: dict[str, Any] = {
         **_TRIPLET_IDS,
         created_at={"type": "string", "format": "date-time"},
     ),
+    "BoxReview": _object(
+        id={"type": "string"},
+        score={"type": "number", "minimum": 0, "maximum": 1},
+        reason={
+            "type": "string",
+            "enum": ["no_window", "near_threshold", "regressors_disagree", "disagrees_with_box"],
+        },
+        message={"type": "string"},
+        detection=_object(**_SIDES, score=_NUM, fallback={"type": "boolean"}),
+        box={"oneOf": [_object(**_SIDES), {"type": "null"}]},
+        iou=_NUM_OR_NULL,
+    ),
+    "TripletReview": _object(
+        reference={"type": "string"},
+        first={"type": "string"},
+        second={"type": "string"},
+        score={"type": "number", "minimum": 0, "maximum": 1},
+        reason={"type": "string", "enum": ["rankings_disagree", "near_tie"]},
+        message={"type": "string"},
+    ),
     "IndexSummary": _object(
         built_at={"type": ["string", "null"]},
         age_s=_NUM_OR_NULL,
@@ -171,6 +191,37 @@ _UPLOAD = {
         }
     },
 }
+
+
+#: A review cursor ``SCORE:ID`` (a page's ``next``): a score in [0, 1] as Python writes floats.
+_CURSOR = {
+    "type": "string",
+    "pattern": "^(0|1|0\\.[0-9]+|1\\.0+|[0-9](\\.[0-9]+)?e-0*[1-9][0-9]*)"
+    ":[^\\u0000-\\u001f\\u007f-\\u009f]+$",
+}
+
+
+def _review(
+    summary: str, item: dict[str, Any], errors: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
+    """A review queue: a page of items, most uncertain first, with keyset paging."""
+    page = _object(
+        total={"type": "integer", "description": "items queued in all"},
+        limit={"type": "integer"},
+        next={"type": ["string", "null"], "description": "`after` of the next page, or null"},
+        items={"type": "array", "items": item},
+        **extra,
+    )
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": [
+                _q("limit", _int(1, 200), "page size (20 when left out)"),
+                _q("after", _CURSOR, "continue after this cursor (a page's `next`)"),
+            ],
+            "responses": {"200": _json(page), **errors},
+        }
+    }
 
 
 def _paths() -> dict[str, Any]:
@@ -354,6 +405,20 @@ def _paths() -> dict[str, Any]:
             "Neighbours of a reference not yet judged in a stored triplet",
             "preferred index (falls back to unsupervised)",
             "candidates",
+        ),
+        "/api/review/boxes": _review(
+            "The box review queue: unannotated photos whose located box is least certain, "
+            "and annotated ones whose detection disagrees with the box",
+            _ref("BoxReview"),
+            _errors(400, 503),
+        ),
+        "/api/review/triplets": _review(
+            "The similarity review queue: references whose supervised and unsupervised "
+            "rankings disagree most (or whose nearest neighbours nearly tie), with the pair "
+            "to judge",
+            _ref("TripletReview"),
+            _errors(400, 503, s404="no index yet"),
+            reason={"type": "string", "description": "how this build scores (see items)"},
         ),
         "/api/auth/check": {
             "post": {
