@@ -27,6 +27,7 @@ from tiefjax.workspace import Workspace
 TOKEN = "test-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 N_IMAGES = 6
+SIDES = ("left", "top", "right", "bottom")
 
 
 # -- a tiny indexed catalog ----------------------------------------------------------------------
@@ -242,7 +243,12 @@ def test_similar(client, ids, real_searcher):
     body = client.get("/api/images/img00/similar", params={"k": 3}).json()
     assert body["id"] == "img00" and body["mode"] == "unsupervised"
     want = real_searcher.neighbours("img00", 3, "unsupervised")
-    assert body["hits"] == [{"id": h.id, "score": h.score} for h in want]
+    rows = [real_searcher.row(h.id) for h in want]  # why each matched: the box it was indexed with
+    boxes = [dict(zip(SIDES, r.box, strict=True)) for r in rows]
+    assert body["hits"] == [
+        {"id": h.id, "score": h.score, "box": box, "box_source": r.source}
+        for h, r, box in zip(want, rows, boxes, strict=True)
+    ]
     assert len(body["hits"]) == 3 and "img00" not in [h["id"] for h in body["hits"]]
     assert len(client.get("/api/images/img00/similar").json()["hits"]) == len(ids) - 1
     body = _error(client.get("/api/images/img00/similar", params={"mode": "supervised"}), 404)

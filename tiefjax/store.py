@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from tiefjax.errors import Conflict, InvalidInput, NotFound, TiefjaxError
+from tiefjax.gallery_query import CatalogQuery
 from tiefjax.validate import id_problem, shown
 from tiefjax.workspace import read_only
 
@@ -155,6 +156,15 @@ class CatalogPage:
     next_after: str | None
 
 
+@dataclass(frozen=True)
+class Accepted:
+    """What :meth:`Store.accept_detections` did: the boxes saved, and (id, why) of the images
+    skipped: ``has_box``, ``no_detection`` or ``no_product`` (the locator used the whole photo)."""
+
+    saved: list[StoredBox]
+    skipped: list[tuple[str, str]]
+
+
 class StoreBusy(TiefjaxError):
     """Another writer held the store's lock for longer than the busy timeout."""
 
@@ -229,6 +239,8 @@ MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     ALTER TABLE detections ADD COLUMN uncertainty REAL;
     ALTER TABLE detections ADD COLUMN reason TEXT;
     """,
+    # 5: the gallery's sort by the locator's probability walks this index (tiefjax.gallery_query)
+    "CREATE INDEX detections_score ON detections(score, image_id);",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -594,25 +606,47 @@ class Store:
         rows = self._all("SELECT id, path, width, height, sha256 FROM images ORDER BY id")
         return [ImageRecord(*row) for row in rows]
 
-    def catalog_page(self, after: str = "", offset: int = 0, limit: int = 48) -> CatalogPage:
-        """``limit`` images (with box and detection) after the id ``after`` and ``offset`` more.
+    def catalog_page(
+        self, after: str = "", offset: int = 0, limit: int = 48, query: CatalogQuery | None = None
+    ) -> CatalogPage:
+        """``limit`` images (with box and detection) after the image ``after`` and ``offset``
+        more, filtered and sorted by ``query`` (default: every image, by id).
 
-        Keyset (``after``) seeks the id index, so a deep page costs what the first one does
-        (``offset`` walks past the skipped rows). Count and page come from one SQL statement, so
-        a page never mixes two states of the catalog. ``after`` need not be a stored id (ids
-        are compared as strings, like the sort).
+        Keyset (``after``) continues from that image's place in the order: by id, ``after``
+        need not be a stored id (ids are compared as strings, like the sort); by probability
+        or IoU it must have that value (else :class:`InvalidInput`), and its current value is
+        the cursor. ``offset`` walks past rows. Count and page come from one SQL statement, so
+        a page never mixes two states of the catalog.
         """
         if offset < 0 or limit < 1:
             raise InvalidInput(f"offset must be >= 0 and limit >= 1, got {offset} and {limit}")
+        query = query or CatalogQuery()
+        key = query.key_sql()
+        where, where_params = query.where_sql()
+        keyword, compare = query.direction()
+        listed = f"FROM images AS i {_ITEM_JOINS} WHERE {where}"
+        counted = listed if query.uses_annotations() else f"FROM images AS i WHERE {where}"
+        cursor_sql, cursor_params = "NULL", []
+        seek, seek_params = "", []
+        if after and query.sort == "id":
+            seek, seek_params = f"AND i.id {compare} ?", [after]
+        elif after:
+            cursor_sql = f"(SELECT {key} FROM images AS i {_ITEM_JOINS} WHERE i.id = ?)"
+            cursor_params = [after]
+            seek, seek_params = f"AND ({key}, i.id) {compare} ({cursor_sql}, ?)", [after, after]
+        order = f"k {keyword}" + (f", id {keyword}" if query.sort != "id" else "")
         rows = self._all(
-            "WITH page AS ("
-            f"{_ITEM_SELECT} FROM (SELECT * FROM images WHERE id > ? ORDER BY id LIMIT ? OFFSET ?)"
-            f" AS i {_ITEM_JOINS}) "
-            "SELECT (SELECT count(*) FROM images), page.* FROM (SELECT 1) LEFT JOIN page "
-            "ORDER BY page.id",
-            (after, int(limit) + 1, int(offset)),
+            f"SELECT (SELECT count(*) {counted}), {cursor_sql}, page.* FROM (SELECT 1) LEFT JOIN "
+            f"({_ITEM_SELECT}, {key} AS k {listed} {seek} ORDER BY {order} LIMIT ? OFFSET ?) "
+            f"AS page ORDER BY page.{order.replace(', ', ', page.')}",
+            (*where_params, *cursor_params, *where_params, *seek_params, limit + 1, offset),
         )
-        items = [_catalog_item(row[1:]) for row in rows if row[1] is not None]
+        if after and query.sort != "id" and rows[0][1] is None:
+            raise InvalidInput(
+                f"after={after!r} is not in {query.describe()}, so there is no place to continue "
+                f"from; pass an id from a page's next (sort={query.sort}), or start without after"
+            )
+        items = [_catalog_item(row[2:-1]) for row in rows if row[2] is not None]
         more = len(items) > limit
         items = items[:limit]
         return CatalogPage(int(rows[0][0]), items, items[-1].image.id if more else None)
@@ -748,6 +782,43 @@ class Store:
 
     def count_boxes(self) -> int:
         return int(self._one("SELECT count(*) FROM boxes WHERE left IS NOT NULL")[0])
+
+    def accept_detections(self, seen: Mapping[str, int], overwrite: bool = False) -> Accepted:
+        """Save the located box of each image in ``seen`` as its annotated box, in one
+        transaction (bulk review).
+
+        ``seen`` maps an image id to the box version the reviewer saw (0 = no box). Without
+        ``overwrite`` only images that have no box now are written (the others are skipped,
+        so a box someone drew meanwhile is never replaced); with it, every image whose box is
+        still the version seen is overwritten, and if any changed (:class:`Conflict`) or an id
+        is unknown (:class:`NotFound`) nothing is saved. Images without a located product
+        (no detection, or the whole photo as fallback) are skipped.
+        """
+        accepted: list[StoredBox] = []
+        skipped: list[tuple[str, str]] = []
+        changed: list[str] = []
+        with self.transaction():
+            for image_id, version in seen.items():
+                self._size(image_id)
+                row = self._db.execute(
+                    "SELECT left, top, right, bottom, fallback FROM detections WHERE image_id = ?",
+                    (image_id,),
+                ).fetchone()
+                current = self._box_row(image_id)
+                if row is None or row[4]:
+                    skipped.append((image_id, "no_detection" if row is None else "no_product"))
+                elif current is not None and not overwrite:
+                    skipped.append((image_id, "has_box"))
+                elif overwrite and (current.version if current else 0) != version:
+                    changed.append(image_id)
+                else:
+                    accepted.append(self.put_box(image_id, row[:4]))
+            if changed:
+                raise Conflict(
+                    f"the box of {', '.join(changed)} changed since you loaded it (someone else "
+                    "saved or deleted it); nothing was saved. Reload and review again"
+                )
+        return Accepted(accepted, skipped)
 
     # -- triplets ---------------------------------------------------------------------------------
     def check_triplet(self, reference: str, positive: str, negative: str) -> None:

@@ -46,7 +46,8 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from tiefjax.errors import NotFound, TiefjaxError
+from tiefjax.errors import InvalidInput, NotFound, TiefjaxError
+from tiefjax.gallery_query import CatalogQuery
 from tiefjax.server.batching import MicroBatcher
 from tiefjax.server.config import ServerConfig
 from tiefjax.server.headers import SecurityHeaders
@@ -74,6 +75,8 @@ log = logging.getLogger("tiefjax.server")
 
 MODES = ("unsupervised", "supervised")
 PAGE_LIMIT_MAX = 200
+#: Images one bulk "accept detections" request may list (a gallery page at most).
+ACCEPT_MAX = PAGE_LIMIT_MAX
 SIMILAR_K_MAX = 50
 JSON_BODY_MAX = 64 * 1024
 #: Serialised similar-by-id answers kept (keyed by index build, id, mode, k).
@@ -159,8 +162,22 @@ def catalog_item_json(item: CatalogItem) -> dict[str, Any]:
     return image_item(item.image, item.box, item.detection)
 
 
-def hits_json(hits: Any) -> list[dict[str, Any]]:
-    return [{"id": str(h.id), "score": _num(h.score)} for h in hits]
+def hits_json(hits: Any, searcher: Any = None) -> list[dict[str, Any]]:
+    """Hits as JSON, each with the box its image was indexed with and where that box came from
+    (``annotation``, ``detection`` or ``whole``), so a result can show why it matched; both
+    None when ``searcher`` does not say (or no longer indexes the image)."""
+    return [{"id": str(h.id), "score": _num(h.score), **_indexed_box(searcher, h.id)} for h in hits]
+
+
+def _indexed_box(searcher: Any, image_id: str) -> dict[str, Any]:
+    row_of = getattr(searcher, "row", None)  # a Searcher; stand-ins may not have rows
+    try:
+        row = None if row_of is None else row_of(str(image_id))
+    except NotFound:
+        row = None
+    if row is None:
+        return {"box": None, "box_source": None}
+    return {"box": box_coords(row.box), "box_source": row.source}
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -371,7 +388,8 @@ def build_routes(state: ServerState) -> list[Route]:
         after = request.query_params.get("after")
         if after is not None:
             check_id(after, "after")
-        page = await run_in_threadpool(store.catalog_page, after or "", offset, limit)
+        query = CatalogQuery.from_params(request.query_params)
+        page = await run_in_threadpool(store.catalog_page, after or "", offset, limit, query)
         return JSONResponse(
             {
                 "total": page.total,
@@ -420,7 +438,7 @@ def build_routes(state: ServerState) -> list[Route]:
         body = state.similar_cache.get(key)
         if body is None:
             hits = searcher.neighbours(image_id, k, mode)  # precomputed: a lookup, on the loop
-            body = _dumps({"id": image_id, "mode": mode, "hits": hits_json(hits[:k])})
+            body = _dumps({"id": image_id, "mode": mode, "hits": hits_json(hits[:k], searcher)})
             if len(state.similar_cache) >= SIMILAR_CACHE_MAX:
                 state.similar_cache.clear()
             state.similar_cache[key] = body
@@ -461,7 +479,7 @@ def build_routes(state: ServerState) -> list[Route]:
                 # no confident detection, or no locator trained: the whole photo was used
                 "fallback": bool(result.fallback) or getattr(result, "box_source", None) == "whole",
                 "mode": mode,
-                "hits": hits_json(result.hits[:k]),
+                "hits": hits_json(result.hits[:k], searcher),
             }
         )
 
@@ -480,11 +498,7 @@ def build_routes(state: ServerState) -> list[Route]:
             ("left", "top", "right", "bottom", "version"),
             "with the version you loaded (0 when the image had no box)",
         )
-        version = body["version"]
-        if isinstance(version, float) and version.is_integer():  # JSON 3.0 is the number 3
-            version = int(version)
-        if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-            raise BadRequest(f"version must be a whole number >= 0, got {version!r}")
+        version = _version_of(body["version"], "version")
         coords = [body[k] for k in ("left", "top", "right", "bottom")]
         stored = await run_in_threadpool(store.put_box, image_id, coords, version)
         return JSONResponse(stored_box_json(stored))
@@ -544,7 +558,27 @@ def build_routes(state: ServerState) -> list[Route]:
         skip = await run_in_threadpool(judged)
         hits = searcher.neighbours(image_id, SIMILAR_K_MAX, mode)
         fresh = [h for h in hits if h.id not in skip and h.id != image_id][:k]
-        return JSONResponse({"id": image_id, "mode": mode, "candidates": hits_json(fresh)})
+        candidates = hits_json(fresh, searcher)
+        return JSONResponse({"id": image_id, "mode": mode, "candidates": candidates})
+
+    async def accept_detections(request: Request) -> Response:
+        state.check_token(request)
+        body = await _json_body(
+            request,
+            ("images", "overwrite"),
+            'e.g. {"images": [{"id": "a", "version": 0}], "overwrite": false}, with the box '
+            "version you loaded (0 for none)",
+        )
+        seen = _seen_versions(body["images"])
+        if not isinstance(body["overwrite"], bool):
+            raise BadRequest(f"overwrite must be true or false, got {shown(body['overwrite'])}")
+        done = await run_in_threadpool(store.accept_detections, seen, body["overwrite"])
+        return JSONResponse(
+            {
+                "saved": [stored_box_json(b) for b in done.saved],
+                "skipped": [{"id": i, "reason": why} for i, why in done.skipped],
+            }
+        )
 
     async def auth_check(request: Request) -> Response:
         state.check_token(request)
@@ -576,6 +610,7 @@ def build_routes(state: ServerState) -> list[Route]:
         route("/triplets/{tid}", delete_triplet, ["DELETE"]),
         route("/candidates/{image_id}", candidates, ["GET"]),
         route("/auth/check", auth_check, ["POST"]),
+        route("/boxes/accept-detections", accept_detections, ["POST"]),
         *(route(path, fn, ["GET"]) for path, fn in build_review_routes(state, modes_of)),
     ]
 
@@ -641,6 +676,31 @@ def _out_of_date(
         f"the index is out of date: {' and '.join(c for c in changes if c)}; rebuild it with "
         f"tiefjax index {root or 'WORKSPACE'}"
     )
+
+
+def _version_of(value: Any, name: str) -> int:
+    """A box version from JSON: a whole number >= 0 (JSON 3.0 is the number 3), else 400."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadRequest(f"{name} must be a whole number >= 0, got {value!r}")
+    return value
+
+
+def _seen_versions(images: Any) -> dict[str, int]:
+    """``{id: version}`` from a bulk request's ``[{"id", "version"}]`` (else BadRequest)."""
+    if not isinstance(images, list) or not 1 <= len(images) <= ACCEPT_MAX:
+        raise BadRequest(f"images must be a list of 1 to {ACCEPT_MAX} {{id, version}} objects")
+    seen: dict[str, int] = {}
+    for item in images:
+        if not isinstance(item, dict) or set(item) != {"id", "version"}:
+            raise BadRequest(f"each of images must be {{id, version}}, got {shown(item)}")
+        image_id = check_id(item["id"], "id")
+        version = _version_of(item["version"], f"version of {image_id}")
+        if image_id in seen:
+            raise InvalidInput(f"{image_id} is listed twice in images; list each image once")
+        seen[image_id] = version
+    return seen
 
 
 def _triplet_json(t: Any) -> dict[str, Any]:

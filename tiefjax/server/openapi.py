@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tiefjax.gallery_query import MATCHES, ORDERS, SORTS, STATES
 from tiefjax.validate import INT64_MAX
 
 #: What each error status means wherever it is listed (an operation may say more).
@@ -66,6 +67,10 @@ def _object(**properties: Any) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": list(properties)}
 
 
+def _enum(values: tuple[str, ...]) -> dict[str, Any]:
+    return {"type": "string", "enum": list(values)}
+
+
 def _int(low: int, high: int = INT64_MAX) -> dict[str, Any]:
     return {"type": "integer", "minimum": low, "maximum": high}
 
@@ -104,7 +109,18 @@ SCHEMAS: dict[str, Any] = {
             ]
         },
     ),
-    "Hit": _object(id={"type": "string"}, score=_NUM_OR_NULL),
+    "Hit": _object(
+        id={"type": "string"},
+        score={**_NUM_OR_NULL, "description": "cosine similarity of the two product boxes"},
+        box={
+            "oneOf": [_object(**_SIDES), {"type": "null"}],
+            "description": "the box this image was indexed with (pixels of the image)",
+        },
+        box_source={
+            "enum": ["annotation", "detection", "whole", None],
+            "description": "where that box came from (whole: the whole photo); null: unknown",
+        },
+    ),
     "Triplet": _object(
         id={"type": "integer"},
         **_TRIPLET_IDS,
@@ -251,11 +267,35 @@ def _paths() -> dict[str, Any]:
         },
         "/api/images": {
             "get": {
-                "summary": "A page of the catalog, sorted by id",
+                "summary": "A page of the catalog, filtered and sorted (by id unless asked)",
                 "parameters": [
-                    _q("after", _ID_STRING, "start after this id (a page's `next`); keyset"),
+                    _q(
+                        "after",
+                        _ID_STRING,
+                        "start after this image (a page's `next`); keyset. Sorted by "
+                        "probability or iou, it must be an image with that value (else 422)",
+                    ),
                     _q("offset", _int(0, 2**62), "images to skip (after `after` when given)"),
                     _q("limit", _int(1, 200), "page size"),
+                    _q(
+                        "q",
+                        {"type": "string", "maxLength": 200},
+                        "only ids containing this text (ASCII letters in any case)",
+                    ),
+                    _q("match", _enum(MATCHES), "how `q` matches the id (default substring)"),
+                    _q(
+                        "state",
+                        _enum(STATES),
+                        "annotated: a box drawn by a person; detected: no box but a located "
+                        "product; none: neither (default all)",
+                    ),
+                    _q(
+                        "sort",
+                        _enum(SORTS),
+                        "id; probability: the locator's foreground probability (located images "
+                        "only); iou: overlap of detection and annotated box (images with both)",
+                    ),
+                    _q("order", _enum(ORDERS), "asc (default) or desc"),
                 ],
                 "responses": {
                     "200": _json(
@@ -267,7 +307,7 @@ def _paths() -> dict[str, Any]:
                             images={"type": "array", "items": _ref("ImageItem")},
                         )
                     ),
-                    **_errors(400, 503),
+                    **_errors(400, 503, s422="`after` is not in a probability or iou listing"),
                 },
             }
         },
@@ -420,6 +460,49 @@ def _paths() -> dict[str, Any]:
             _errors(400, 503, s404="no index yet"),
             reason={"type": "string", "description": "how this build scores (see items)"},
         ),
+        "/api/boxes/accept-detections": {
+            "post": {
+                "summary": "Bulk review: save located boxes as annotated boxes, in one transaction",
+                "description": "Without `overwrite`, only images with no box are written (the "
+                "others are skipped); with it, every listed image whose box is still the "
+                "`version` sent is overwritten, and a changed one (409) or an unknown id (404) "
+                "saves nothing. Images without a located product are skipped.",
+                "security": _AUTH,
+                "requestBody": _json_body(
+                    _object(
+                        images={
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": 200,
+                            "uniqueItems": True,
+                            "items": {
+                                **_object(
+                                    id=_ID_STRING,
+                                    version={**_int(0), "description": "box version seen, 0: none"},
+                                ),
+                                "additionalProperties": False,
+                            },
+                        },
+                        overwrite={"type": "boolean"},
+                    )
+                ),
+                "responses": {
+                    "200": _json(
+                        _object(
+                            saved={"type": "array", "items": _ref("Box")},
+                            skipped={
+                                "type": "array",
+                                "items": _object(
+                                    id={"type": "string"},
+                                    reason={"enum": ["has_box", "no_detection", "no_product"]},
+                                ),
+                            },
+                        )
+                    ),
+                    **_errors(400, 401, 403, 404, 409, 503, s422="an id listed twice"),
+                },
+            }
+        },
         "/api/auth/check": {
             "post": {
                 "summary": "Check a token",
