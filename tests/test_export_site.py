@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from urllib.parse import quote
 
 import pytest
@@ -12,7 +13,7 @@ from starlette.testclient import TestClient
 
 from tiefjax.catalog import init_workspace
 from tiefjax.errors import InvalidInput
-from tiefjax.export_site import export_site, static_key
+from tiefjax.export_site import export_site, shard_digits, shard_of, static_key
 from tiefjax.server import ServerConfig, create_app
 from tiefjax.store import Store
 from tiefjax.workspace import Workspace
@@ -45,8 +46,9 @@ def test_layout_and_shapes_match_the_api(ws, tmp_path):
     manifest = json.loads((static / "manifest.json").read_text())
     assert manifest == {
         "static": True, "total": len(ids), "page_size": 4,
-        "modes": ["unsupervised", "supervised"], "k": 3,
+        "modes": ["unsupervised", "supervised"], "k": 3, "shard_digits": 1,
     }  # fmt: skip
+    assert "6 images in 2 pages" in report.summary() and report.files > 6 and report.bytes > 0
 
     app = create_app(ws, token="t", config=ServerConfig.tiny(), searcher=searcher)
     with TestClient(app) as api:
@@ -57,10 +59,12 @@ def test_layout_and_shapes_match_the_api(ws, tmp_path):
         live = api.get("/api/stats").json()
         assert stats.keys() == live.keys() and stats["images"] == live["images"] == len(ids)
         assert stats["boxes"] == 1 and stats["index"]["modes"] == live["index"]["modes"]
-        for mode in ("unsupervised", "supervised"):
-            for image_id in ids:
-                path = static / "similar" / mode / f"{static_key(image_id)}.json"
-                got = json.loads(path.read_text())
+        for image_id in ids:  # each in the shard of its key
+            path = f"{shard_of(static_key(image_id), 1)}.json"
+            got = json.loads((static / "records" / path).read_text())[image_id]
+            assert got == api.get(f"/api/images/{quote(image_id, safe='')}").json()
+            for mode in ("unsupervised", "supervised"):
+                got = json.loads((static / "similar" / mode / path).read_text())[image_id]
                 want = api.get(
                     f"/api/images/{quote(image_id, safe='')}/similar",
                     params={"mode": mode, "k": 3},
@@ -98,11 +102,29 @@ def test_long_ids_export_under_short_file_names(tmp_path):
     assert report.images == 2 and not report.skipped
     static = out / "static"
     key = static_key(long_id)
-    for path in (f"images/{key}.jpg", f"thumbs/{key}.jpg", f"similar/supervised/{key}.json"):
+    similar = f"similar/supervised/{shard_of(key, 1)}.json"
+    for path in (f"images/{key}.jpg", f"thumbs/{key}.jpg", similar):
         assert (static / path).is_file(), path
-    similar = json.loads((static / "similar" / "unsupervised" / f"{key}.json").read_text())
-    assert similar["id"] == long_id and similar["hits"][0]["id"] == "short"
+    shard = json.loads(
+        (static / "similar" / "unsupervised" / f"{shard_of(key, 1)}.json").read_text()
+    )
+    assert shard[long_id]["id"] == long_id and shard[long_id]["hits"][0]["id"] == "short"
     assert max(len(p.name.encode()) for p in out.rglob("*")) < 64
+
+
+def test_shards_stay_small_however_large_the_catalog():
+    """About 64 images a shard at most on average: a 100k-image export reads one ~24-image
+    file for an image's page, not the catalog."""
+    assert [shard_digits(n) for n in (0, 6, 1024, 1025, 100_000, 10**6, 10**7)] == [
+        1, 1, 1, 2, 3, 4, 5,
+    ]  # fmt: skip
+    for n in (1025, 100_000, 10**6, 10**7):
+        assert n / 16 ** shard_digits(n) <= 64 < n / 16 ** (shard_digits(n) - 1)
+    # ids that differ only in their last characters still spread evenly (FNV-1a's own leading
+    # digits would put 10,000 of them in a handful of the 256 shards)
+    sizes = Counter(shard_of(static_key(f"img-{i:08d}"), 2) for i in range(10_000))
+    assert len(sizes) == 256 and max(sizes.values()) < 2 * 10_000 / 256
+    assert shard_of("cbf29ce484222325", 3) == "efd"  # pinned: site/js/api.js computes the same
 
 
 def test_ids_sharing_a_file_name_are_refused(ws, tmp_path, monkeypatch):

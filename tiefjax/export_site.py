@@ -1,9 +1,13 @@
 """``tiefjax export-site WS OUT``: the site plus precomputed JSON, for any static file host.
 
-The gallery needs no server: catalog pages, every image's precomputed neighbours (each mode),
-the images and their thumbnails are written as files whose shapes match the API answers
-(docs/api.md, "Static export"). The site notices ``static/manifest.json`` and reads those
+The gallery needs no server: catalog pages, every image's record and precomputed neighbours
+(each mode), the images and their thumbnails are written as files whose shapes match the API
+answers (docs/api.md, "Static export"). The site notices ``static/manifest.json`` and reads those
 instead of ``/api``; pages that need the server (upload search, editors) say so.
+
+Records and neighbours are grouped in shards (:func:`shard_of`, about ``SHARD_IMAGES`` images a
+shard at most, however large the catalog): an image's page reads one small file of each kind,
+never the whole catalog, and 100,000 images do not make 400,000 JSON files.
 
 The export is built in a temporary folder next to ``OUT`` and renamed into place, so ``OUT`` is
 either the previous export or the new one, never half of one.
@@ -15,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,6 +42,7 @@ PAGE_SIZE = 48
 _FNV_OFFSET, _FNV_PRIME, _MASK64 = 0xCBF29CE484222325, 0x100000001B3, 2**64 - 1
 K = 20
 THUMB_SIZE = 256
+SHARD_IMAGES = 64  # at most this many images a shard file holds on average
 
 
 @dataclass
@@ -48,11 +54,15 @@ class ExportReport:
     pages: int = 0
     modes: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # "id: reason"
+    files: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
 
     def summary(self) -> str:
         modes = ", ".join(self.modes) or "none (run tiefjax index first for similar images)"
         lines = [
             f"exported {self.images} images in {self.pages} pages to {self.out}",
+            f"  {self.files} files, {self.bytes / 1e6:.1f} MB, in {self.seconds:.1f} s",
             f"similar images: {modes}",
         ]
         lines += [f"  skipped {s}" for s in self.skipped]
@@ -86,6 +96,26 @@ def _check_keys(ids: list[str]) -> None:
                 f"images {other!r} and {image_id!r} would share the export file name "
                 f"{static_key(image_id)}; rename one of the photos and run tiefjax init again"
             )
+
+
+def shard_digits(total: int) -> int:
+    """How many leading hex digits of a key name its shard: the fewest (at least 1) that keep
+    shards at ``SHARD_IMAGES`` images or fewer on average."""
+    digits = 1
+    while total > SHARD_IMAGES * 16**digits:
+        digits += 1
+    return digits
+
+
+def shard_of(key: str, digits: int) -> str:
+    """The shard of a :func:`static_key`: the first ``digits`` hex digits of the key put
+    through MurmurHash3's 64-bit finaliser. FNV-1a's own leading digits barely change with an
+    id's last characters (``img-001``, ``img-002`` ... share them); the finaliser spreads every
+    bit. The site computes the same (``staticShard`` in ``site/js/api.js``)."""
+    k = int(key, 16)
+    for mult in (0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53):
+        k = ((k ^ (k >> 33)) * mult) & _MASK64
+    return f"{k ^ (k >> 33):016x}"[:digits]
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -138,6 +168,7 @@ def export_site(
     site_dir: str | os.PathLike[str] | None = None,
 ) -> ExportReport:
     """Write the static site for workspace ``ws`` to ``out`` (replacing an earlier export)."""
+    started = time.perf_counter()
     ws = (ws if isinstance(ws, Workspace) else Workspace(ws)).require()
     site = Path(site_dir).resolve() if site_dir else require_site_dir()
     out = Path(out).expanduser().resolve()
@@ -165,6 +196,12 @@ def export_site(
             detections = store.detections()
             counts = store.stats()
         items = [image_item(r, boxes.get(r.id), detections.get(r.id)) for r in records]
+        digits = shard_digits(len(items))
+        shards: dict[str, list[dict[str, Any]]] = {}
+        for item in items:
+            shards.setdefault(shard_of(static_key(item["id"]), digits), []).append(item)
+        for shard, members in shards.items():
+            _write_json(static / "records" / f"{shard}.json", {m["id"]: m for m in members})
         report.pages = max(1, -(-len(items) // page_size))
         for n in range(report.pages):
             chunk = items[n * page_size : (n + 1) * page_size]
@@ -178,15 +215,12 @@ def export_site(
             _write_json(static / "pages" / f"{n}.json", {**page, "images": chunk})
 
         for mode in modes:
-            for rec in tqdm(records, desc=f"neighbours ({mode})", unit="img", disable=None):
-                try:
-                    hits = hits_json(searcher.neighbours(rec.id, k, mode)[:k])
-                except NotFound:
-                    hits = []  # registered after the index was built
-                _write_json(
-                    static / "similar" / mode / f"{static_key(rec.id)}.json",
-                    {"id": rec.id, "mode": mode, "hits": hits},
-                )
+            bar = tqdm(total=len(items), desc=f"neighbours ({mode})", unit="img", disable=None)
+            with bar:
+                for shard, members in shards.items():
+                    similar = {m["id"]: _similar(searcher, m["id"], k, mode) for m in members}
+                    _write_json(static / "similar" / mode / f"{shard}.json", similar)
+                    bar.update(len(members))
 
         (static / "images").mkdir(parents=True, exist_ok=True)
         (static / "thumbs").mkdir(parents=True, exist_ok=True)
@@ -212,13 +246,26 @@ def export_site(
             "page_size": page_size,
             "modes": modes,
             "k": k,
+            "shard_digits": digits,
         }
         _write_json(static / "manifest.json", manifest)
+        sizes = [p.stat().st_size for p in tmp.rglob("*") if p.is_file()]
+        report.files, report.bytes = len(sizes), sum(sizes)
         _swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    report.seconds = time.perf_counter() - started
     return report
+
+
+def _similar(searcher: Any, image_id: str, k: int, mode: str) -> dict[str, Any]:
+    """What GET /api/images/{id}/similar?k=K&mode=MODE answers."""
+    try:
+        hits = hits_json(searcher.neighbours(image_id, k, mode)[:k], searcher)
+    except NotFound:
+        hits = []  # registered after the index was built
+    return {"id": image_id, "mode": mode, "hits": hits}
 
 
 def _copier(ws: Workspace, static: Path, thumb_size: int) -> Callable[[Any], str | None]:

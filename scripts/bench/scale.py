@@ -11,10 +11,12 @@ peak RSS of the build (the child's high-water mark, reset after the data was wri
 the issue's target of 1.5 x the float32 matrix + 1 GB, the index kind and recall@10.
 
 Then, each in its own child process: the training feature cache at ``--feature-crops`` crops
-(``scale_features.py``: peak RSS while caching, against the issue's 2 GB).
+(``scale_features.py``: peak RSS while caching, against the issue's 2 GB), and ``export-site``
+of ``--export-images`` images (``scale_export.py``: time, files, MB; JSON only unless
+``--export-media``, which writes and copies a small JPEG per image and makes its thumbnail).
 
     .venv/bin/python scripts/bench/scale.py [--sizes 100000 1000000] [--dim 256]
-        [--feature-crops 200000]
+        [--feature-crops 200000] [--export-images 100000] [--export-media]
 """
 
 from __future__ import annotations
@@ -126,10 +128,17 @@ def _features_child(n: int, args: argparse.Namespace) -> dict:
     return features_child(n, args.folder)
 
 
+def _export_child(n: int, args: argparse.Namespace) -> dict:
+    from scale_export import child as export_child
+
+    return export_child(n, args.dim, args.folder, args.export_media)
+
+
 #: what one child process measures: ``(n, args) -> figures``
 PARTS = {
     "index": lambda n, args: child(n, args.dim, args.folder),
     "features": _features_child,
+    "export": _export_child,
 }
 
 
@@ -140,6 +149,8 @@ def main() -> int:
     ap.add_argument(
         "--feature-crops", type=int, default=200_000, help="crops in the feature cache (0: skip)"
     )
+    ap.add_argument("--export-images", type=int, default=100_000, help="images exported (0: skip)")
+    ap.add_argument("--export-media", action="store_true", help="export photos and thumbnails too")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--part", choices=PARTS, default="index", help=argparse.SUPPRESS)
     ap.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
@@ -149,10 +160,12 @@ def main() -> int:
         return 0
     runs = [("index", n) for n in args.sizes]
     runs += [("features", args.feature_crops)] if args.feature_crops else []
+    runs += [("export", args.export_images)] if args.export_images else []
     results = []
     for part, n in runs:
         with tempfile.TemporaryDirectory(prefix="tiefjax-scale-") as tmp:
             cmd = [sys.executable, __file__, "--child", str(n), "--dim", str(args.dim)]
+            cmd += ["--export-media"] if args.export_media else []
             out = subprocess.run(
                 [*cmd, "--part", part, "--folder", tmp], capture_output=True, text=True, check=False
             )

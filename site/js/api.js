@@ -41,6 +41,14 @@ export function staticKey(id) {
   }
   return key.toString(16).padStart(16, "0");
 }
+/** The shard of a key, as tiefjax.export_site.shard_of: its first `digits` hex digits after
+ * MurmurHash3's 64-bit finaliser. */
+export function staticShardOf(key, digits) {
+  const mask = 0xffffffffffffffffn;
+  let k = BigInt(`0x${key}`);
+  for (const mult of [0xff51afd7ed558ccdn, 0xc4ceb9fe1a85ec53n]) k = ((k ^ (k >> 33n)) * mult) & mask;
+  return (k ^ (k >> 33n)).toString(16).padStart(16, "0").slice(0, digits);
+}
 const staticPath = (dir, id, ext) => `static/${dir}/${staticKey(id)}.${ext}`;
 const idPath = (id) => `api/images/${encodeURIComponent(id)}`;
 
@@ -75,15 +83,20 @@ async function toError(r) {
   } catch {
     body = null;
   }
+  return errorOf(r.status, body);
+}
+
+/** The ApiError of an answer with this status and (parsed JSON, or null) body. */
+function errorOf(status, body) {
   const e = body && body.error;
   const message =
     (e && e.message) ||
-    (r.status === 404
+    (status === 404
       ? "Not found."
-      : r.status >= 500
-        ? `The server failed (HTTP ${r.status}). Check its log and try again.`
-        : `Request failed (HTTP ${r.status}).`);
-  return new ApiError(r.status, (e && e.code) || `http_${r.status}`, message, body);
+      : status >= 500
+        ? `The server failed (HTTP ${status}). Check its log and try again.`
+        : `Request failed (HTTP ${status}).`);
+  return new ApiError(status, (e && e.code) || `http_${status}`, message, body);
 }
 
 async function fetchJson(url, options = {}) {
@@ -207,9 +220,14 @@ function staticPage(n) {
   return pageCache.get(n);
 }
 
-/** {total, offset, limit, images:[{id,width,height,box,detection}]} for any offset/limit. */
-export async function listImages(offset = 0, limit = 24) {
-  if (!manifest) return fetchJson(`api/images?offset=${offset}&limit=${limit}`);
+/** {total, offset, limit, images:[{id,width,height,box,detection}]} for any offset/limit.
+ * `filters` ({q, match, state, sort, order}: GET /api/images) need the server; a static export
+ * lists every image by id. */
+export async function listImages(offset = 0, limit = 24, filters = {}) {
+  if (!manifest) {
+    const q = new URLSearchParams({ offset: String(offset), limit: String(limit), ...filters });
+    return fetchJson(`api/images?${q}`);
+  }
   const size = manifest.page_size;
   const total = manifest.total;
   const first = Math.floor(offset / size);
@@ -244,19 +262,30 @@ async function loadAll() {
   }
 }
 
+const shardCache = new Map();
+/** The export's shard file `static/<dir>/<shard>.json` holding `id` ({id: value}), cached:
+ * records and neighbours are grouped by the first `shard_digits` hex digits of the id's key. */
+async function staticShard(dir, id) {
+  const path = `static/${dir}/${staticShardOf(staticKey(id), manifest.shard_digits)}.json`;
+  if (!shardCache.has(path)) {
+    const p = staticJson(path);
+    p.catch(() => shardCache.delete(path));
+    shardCache.set(path, p);
+  }
+  return (await shardCache.get(path))[id];
+}
+
 export async function getImage(id) {
   if (!manifest) return fetchJson(idPath(id));
-  for (const rec of await allImages()) if (rec.id === id) return rec;
+  const rec = await staticShard("records", id);
+  if (rec) return rec;
   throw new ApiError(404, "not_found", `No image "${id}" in this catalog.`);
 }
 
 /** The records of `ids`, in order (null for one that cannot be read): boxes for result cards. */
 export async function records(ids) {
-  if (manifest) {
-    const byId = new Map((await allImages()).map((r) => [r.id, r]));
-    return ids.map((id) => byId.get(id) || null);
-  }
-  return Promise.all(ids.map((id) => fetchJson(idPath(id)).catch(() => null)));
+  const one = manifest ? (id) => staticShard("records", id) : (id) => fetchJson(idPath(id));
+  return Promise.all(ids.map((id) => one(id).then((r) => r || null, () => null)));
 }
 
 /** The stored box {left, top, right, bottom, version} of an image, or null: read fresh from the
@@ -269,26 +298,41 @@ export async function getBox(id) {
 /** {id, mode, hits:[{id, score}]} */
 export async function similar(id, mode = "unsupervised", k = 10) {
   if (manifest) {
-    const r = await staticJson(staticPath(`similar/${mode}`, id, "json"));
-    return { ...r, hits: (r.hits || []).slice(0, k) };
+    const r = (await staticShard(`similar/${mode}`, id)) || { id, mode, hits: [] };
+    return { ...r, hits: r.hits.slice(0, k) };
   }
   return fetchJson(`${idPath(id)}/similar?mode=${encodeURIComponent(mode)}&k=${k}`);
 }
 
-/** Upload search: {width, height, box, probability, fallback, mode, hits}. */
-export async function search(file, mode = "unsupervised", k = 12) {
+/** Upload search: {width, height, box, probability, fallback, mode, hits}. `onProgress(phase,
+ * fraction)` hears "upload" with the share of the bytes sent, then "search" once all are sent
+ * (XMLHttpRequest: fetch() reports no upload progress). */
+export async function search(file, mode = "unsupervised", k = 12, onProgress = () => {}) {
   requireServer("Search by upload");
   const form = new FormData();
   form.append("image", file, file.name || "pasted-image");
-  return fetchJson(`api/search?mode=${encodeURIComponent(mode)}&k=${k}`, {
-    method: "POST",
-    body: form,
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", `api/search?mode=${encodeURIComponent(mode)}&k=${k}`);
+    xhr.responseType = "json";
+    xhr.upload.onprogress = (e) => e.lengthComputable && onProgress("upload", e.loaded / e.total);
+    xhr.upload.onload = () => onProgress("search", 1);
+    xhr.onload = () => (xhr.status >= 200 && xhr.status < 300 ? resolve(xhr.response) : reject(errorOf(xhr.status, xhr.response)));
+    xhr.onerror = () => reject(new ApiError(0, "network", "Cannot reach the server. Is `tiefjax serve` still running?"));
+    xhr.send(form);
   });
 }
 
 export async function candidates(id, mode = "supervised", k = 24) {
   requireServer("The similarity editor");
   return fetchJson(`api/candidates/${encodeURIComponent(id)}?mode=${encodeURIComponent(mode)}&k=${k}`);
+}
+
+/** The review queue the model fills, most uncertain first: `kind` "boxes" or "triplets";
+ * {total, next, items} (GET /api/review/...). */
+export async function reviewQueue(kind, limit = 200) {
+  requireServer(kind === "boxes" ? "The box editor" : "The similarity editor");
+  return fetchJson(`api/review/${kind}?limit=${limit}`);
 }
 
 export async function listTriplets(reference) {
@@ -306,6 +350,13 @@ export function putBox(id, box, version) {
 
 export function deleteBox(id, version) {
   return write("DELETE", `${idPath(id)}/box?version=${version}`, { version });
+}
+
+/** Bulk review: save the detected boxes of `images` ([{id, version}], version = the box version
+ * seen, 0 for none) as annotated boxes; {saved: [box], skipped: [{id, reason}]}. Without
+ * `overwrite` images that have a box are skipped. */
+export function acceptDetections(images, overwrite = false) {
+  return write("POST", "api/boxes/accept-detections", { images, overwrite });
 }
 
 export function addTriplet(reference, positive, negative) {
