@@ -111,7 +111,7 @@ def shard_of(key: str, digits: int) -> str:
     """The shard of a :func:`static_key`: the first ``digits`` hex digits of the key put
     through MurmurHash3's 64-bit finaliser. FNV-1a's own leading digits barely change with an
     id's last characters (``img-001``, ``img-002`` ... share them); the finaliser spreads every
-    bit. The site computes the same (``staticShard`` in ``site/js/api.js``)."""
+    bit. The site computes the same (``staticShardOf`` in ``site/js/api.js``)."""
     k = int(key, 16)
     for mult in (0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53):
         k = ((k ^ (k >> 33)) * mult) & _MASK64

@@ -44,6 +44,7 @@ from tiefjax.index.encode import (
     load_feature_encoder,
     load_locator,
 )
+from tiefjax.index.row_table import IdList, RowTable
 from tiefjax.index.scann_index import VectorIndex, l2_normalize
 from tiefjax.nets.alexnet import PATCH, WINDOW
 from tiefjax.workspace import Workspace
@@ -112,10 +113,7 @@ class _State:
     name: str
     path: Path
     meta: dict[str, Any]
-    rows: list[Row]
-    ids: tuple[str, ...]
-    position: dict[str, int]
-    by_sha: dict[str, int]
+    rows: RowTable
     modes: dict[str, _ModeState] = field(default_factory=dict)
 
 
@@ -126,17 +124,7 @@ def _load_state(ws: Workspace) -> _State:
             f"{ws.root} has no search index yet; build one with `tiefjax index {ws.root}`"
         )
     meta = json.loads((build / "build.json").read_text())
-    rows = [Row.from_json(r) for r in json.loads((build / "rows.json").read_text())]
-    ids = tuple(r.id for r in rows)
-    state = _State(
-        build.name,
-        build,
-        meta,
-        rows,
-        ids,
-        {i: n for n, i in enumerate(ids)},
-        {r.sha256: n for n, r in enumerate(rows)},
-    )
+    state = _State(build.name, build, meta, RowTable.open(build))
     for mode in MODES:
         folder = build / mode
         if not (folder / "index.json").is_file():
@@ -204,10 +192,10 @@ class Searcher:
 
     # -- properties -------------------------------------------------------------------------------
     @property
-    def ids(self) -> tuple[str, ...]:
-        """Catalog ids in index row order (sorted); immutable, so every call shares one tuple
-        instead of copying all N ids."""
-        return self._state.ids
+    def ids(self) -> IdList:
+        """Catalog ids in index row order (sorted): a read-only sequence over the build's
+        memory-mapped rows, shared by every call (no Python string per id)."""
+        return self._state.rows.ids
 
     @property
     def built_at(self) -> str:
@@ -223,7 +211,7 @@ class Searcher:
         return {
             "path": str(st.path),
             "built_at": st.meta.get("built_at"),
-            "images": len(st.ids),
+            "images": len(st.rows),
             "modes": {m: dict(v) for m, v in st.meta.get("modes", {}).items()},
             "encoder_source": st.meta.get("encoder_source"),
             "errors": st.meta.get("errors", []),
@@ -238,7 +226,7 @@ class Searcher:
     def row(self, image_id: str) -> Row:
         """The indexed row (box, source, probability) of a catalog image."""
         st = self._state
-        return st.rows[self._position(st, image_id)]
+        return st.rows.row(self._position(st, image_id))
 
     # -- searching --------------------------------------------------------------------------------
     def search(
@@ -319,14 +307,14 @@ class Searcher:
         photos = [(i, p) for i, p in prepared.items() if p.position is None]
         encoded = self._encode_photos(st, modes, photos) if photos else []
         vectors: dict[str, dict[int, np.ndarray]] = {m: {} for m in modes}
-        rows: dict[int, tuple[Row | None, Row]] = {}
+        rows: dict[int, tuple[int, Row]] = {}  # (catalog position or -1, row)
         for i, p in prepared.items():
             if p.position is not None:
-                rows[i] = (st.rows[p.position], st.rows[p.position])
+                rows[i] = (p.position, st.rows.row(p.position))
                 for m in modes:
                     vectors[m][i] = np.asarray(mstates[m].index.vectors[p.position], np.float32)
         for (i, _), (vecs, row) in zip(photos, encoded, strict=True):
-            rows[i] = (None, replace(row, box=scale_box(row.box, prepared[i].scale)))
+            rows[i] = (-1, replace(row, box=scale_box(row.box, prepared[i].scale)))
             for m in modes:
                 vectors[m][i] = vecs[m]
         order = sorted(rows)
@@ -336,12 +324,11 @@ class Searcher:
             if not order:
                 break
             q = np.stack([vectors[m][i] for i in order])
-            ids, scores = mstates[m].index.search(q, min(k + 1, len(st.ids)))
+            ids, scores = mstates[m].index.search(q, min(k + 1, len(st.rows)))
             for j, i in enumerate(order):
-                own, row = rows[i]
-                own_pos = st.position[own.id] if own is not None else -1
+                own_pos, row = rows[i]
                 hits = [
-                    Hit(st.ids[int(p)], float(s))
+                    Hit(st.rows.id(int(p)), float(s))
                     for p, s in zip(ids[j], scores[j], strict=True)
                     if p >= 0 and (include_self or int(p) != own_pos)
                 ][:k]
@@ -351,7 +338,7 @@ class Searcher:
                     fallback=row.fallback,
                     hits=hits,
                     mode=m,
-                    query_id=own.id if own is not None else None,
+                    query_id=row.id if own_pos >= 0 else None,
                     box_source=row.source,
                 )
         return results
@@ -362,10 +349,10 @@ class Searcher:
         ms = self._mode(st, mode)
         k = self._check_k(k)
         pos = self._position(st, image_id)
-        if k > ms.neighbours.shape[1] and ms.neighbours.shape[1] < len(st.ids) - 1:
+        if k > ms.neighbours.shape[1] and ms.neighbours.shape[1] < len(st.rows) - 1:
             return self.search(image_id, k, mode).hits
         row = ms.neighbours[pos][:k]
-        return [Hit(st.ids[int(r["id"])], float(r["score"])) for r in row if r["id"] >= 0]
+        return [Hit(st.rows.id(int(r["id"])), float(r["score"])) for r in row if r["id"] >= 0]
 
     def neighbour_table(self, mode: str) -> tuple[np.ndarray, np.ndarray]:
         """Every catalog image's precomputed neighbours in ``mode``, best first: row positions
@@ -393,13 +380,13 @@ class Searcher:
         return st.modes[mode]
 
     def _position(self, st: _State, image_id: str) -> int:
-        try:
-            return st.position[image_id]
-        except (KeyError, TypeError):
+        pos = st.rows.position(image_id)
+        if pos is None:
             raise NotFound(
                 f"no image with id {image_id!r} in the index (built {st.meta.get('built_at')}); "
                 f"if it was added since, run `tiefjax index {self.ws.root}`"
-            ) from None
+            )
+        return pos
 
     def _resolve(self, st: _State, q: Query) -> tuple[int | None, Any]:
         """(catalog position, None) for catalog images, else (None, bytes | PIL image)."""
@@ -408,7 +395,7 @@ class Searcher:
         if isinstance(q, Image.Image):
             source = getattr(q, "filename", "")  # set by Image.open, lost by any transform
             if source and os.path.isfile(source):
-                pos = st.by_sha.get(hashlib.sha256(Path(source).read_bytes()).hexdigest())
+                pos = st.rows.by_sha(hashlib.sha256(Path(source).read_bytes()).hexdigest())
                 if pos is not None:
                     return pos, None
             return None, q
@@ -416,8 +403,9 @@ class Searcher:
             data = bytes(q)
         elif isinstance(q, str | os.PathLike):
             path = Path(q).expanduser()
-            if isinstance(q, str) and q in st.position and not path.is_file():
-                return st.position[q], None
+            pos = st.rows.position(q)
+            if pos is not None and not path.is_file():
+                return pos, None
             if not path.is_file():
                 if isinstance(q, str) and not path.suffix and os.sep not in q:
                     self._position(st, q)  # raises NotFound naming the unknown id
@@ -433,7 +421,7 @@ class Searcher:
             )
         if not data:
             raise InvalidInput("the query image is empty (0 bytes)")
-        pos = st.by_sha.get(hashlib.sha256(data).hexdigest())
+        pos = st.rows.by_sha(hashlib.sha256(data).hexdigest())
         return (pos, None) if pos is not None else (None, data)
 
     def _get_encoder(self) -> FeatureEncoder:

@@ -1,0 +1,69 @@
+"""RowTable: an index build's rows as memory-mapped NumPy columns, equal to rows.json."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import tiefjax.index.row_table as row_table
+from tiefjax.index.encode import Row
+from tiefjax.index.row_table import RowTable
+
+ROWS = [
+    Row("a", "1" * 64, (0.0, 0.0, 10.0, 20.0), "whole", None, True),
+    Row("b\u00e9 odd/id", "2" * 64, (1.5, 2.25, 3.0, 4.0), "detection", 0.875),
+    Row("c", "1" * 64, (0.0, 1.0, 2.0, 3.0), "annotation"),  # same photo as "a"
+]
+
+
+def _build(tmp_path, rows=ROWS):
+    build = tmp_path / "index-1"
+    build.mkdir()
+    (build / "rows.json").write_text(json.dumps([r.to_json() for r in rows]))
+    return build
+
+
+def test_open_writes_the_columns_once_then_memory_maps_them(tmp_path):
+    build = _build(tmp_path)
+    table = RowTable.open(build)
+    assert (build / "rows" / "done").is_file() and not list(build.glob(".rows*"))
+    assert isinstance(table.c["id_blob"], np.memmap) and isinstance(table.c["box"], np.memmap)
+    assert [table.row(p) for p in range(len(table))] == ROWS
+    assert table.ids == ("a", "b\u00e9 odd/id", "c") and table.ids[-1] == "c"
+    assert table.ids[1:] == ["b\u00e9 odd/id", "c"] and list(table.ids) == [r.id for r in ROWS]
+    assert "c" in table.ids and "d" not in table.ids and 3 not in table.ids
+    assert [table.position(i) for i in ("a", "b\u00e9 odd/id", "c", "x", None)] == [
+        0, 1, 2, None, None,
+    ]  # fmt: skip
+    # two rows of one photo: the last one, as the dict it replaces answered
+    assert table.by_sha("1" * 64) == 2 and table.by_sha("2" * 64) == 1
+    assert table.by_sha("0" * 64) is None and table.by_sha("9" * 64) is None
+    (build / "rows.json").write_text("[]")  # read from rows/ from now on, not from the JSON
+    assert RowTable.open(build).row(1) == ROWS[1]
+
+
+def test_a_read_only_build_is_read_into_memory(tmp_path, monkeypatch):
+    build = _build(tmp_path)
+
+    def refuse(self, folder):
+        raise PermissionError("read-only")
+
+    monkeypatch.setattr(RowTable, "save", refuse)
+    table = RowTable.open(build)
+    assert not (build / "rows").exists() and table.row(2) == ROWS[2]
+
+
+def test_ids_sharing_a_hash_are_told_apart(tmp_path, monkeypatch):
+    monkeypatch.setattr(row_table, "_id_hash", lambda image_id: 7)
+    table = RowTable.open(_build(tmp_path))
+    assert [table.position(i) for i in ("c", "a", "b\u00e9 odd/id", "zz")] == [2, 0, 1, None]
+
+
+def test_an_empty_build(tmp_path):
+    table = RowTable.open(_build(tmp_path, []))
+    assert len(table) == 0 and table.ids == () and table.position("a") is None
+    assert table.by_sha("1" * 64) is None
+    with pytest.raises(IndexError):
+        table.ids[0]
