@@ -3,13 +3,14 @@
 
 import * as api from "./api.js";
 import { history, undoKey } from "./history.js";
-import { el, errorText, notice, staticNotice, typing } from "./ui.js";
+import { el, errorText, notice, segmented, staticNotice, typing } from "./ui.js";
 import { zoomable } from "./zoom.js";
 
 const HANDLES = ["nw", "n", "ne", "e", "se", "s", "sw", "w"];
 const MIN_DRAG_PX = 4; // a shorter drag is a click, not a box
 
-const href = (id) => `#/boxes/${encodeURIComponent(id)}`;
+/** The editor on this image; `ids`: in id order instead of the review queue's. */
+const href = (id, ids = false) => `#/boxes/${encodeURIComponent(id)}${ids ? "?order=ids" : ""}`;
 
 function parseStored(res) {
   if (!res || typeof res !== "object") return null;
@@ -39,7 +40,17 @@ export async function render(main, ctx) {
     main.append(staticNotice("The box editor"));
     return;
   }
-  let catalog = await api.allImages();
+  // The review queue (most uncertain located boxes first) is the default order; ?order=ids
+  // walks the catalog by id instead.
+  const byIds = ctx.query.get("order") === "ids";
+  const link = (target) => href(target, byIds);
+  let queue = null;
+  let queueError = null;
+  const [loaded] = await Promise.all([
+    api.allImages(),
+    byIds ? null : api.reviewQueue("boxes").then((q) => (queue = q), (e) => (queueError = errorText(e))),
+  ]);
+  let catalog = loaded;
   if (!ctx.alive()) return;
   if (!catalog.length) {
     main.append(notice("The catalog is empty: add images with `tiefjax init`.", "info"));
@@ -47,8 +58,8 @@ export async function render(main, ctx) {
   }
   let id = ctx.parts[0];
   if (!id) {
-    const todo = catalog.find((r) => !r.box) || catalog[0];
-    location.replace(href(todo.id));
+    const todo = queue && queue.items.length ? queue.items[0] : catalog.find((r) => !r.box) || catalog[0];
+    location.replace(link(todo.id));
     return;
   }
   let index = catalog.findIndex((r) => r.id === id);
@@ -97,8 +108,8 @@ export async function render(main, ctx) {
   const toolbar = el(
     "div.toolbar.editor-tools",
     { role: "toolbar", "aria-label": "Box editor" },
-    button("Previous", "p", () => navigate(index - 1), { id: "box-prev" }),
-    button("Next", "n", () => navigate(index + 1), { id: "box-next" }),
+    button("Previous", "p", () => navigate(-1), { id: "box-prev" }),
+    button("Next", "n", () => navigate(1), { id: "box-next" }),
     button("Next unannotated", "u", () => navigateUnannotated(), { id: "box-next-todo" }),
     saveBtn,
     button("Clear", "c", () => clear(), { id: "box-clear" }),
@@ -116,7 +127,16 @@ export async function render(main, ctx) {
     ),
   );
 
-  main.querySelector(".page-head").append(el("p.ref-name", { title: id }, id), progressEl);
+  const order = segmented(
+    "Order",
+    [
+      { value: "queue", text: "Review queue", title: "least certain located boxes first (n/p follow it)" },
+      { value: "ids", text: "Id order", title: "every image by id" },
+    ],
+    byIds ? "ids" : "queue",
+    (value) => (location.hash = href(id, value === "ids")),
+  );
+  main.querySelector(".page-head").append(el("p.ref-name", { title: id }, id), progressEl, el("div.toolbar#box-order", {}, order));
   // Status and messages sit beside the image (below it on narrow screens): when they come and
   // go, the image stays where it is under the pointer.
   main.append(
@@ -129,6 +149,7 @@ export async function render(main, ctx) {
         "div.editor-side",
         {},
         el("div.editor-status", {}, statusEl, coordsEl),
+        queueInfo(),
         messageEl,
         conflictEl,
         el(
@@ -385,12 +406,37 @@ export async function render(main, ctx) {
     say("Unsaved changes: press s to save, or repeat to leave without saving.", "warn");
     return false;
   });
-  const go = (targetId) => (location.hash = href(targetId));
+  const go = (targetId) => (location.hash = link(targetId));
+  /** What n and p walk: the review queue, or the catalog by id. */
+  const queued = queue && queue.items.length > 0; // an empty queue: n and p walk the ids
+  const sequence = queued ? queue.items.map((q) => q.id) : catalog.map((r) => r.id);
 
-  function navigate(i) {
-    if (i < 0) return say("This is the first image.");
-    if (i >= catalog.length) return say("This is the last image.");
-    go(catalog[i].id);
+  function navigate(step) {
+    const at = sequence.indexOf(id);
+    const i = at < 0 ? (step > 0 ? 0 : -1) : at + step; // off the queue: n goes to its top
+    if (i < 0) return say(queued ? "This is the top of the review queue." : "This is the first image.");
+    if (i >= sequence.length) return say(queued ? "This is the end of the review queue." : "This is the last image.");
+    go(sequence[i]);
+  }
+
+  /** Where this image stands in the review queue and why the model queued it. */
+  function queueInfo() {
+    if (byIds) return el("p.muted#box-queue", { dataset: { state: "ids" } }, "Id order: every image by id.");
+    if (!queue) return notice(`The review queue is unavailable (${queueError}); n and p follow the id order.`, "warn");
+    const at = queue.items.findIndex((q) => q.id === id);
+    if (at >= 0) {
+      const item = queue.items[at];
+      return el(
+        "p#box-queue.queue-info",
+        { dataset: { state: "queued", reason: item.reason } },
+        el("strong", {}, `Review queue ${at + 1} of ${queue.total}: `),
+        item.message,
+      );
+    }
+    const text = queue.total
+      ? `Not in the review queue (${queue.total} to review); n goes to its top.`
+      : "The review queue is empty (every located photo is annotated and agrees with its detection), so n and p follow the id order. Retrain and run `tiefjax index` to locate and score new photos.";
+    return el("p.muted#box-queue", { dataset: { state: queue.total ? "off" : "empty" } }, text);
   }
 
   function navigateUnannotated() {
@@ -413,10 +459,10 @@ export async function render(main, ctx) {
     if (event.ctrlKey || event.metaKey) return;
     const k = event.key;
     const handled = {
-      n: () => navigate(index + 1),
-      ArrowRight: () => navigate(index + 1),
-      p: () => navigate(index - 1),
-      ArrowLeft: () => navigate(index - 1),
+      n: () => navigate(1),
+      ArrowRight: () => navigate(1),
+      p: () => navigate(-1),
+      ArrowLeft: () => navigate(-1),
       s: () => save(),
       c: () => clear(),
       Delete: () => clear(),

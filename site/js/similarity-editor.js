@@ -9,7 +9,8 @@ const K = 24;
 let mode = "supervised";
 let tapMark = "more"; // what a plain click or tap marks; shift-click and right-click mark the other
 const other = (m) => (m === "more" ? "less" : "more");
-const href = (id) => `#/similarity/${encodeURIComponent(id)}`;
+/** The editor on this reference; `ids`: in id order instead of the review queue's. */
+const href = (id, ids = false) => `#/similarity/${encodeURIComponent(id)}${ids ? "?order=ids" : ""}`;
 
 export async function render(main, ctx) {
   main.append(el("div.page-head", {}, el("h1", {}, "Similarity editor")));
@@ -23,9 +24,23 @@ export async function render(main, ctx) {
     main.append(notice("The catalog is empty: add images with `tiefjax init`.", "info"));
     return;
   }
+  // The review queue (references whose rankings disagree most, with the pair to judge) is the
+  // default order once an index exists; ?order=ids walks the catalog by id instead.
+  const byIds = ctx.query.get("order") === "ids";
+  const link = (target) => href(target, byIds);
+  let queue = null;
+  let queueError = available.length ? null : "there is no search index yet";
+  if (!byIds && available.length) {
+    try {
+      queue = await api.reviewQueue("triplets");
+    } catch (e) {
+      queueError = errorText(e);
+    }
+    if (!ctx.alive()) return;
+  }
   const id = ctx.parts[0];
   if (!id) {
-    location.replace(href(catalog[0].id));
+    location.replace(link(queue && queue.items.length ? queue.items[0].reference : catalog[0].id));
     return;
   }
   const index = catalog.findIndex((r) => r.id === id);
@@ -35,13 +50,31 @@ export async function render(main, ctx) {
   }
   if (!available.includes(mode)) mode = available.includes("supervised") ? "supervised" : available[0] || "supervised";
   const rec = catalog[index];
+  /** What n and p walk: the review queue's references, or the catalog by id. */
+  const sequence = queue && queue.items.length ? queue.items.map((q) => q.reference) : catalog.map((r) => r.id);
+  const queued = queue ? queue.items.find((q) => q.reference === id) : null;
+  const step = (delta) => {
+    const at = sequence.indexOf(id);
+    if (!sequence.length) return id;
+    if (at < 0) return sequence[delta > 0 ? 0 : sequence.length - 1]; // off the queue: its ends
+    return sequence[(at + delta + sequence.length) % sequence.length];
+  };
 
   const marks = new Map(); // id -> "more" | "less"
   let saving = false;
 
   const head = main.querySelector(".page-head");
   const toggleSlot = el("div.toolbar");
-  head.append(el("p.muted", {}, `Reference ${index + 1} of ${catalog.length}`), toggleSlot);
+  const order = segmented(
+    "Order",
+    [
+      { value: "queue", text: "Review queue", title: "references whose rankings disagree most first (n/p follow it)" },
+      { value: "ids", text: "Id order", title: "every reference by id" },
+    ],
+    byIds ? "ids" : "queue",
+    (value) => (location.hash = href(id, value === "ids")),
+  );
+  head.append(el("p.muted", {}, `Reference ${index + 1} of ${catalog.length}`), toggleSlot, el("div.toolbar#sim-order", {}, order));
 
   const tapSlot = el("div#sim-tap");
   const countEl = el("span#sim-count.status-pill", { role: "status", "aria-live": "polite" });
@@ -62,8 +95,8 @@ export async function render(main, ctx) {
     el(
       "p.actions",
       {},
-      el("a.btn", { href: href(catalog[(index - 1 + catalog.length) % catalog.length].id), title: "Previous reference (p)" }, "‹ Previous", el("kbd", {}, "p")),
-      el("a.btn", { href: href(catalog[(index + 1) % catalog.length].id), title: "Next reference (n)" }, "Next ›", el("kbd", {}, "n")),
+      el("a.btn#sim-prev", { href: link(step(-1)), title: "Previous reference (p)" }, "‹ Previous", el("kbd", {}, "p")),
+      el("a.btn#sim-next", { href: link(step(1)), title: "Next reference (n)" }, "Next ›", el("kbd", {}, "n")),
     ),
   );
 
@@ -86,6 +119,7 @@ export async function render(main, ctx) {
           el("kbd", {}, "m"), " more, ", el("kbd", {}, "l"), " less, ", el("kbd", {}, "0"), " unmark.",
         ),
         el("div.toolbar.editor-tools", {}, tapSlot, countEl, saveBtn, clearBtn, undoBtn, redoBtn),
+        queueInfo(),
         available.length
           ? null
           : notice("There is no search index yet, so the candidates are the next images in catalog order. After `tiefjax index` they are this image's nearest neighbours.", "info"),
@@ -113,6 +147,23 @@ export async function render(main, ctx) {
   drawTapToggle();
 
   const say = (text, kind = "info") => messageEl.replaceChildren(text ? notice(text, kind) : "");
+
+  /** Where this reference stands in the review queue and what the model asks about it. */
+  function queueInfo() {
+    if (byIds) return el("p.muted#sim-queue", { dataset: { state: "ids" } }, "Id order: every reference by id.");
+    if (!queue) return el("p.muted#sim-queue", { dataset: { state: "none" } }, `No review queue (${queueError}); n and p follow the id order.`);
+    if (queued) {
+      const at = queue.items.indexOf(queued);
+      return el(
+        "p#sim-queue.queue-info",
+        { dataset: { state: "queued", reason: queued.reason } },
+        el("strong", {}, `Review queue ${at + 1} of ${queue.total}: `),
+        `${queued.message}. Which of the two outlined first is more similar to the reference?`,
+      );
+    }
+    const text = queue.total ? `Not in the review queue (${queue.total} to review); n goes to its top.` : "The review queue is empty (every pair it proposed has been judged), so n and p follow the id order. Retrain and run `tiefjax index` to refill it.";
+    return el("p.muted#sim-queue", { dataset: { state: queue.total ? "off" : "empty" } }, text);
+  }
 
   function paint() {
     const more = [...marks.values()].filter((m) => m === "more").length;
@@ -192,6 +243,13 @@ export async function render(main, ctx) {
     );
   drawToggle();
 
+  /** Whether an image of the queue's pair has been judged with this reference (then it leaves
+   * the candidates, as every judged image does, and the server's queue drops the pair). */
+  async function pairJudged() {
+    const judged = new Set((await api.listTriplets(id)).flatMap((t) => [t.positive, t.negative]));
+    return judged.has(queued.first) || judged.has(queued.second);
+  }
+
   /** Without an index: the images after the reference in catalog order, not judged yet. */
   async function catalogCandidates() {
     const judged = new Set((await api.listTriplets(id)).flatMap((t) => [t.positive, t.negative]));
@@ -204,6 +262,11 @@ export async function render(main, ctx) {
     grid.replaceChildren(el("p.muted", {}, "Loading candidates…"));
     try {
       const res = available.length ? await api.candidates(id, mode, K) : await catalogCandidates();
+      if (queued && !(await pairJudged())) {
+        // the queue's pair first (it may lie outside this mode's top K)
+        const pair = [queued.first, queued.second];
+        res.candidates = [...pair.map((cid) => ({ id: cid, score: null, pair: true })), ...res.candidates.filter((c) => !pair.includes(c.id))];
+      }
       if (!ctx.alive()) return;
       if (res.mode && res.mode !== mode && available.includes(res.mode)) {
         mode = res.mode; // the server fell back (e.g. no supervised index yet)
@@ -218,7 +281,7 @@ export async function render(main, ctx) {
           "button.card.candidate",
           {
             type: "button",
-            dataset: { id: c.id, mark: "" },
+            dataset: { id: c.id, mark: "", pair: c.pair ? "true" : "" },
             "aria-pressed": "false",
             "aria-label": label,
             onclick: (e) => mark(c.id, e.shiftKey ? other(tapMark) : tapMark),
@@ -346,8 +409,7 @@ export async function render(main, ctx) {
       save();
     } else if (event.key === "n" || event.key === "p") {
       event.preventDefault();
-      const step = event.key === "n" ? 1 : -1;
-      location.hash = href(catalog[(index + step + catalog.length) % catalog.length].id);
+      location.hash = link(step(event.key === "n" ? 1 : -1));
     } else if (["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown"].includes(event.key) && cards.length) {
       event.preventDefault();
       const perRow = Math.max(1, cards.filter((c) => c.offsetTop === cards[0].offsetTop).length);

@@ -5,7 +5,8 @@
   the box; one SQL query per page.
 - ``GET /api/review/triplets``: references whose supervised and unsupervised rankings disagree
   most (or, without a ranking net, whose nearest neighbours are nearly tied), with the pair to
-  judge; scored once per index build from its precomputed neighbours, judged pairs left out.
+  judge; scored once per index build from its precomputed neighbours; a pair with an image
+  already judged with that reference is left out.
 
 Both page with ``limit`` and ``after``, the opaque cursor ``SCORE:ID`` of a page's ``next``.
 Both follow the current detections and index, so they change after retraining and re-indexing.
@@ -163,12 +164,12 @@ def build_review_routes(
         after = parse_cursor(request.query_params.get("after"))
         searcher = await state.require_searcher()
         ranked = await run_in_threadpool(triplets.ranked, searcher, modes_of(searcher))
-        judged = await run_in_threadpool(_judged_pairs, store)
+        judged = await run_in_threadpool(_judged, store)
         start = 0 if after is None else bisect.bisect_right(ranked.keys, (-after[0], after[1]))
         items: list[dict[str, Any]] = []
         for row in ranked.order[start:]:
             ref, a, b = ranked.pair(row)
-            if (ref, frozenset((a, b))) in judged:
+            if judged.get(ref, set()) & {a, b}:
                 continue
             if len(items) > limit:
                 break
@@ -180,8 +181,8 @@ def build_review_routes(
             )  # fmt: skip
         done = sum(
             1
-            for ref, pair in judged
-            if ref in ranked.place and frozenset(ranked.pair(ranked.place[ref])[1:]) == pair
+            for ref, seen in judged.items()
+            if ref in ranked.place and seen & set(ranked.pair(ranked.place[ref])[1:])
         )
         more = len(items) > limit
         items = items[:limit]
@@ -198,6 +199,10 @@ def build_review_routes(
     return [("/review/boxes", review_boxes), ("/review/triplets", review_triplets)]
 
 
-def _judged_pairs(store: Any) -> set[tuple[str, frozenset[str]]]:
-    """(reference, {positive, negative}) of every stored triplet: pairs judged either way."""
-    return {(t.reference, frozenset((t.positive, t.negative))) for t in store.list_triplets()}
+def _judged(store: Any) -> dict[str, set[str]]:
+    """Reference -> the images judged with it in a stored triplet. A queued pair with either of
+    them is left out, as the candidates leave out judged images."""
+    judged: dict[str, set[str]] = {}
+    for t in store.list_triplets():
+        judged.setdefault(t.reference, set()).update((t.positive, t.negative))
+    return judged
