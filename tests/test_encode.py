@@ -7,8 +7,10 @@ import json
 import numpy as np
 import pytest
 from _index_fakes import FakeEncoder, FakeLocator, make_catalog, make_workspace, photo
+from PIL import Image
 
 from tiefjax.catalog import init_workspace
+from tiefjax.images import content_box
 from tiefjax.index.build import build_index, current_build
 from tiefjax.index.config import IndexConfig
 from tiefjax.index.descriptors import reduce_descriptors
@@ -70,9 +72,16 @@ def test_boxes_annotation_detection_whole_and_store(tmp_path):
         dets = store.detections()
     assert set(dets) == {"p001", "p002", "p003"} and dets["p002"].score == pytest.approx(0.9)
 
-    build_index(ws, CFG, encoder=FakeEncoder(), locator=None, progress=False)
+    build_index(ws, CFG.with_(trim_borders=False), encoder=FakeEncoder(), progress=False)
     _, rows = _rows(ws)
     assert rows["p001"]["source"] == "whole" and rows["p001"]["box"] == [0, 0, 96, 72]
+    # trimmed (the default): the photo's plain background is cut down to the blob on it
+    build_index(ws, CFG, encoder=FakeEncoder(), locator=None, progress=False)
+    _, rows = _rows(ws)
+    with Image.open(images / "p001.jpg") as img:
+        trimmed = list(content_box(img.convert("RGB")))
+    assert rows["p001"]["source"] == "whole" and rows["p001"]["box"] == pytest.approx(trimmed)
+    assert (trimmed[2] - trimmed[0]) * (trimmed[3] - trimmed[1]) < 0.5 * 96 * 72
 
 
 def test_photos_to_locate_decode_small_and_boxes_map_back_to_their_pixels(tmp_path):

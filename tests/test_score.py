@@ -6,8 +6,10 @@ import json
 
 import pytest
 from _index_fakes import FakeEncoder, make_workspace, photo
+from PIL import Image
 
 from tiefjax.errors import InvalidInput
+from tiefjax.images import content_box
 from tiefjax.index.build import build_index
 from tiefjax.index.config import IndexConfig
 from tiefjax.score import done_ids, input_files, score
@@ -43,7 +45,10 @@ def test_score_folder_with_errors(setup, tmp_path):
     assert set(lines) == {"n0", "n1", "n2", "n3", "n4", "broken"}
     assert "not a readable image" in lines["broken"]["error"]
     first = lines["n0"]
-    assert first["box"] == [0, 0, 96, 72] and first["box_source"] == "whole"
+    with Image.open(new / "n0.jpg") as img:  # the whole photo, its plain borders trimmed
+        trimmed = content_box(img.convert("RGB"))
+    assert first["box"] == pytest.approx(list(trimmed), abs=0.01)
+    assert first["box_source"] == "whole"
     assert first["probability"] is None and first["fallback"] is True
     assert len(first["unsupervised"]) == 3
     assert "supervised" not in first

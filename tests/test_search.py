@@ -12,6 +12,7 @@ from PIL import Image
 
 from tiefjax.catalog import init_workspace
 from tiefjax.errors import InvalidInput, NotFound
+from tiefjax.images import content_box
 from tiefjax.index import build as build_mod
 from tiefjax.index.build import build_index
 from tiefjax.index.config import IndexConfig
@@ -72,7 +73,9 @@ def test_file_bytes_and_pil_queries(built, searcher):
     new = photo(2).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     res = searcher.search(new, k=3)
     assert res.query_id is None and res.box_source == "whole" and len(res.hits) == 3
-    assert res.box == (0.0, 0.0, 96.0, 72.0) and res.fallback and res.probability is None
+    # the whole photo with its plain background trimmed ([index] trim_borders, the default)
+    assert res.box == pytest.approx(content_box(new)) and res.box != (0.0, 0.0, 96.0, 72.0)
+    assert res.fallback and res.probability is None
     # a copy of a catalog photo under another name, re-encoded from pixels: itself first
     copied = searcher.search(Image.open(path).convert("RGB"), k=2)
     assert copied.hits[0].id == "p002" and copied.hits[0].score > 0.99
@@ -86,7 +89,9 @@ def test_a_big_jpeg_query_decodes_small_and_answers_in_its_own_pixels(built, sea
     prepared = searcher.prepare(data.getvalue())
     assert prepared.image.size == (960, 720) and prepared.scale == (2.0, 2.0)  # draft mode
     res = searcher.search(data.getvalue(), k=2)
-    assert res.box == (0.0, 0.0, 1920.0, 1440.0)  # the upload's pixels, not the decoded ones
+    # the upload's pixels, not the decoded ones: the trimmed box found at 960x720, times two
+    assert res.box == pytest.approx(tuple(2 * v for v in content_box(prepared.image)))
+    assert res.box[2] > 960 or res.box[3] > 720
     assert res.hits[0].id == "p002" and res.hits[0].score > 0.95
 
 

@@ -31,6 +31,7 @@ from tiefjax.supervise import WORKER_VAR, run_supervised
 COMMAND_MODULES: tuple[str, ...] = (
     "catalog",  # init, demo-catalog, import, export
     "port",  # port
+    "pretrain",  # pretrain
     "prepare",  # prepare
     "train",  # train
     "locate",  # locate
@@ -39,7 +40,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "demo",  # demo
 )
 #: Commands that compute on devices: they say which process and devices they run on.
-DEVICE_COMMANDS = frozenset({"train", "locate", "index", "search", "score", "demo"})
+DEVICE_COMMANDS = frozenset({"pretrain", "train", "locate", "index", "search", "score", "demo"})
 
 
 def build_parser() -> argparse.ArgumentParser:

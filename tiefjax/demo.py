@@ -79,6 +79,17 @@ SIZES: dict[str, DemoSize] = {
             "train.ranking": dict(_TINY_TRAIN, steps=20, batch_size=8),
             "locate": dict(short_sides=[224, 256]),
             "index": dict(batch_size=8, dim=32, recall_sample=24),
+            "pretrain": dict(
+                steps=2,
+                batch_size=4,
+                eval_photos=4,
+                eval_every=2,
+                checkpoint_every=2,
+                log_every=1,
+                warmup_steps=1,
+                num_threads=1,
+                prefetch=2,
+            ),
         },
         about="for CI: a minute or so on 2 CPU cores; figures are noise",
     ),
@@ -92,6 +103,7 @@ SIZES: dict[str, DemoSize] = {
             "train.ranking": dict(steps=100, batch_size=16, eval_every=50),
             "locate": dict(short_sides=[256, 320]),
             "index": dict(dim=64, recall_sample=64),
+            "pretrain": dict(steps=60, eval_every=30),
         },
         about="a few minutes on 2 CPU cores",
     ),
@@ -163,7 +175,10 @@ class DemoResults:
     workspace: Path
     size: str
     photos: int
-    encoder_source: str  # "imagenet" | "random"
+    encoder_source: str  # "imagenet" | "random": the encoder ported (or not) into the workspace
+    pretrained: bool = False  # the encoder was then pretrained on the catalog (tiefjax pretrain)
+    #: ``--pretrain``: the figures of the run before pretraining (same names as ``metrics``)
+    before: dict[str, float | None] | None = None
     stages: list[Stage] = field(default_factory=list)
     metrics: dict[str, float | None] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
@@ -190,6 +205,8 @@ class DemoResults:
             "size": self.size,
             "photos": self.photos,
             "encoder_source": self.encoder_source,
+            "pretrained": self.pretrained,
+            "before_pretraining": self.before,
             "finished_at": self.finished_at,
             "seconds": round(self.seconds, 2),
             "metrics": self.metrics,
@@ -201,6 +218,16 @@ class DemoResults:
             "evaluation": self.evaluation,
             "history": self.history,
         }
+
+    def _before_after(self) -> list[str]:
+        """``name  before -> after`` for every figure both runs have (``--pretrain``)."""
+        if self.before is None:
+            return []
+        before, after = self.before, self.metrics
+        names = [k for k in after if before.get(k) is not None and after.get(k) is not None]
+        width = max((len(n) for n in names), default=0) + 2
+        lines = [f"    {n:<{width}}{before[n]:.3f} -> {after[n]:.3f}" for n in names]
+        return ["", "  before -> after pretraining", *lines]
 
     def table(self) -> str:
         """The results table for people: figures first, then the time of every stage."""
@@ -233,10 +260,13 @@ class DemoResults:
         ]  # fmt: skip
         width = max(len(r[0]) for r in rows) + 2
         enc = "ImageNet weights" if self.encoder_source == "imagenet" else "RANDOM-INIT encoder"
+        if self.pretrained:
+            enc += ", pretrained on the catalog"
         lines = [
             f"tiefjax demo results — size {self.size}, {self.photos} photos, {enc}",
             "",
             *(f"  {name:<{width}}{value}" for name, value in rows),
+            *self._before_after(),
             "",
             "  time per stage",
         ]
@@ -250,7 +280,7 @@ class DemoResults:
                 f"    (run {len(self.history)} in this workspace; the first, size "
                 f"{first.get('size')}, took {first.get('seconds', 0):.1f} s)"
             )
-        if self.encoder_source != "imagenet":
+        if self.encoder_source != "imagenet" and not self.pretrained:
             lines += [
                 "",
                 "  note: the encoder is a random init (no ImageNet weights), so the figures show",
@@ -382,8 +412,13 @@ def run_demo(
     port: int = 8000,
     seed: int = 0,
     out: Callable[[str], None] = _print,
+    pretrain: bool = False,
 ) -> DemoResults:
     """Run (or resume) the demo in ``workspace``; see the module docstring for the stages.
+
+    ``pretrain``: train, index and evaluate with the base encoder first (skipped when the
+    workspace was pretrained already), then ``tiefjax pretrain`` and all of it again; the
+    table shows the figures before and after.
 
     Returns after serving ends (Ctrl-C) when ``serve``, else right after the results.
     """
@@ -408,7 +443,10 @@ def run_demo(
             "below what real weights give. Use --weights alexnet.pth (torchvision's AlexNet)."
         )
     t_run = time.perf_counter()
-    stage = _Stages(results, out, total=11)
+    from tiefjax.models import pretrained_path as _pretrained_path
+
+    first_pass = pretrain and _pretrained_path(ws) is None
+    stage = _Stages(results, out, total=11 + (1 if pretrain else 0) + (5 if first_pass else 0))
 
     with stage("catalog") as st:
         from tiefjax.demo_catalog import make_demo_catalog
@@ -465,12 +503,62 @@ def run_demo(
             {f"{name}_{split}": c[name][split]["total"] for name in c for split in c[name]}
         )
 
+    from tiefjax.models import pretrained_path
+
+    state = _DemoState(ws)
+    if pretrain:
+        if pretrained_path(ws) is None:  # the figures before, with the base encoder
+            _train_index_evaluate(ws, stage, results, state, manifest, catalog, "before: ")
+            state.put("before pretraining", results.metrics)
+        with stage("pretrain") as st:
+            from tiefjax.pretrain import PretrainConfig
+            from tiefjax.pretrain import pretrain as run_pretrain
+
+            rep = run_pretrain(ws, ws.section("pretrain", PretrainConfig))
+            st.note = (
+                f"step {rep.step} from the {rep.base} encoder, held-out copy recall@1 "
+                f"{rep.baseline.get('copy_recall_at_1', 0):.3f} -> "
+                f"{rep.metrics.get('copy_recall_at_1', 0):.3f}"
+            )
+        results.before = state.get("before pretraining")
+    _train_index_evaluate(ws, stage, results, state, manifest, catalog)
+    results.pretrained = pretrained_path(ws) is not None
+
+    from tiefjax.store import Store
+
+    with Store(ws.store_path) as store:
+        results.counts.update(store.stats())
+    results.seconds = time.perf_counter() - t_run
+    results.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+    results.history = _history(ws.root / RESULTS_NAME, results)
+    atomic_write_text(ws.root / RESULTS_NAME, json.dumps(results.to_dict(), indent=1) + "\n")
+    out("")
+    out(results.table())
+    out(f"results written to {ws.root / RESULTS_NAME}")
+    out("")
+
+    if serve:
+        _serve(ws, host, port, results, out)
+    return results
+
+
+def _train_index_evaluate(
+    ws: Workspace,
+    stage: _Stages,
+    results: DemoResults,
+    state: _DemoState,
+    manifest: Any,
+    catalog: Path,
+    prefix: str = "",
+) -> None:
+    """Train the three heads, index and evaluate (each stage resumable) with the workspace's
+    current encoder; the figures go into ``results``."""
     reports: dict[str, Any] = {}
     from tiefjax.train.artifacts import train
     from tiefjax.train.tasks import CONFIGS
 
     for task in ("classifier", "regressor", "ranking"):
-        with stage(f"train {task}") as st:
+        with stage(f"{prefix}train {task}") as st:
             cfg = ws.section(f"train.{task}", CONFIGS[task])
             rep = train(ws, task, cfg)
             reports[task] = rep
@@ -484,8 +572,7 @@ def run_demo(
                 if rep.encode_seconds >= 0.1:
                     st.note += f"; encoding crops {rep.encode_seconds:.0f} s"
 
-    state = _DemoState(ws)
-    with stage("index") as st:
+    with stage(f"{prefix}index") as st:
         from tiefjax.index.build import build_index, current_build
 
         key = state.index_key()
@@ -500,7 +587,7 @@ def run_demo(
             )
             state.put("index", {"key": key, "build": Path(index.path).name})
 
-    with stage("evaluate") as st:
+    with stage(f"{prefix}evaluate") as st:
         from tiefjax.evaluate import evaluate
         from tiefjax.search import Searcher
 
@@ -519,23 +606,6 @@ def run_demo(
                 "evaluate",
                 {"key": key, "metrics": results.metrics, "evaluation": results.evaluation},
             )
-
-    from tiefjax.store import Store
-
-    with Store(ws.store_path) as store:
-        results.counts.update(store.stats())
-    results.seconds = time.perf_counter() - t_run
-    results.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
-    results.history = _history(ws.root / RESULTS_NAME, results)
-    atomic_write_text(ws.root / RESULTS_NAME, json.dumps(results.to_dict(), indent=1) + "\n")
-    out("")
-    out(results.table())
-    out(f"results written to {ws.root / RESULTS_NAME}")
-    out("")
-
-    if serve:
-        _serve(ws, host, port, results, out)
-    return results
 
 
 def _history(path: Path, results: DemoResults, keep: int = 20) -> list[dict[str, Any]]:

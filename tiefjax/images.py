@@ -261,6 +261,63 @@ def window_of(
     return np.asarray(crop_resize(img, box, (size, size)))
 
 
+#: Trimming: a border line is plain when this share of its pixels is within ``BORDER_TOLERANCE``
+#: (0-255, any channel) of the colour at that side's edge.
+BORDER_PLAIN_SHARE = 0.98
+BORDER_TOLERANCE = 24
+_TRIM_LOOK = 256  # borders are found on a copy at most this big (a few ms a photo)
+
+
+def _plain_run(lines: np.ndarray) -> int:
+    """How many of ``lines`` (n, L, 3), from the first on, are plain in the first one's colour."""
+    ref = np.median(lines[0], axis=0)
+    close = np.abs(lines - ref).max(axis=-1) <= BORDER_TOLERANCE
+    plain = close.mean(axis=-1) >= BORDER_PLAIN_SHARE
+    return len(plain) if plain.all() else int(np.argmin(plain))
+
+
+def _trim_once(a: np.ndarray) -> tuple[int, int, int, int]:
+    """``(top, bottom, left, right)`` of ``a`` (h, w, 3) left when its plain lines are cut."""
+    h, w = a.shape[:2]
+    cols = a.transpose(1, 0, 2)
+    return _plain_run(a), h - _plain_run(a[::-1]), _plain_run(cols), w - _plain_run(cols[::-1])
+
+
+def content_box(img: Image.Image, rounds: int = 3) -> Box:
+    """The box of ``img`` left when plain borders (letterboxing, padding on a flat colour) are
+    trimmed from each side, again on what is left (padding around a photo on a plain backdrop
+    goes in two rounds), at most ``rounds`` times; the whole image when that would leave under
+    an eighth of a side."""
+    w, h = img.size
+    f = min(1.0, _TRIM_LOOK / max(w, h))
+    small = img if f == 1.0 else img.resize((max(1, round(w * f)), max(1, round(h * f))))
+    a = np.asarray(small.convert("RGB"), np.int16)
+    sh, sw = a.shape[:2]
+    top, bottom, left, right = 0, sh, 0, sw
+    for _ in range(rounds):
+        t, b, lo, hi = _trim_once(a[top:bottom, left:right])
+        if b - t < sh / 8 or hi - lo < sw / 8:
+            break
+        if (t, b, lo, hi) == (0, bottom - top, 0, right - left):
+            break
+        top, bottom, left, right = top + t, top + b, left + lo, left + hi
+    if (top, bottom, left, right) == (0, sh, 0, sw):
+        return (0.0, 0.0, float(w), float(h))
+    sx, sy = w / sw, h / sh
+    return (
+        max(0.0, (left - 1) * sx),
+        max(0.0, (top - 1) * sy),
+        min(float(w), (right + 1) * sx),
+        min(float(h), (bottom + 1) * sy),
+    )
+
+
+def whole_box(img: Image.Image, trim: bool) -> Box:
+    """The box encoded when a photo is used whole: all of it, or its plain borders trimmed
+    (``trim``). Index and queries both take it, so they see alike."""
+    return content_box(img) if trim else (0.0, 0.0, float(img.width), float(img.height))
+
+
 def resize_short_side(img: Image.Image, short_side: int) -> tuple[Image.Image, float]:
     """Resize so the shorter side is ``short_side``; returns the image and the scale factor."""
     scale = short_side / min(img.width, img.height)

@@ -1,8 +1,8 @@
 """The workspace's encoder: ported ImageNet weights or a seeded random init, and a fast encode fn.
 
-Every command that encodes images calls :func:`load_encoder`; without ported weights it still
-works (random init, seed 0) and says so once on stderr, so nobody mistakes random features for
-ImageNet ones.
+Every command that encodes images calls :func:`load_encoder`: the encoder ``tiefjax pretrain``
+left (``train/pretrain``), else ported ImageNet weights, else a seeded random init (seed 0),
+which it says once on stderr, so nobody mistakes random features for ImageNet ones.
 
 Speed on CPU: :func:`make_encoder` compiles with XLA's own (Eigen) convolutions instead of
 the default YNNPACK ones and runs a batch a few images at a time so activations stay in cache
@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 import jax
@@ -39,7 +40,9 @@ EIGEN_CONV_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 CPU_CHUNK = 8
 _warned: set[str] = set()
 
-Source = Literal["imagenet", "random"]
+Source = Literal["imagenet", "random", "pretrained"]
+#: ``tiefjax pretrain``'s folder under ``train/``; its final encoder replaces the base one
+PRETRAIN_TASK = "pretrain"
 EncodeFn = Callable[[Any, Any], jax.Array]
 
 
@@ -82,14 +85,21 @@ def _head_target() -> Any:
 
 
 def load_encoder(
-    ws: Workspace, announce: bool = True, with_imagenet_head: bool = False
+    ws: Workspace,
+    announce: bool = True,
+    with_imagenet_head: bool = False,
+    pretrained: bool = True,
 ) -> EncoderWeights:
-    """The encoder params of ``ws``: ported ImageNet weights, else a seeded random init.
+    """The encoder params of ``ws``: the pretrained encoder (unless not ``pretrained``), else
+    ported ImageNet weights, else a seeded random init.
 
     Only a finalised checkpoint at ``models/encoder`` counts; orbax's unfinished temporary
     folders are never read. ``announce`` prints the random-init warning (once per workspace and
     process). ``with_imagenet_head`` also restores the 1000-class head when it was ported.
     """
+    found = _pretrained(ws) if pretrained else None
+    if found is not None and not with_imagenet_head:
+        return EncoderWeights(found, "pretrained")
     path = ws.models_dir / ENCODER_DIR
     for _ in range(20):  # a running `tiefjax port` swaps old for new between two renames
         if path.is_dir() or not any(ws.models_dir.glob(f".{ENCODER_DIR}.old-*")):
@@ -111,6 +121,31 @@ def load_encoder(
     if with_imagenet_head and (ws.models_dir / HEAD_DIR).is_dir():
         head = _restore(ws.models_dir / HEAD_DIR, _head_target())
     return EncoderWeights(params, "imagenet", head)
+
+
+def pretrained_path(ws: Workspace) -> Path | None:
+    """The finished pretrained encoder's checkpoint, or None (never pretrained, or discarded)."""
+    final = ws.train_dir(PRETRAIN_TASK) / "final.json"
+    try:
+        name = json.loads(final.read_text(encoding="utf-8"))["dir"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    path = final.parent / str(name)
+    return path if path.is_dir() else None
+
+
+def _pretrained(ws: Workspace) -> Any | None:
+    path = pretrained_path(ws)
+    if path is None:
+        return None
+    target = {"encoder": jax.eval_shape(lambda: init_encoder_params(RANDOM_SEED))}
+    try:
+        return _restore(path, target)["encoder"]
+    except InvalidInput as err:
+        raise InvalidInput(
+            f"the pretrained encoder {path} could not be read; run `tiefjax pretrain "
+            f"{ws.root} --discard` (or pretrain again with --reset)"
+        ) from err
 
 
 def encoder_metadata(ws: Workspace) -> dict[str, Any]:
@@ -136,8 +171,9 @@ def _in_chunks(params: Any, images: jax.Array, dtype: Any) -> jax.Array:
     return jax.lax.map(one, images, batch_size=CPU_CHUNK)
 
 
-def encoder_program(dtype: Any = jnp.float32) -> EncodeFn:
-    """The per-device encoder ``fn(params, uint8 NHWC batch) -> float32 (B, h, w, 256)`` maps.
+def encoder_program(dtype: Any = jnp.float32, mirror: bool = False) -> EncodeFn:
+    """The per-device encoder ``fn(params, uint8 NHWC batch) -> float32 (B, h, w, 256)`` maps;
+    ``mirror``: the mirror-invariant maps of :func:`_mirror_invariant` (``[index] mirror``).
 
     Normalisation (ImageNet mean/std) happens on the device, so callers ship uint8. ``dtype``
     is the compute dtype (parameters stay float32, maps come out float32). On the CPU a batch
@@ -146,7 +182,21 @@ def encoder_program(dtype: Any = jnp.float32) -> EncodeFn:
     nothing but the speed.
     """
     cpu = jax.default_backend() == "cpu"
-    return functools.partial(_in_chunks if cpu else _whole, dtype=jnp.dtype(dtype))
+    program = functools.partial(_in_chunks if cpu else _whole, dtype=jnp.dtype(dtype))
+    return _mirror_invariant(program) if mirror else program
+
+
+def _mirror_invariant(program: EncodeFn) -> EncodeFn:
+    """``n(n(f(x)) + n(f(mirror(x))))`` (``n``: per-location L2 normalisation): the same maps
+    for a photo and its mirror image, at twice the encoding cost. Both run as one batch."""
+    from tiefjax.nets.heads import normalize_locations
+
+    def run(params: Any, images: jax.Array) -> jax.Array:
+        both = program(params, jnp.concatenate([images, images[:, :, ::-1]]))
+        plain, mirrored = jnp.split(both, 2)
+        return normalize_locations(normalize_locations(plain) + normalize_locations(mirrored))
+
+    return run
 
 
 DTYPE_VAR = "TIEFJAX_DTYPE"
@@ -191,10 +241,12 @@ def compiler_options() -> dict[str, Any] | None:
     return EIGEN_CONV_OPTIONS if jax.default_backend() == "cpu" else None
 
 
-def make_encoder(params: Any, dtype: Any = jnp.float32, cap: int = 32) -> ShardedApply:
+def make_encoder(
+    params: Any, dtype: Any = jnp.float32, cap: int = 32, mirror: bool = False
+) -> ShardedApply:
     """The encoder of ``params`` over every local device: ``encoder(uint8 batch) -> maps``."""
     return ShardedApply(
-        encoder_program(dtype), params, cap=cap, compiler_options=compiler_options()
+        encoder_program(dtype, mirror), params, cap=cap, compiler_options=compiler_options()
     )
 
 

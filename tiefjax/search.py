@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from tiefjax.errors import Conflict, InvalidInput, NotFound, TiefjaxError
-from tiefjax.images import float_box, load_rgb_scaled, scale_box, window_of
+from tiefjax.images import float_box, load_rgb_scaled, scale_box, whole_box, window_of
 from tiefjax.index.build import (
     CURRENT,
     MODES,
@@ -483,13 +483,11 @@ class Searcher:
                 )
         else:
             for img in images:
-                whole = (0.0, 0.0, float(img.width), float(img.height))
-                rows.append(Row("", "", whole, "whole", None, True))
+                box = whole_box(img, self.config.trim_borders)
+                rows.append(Row("", "", box, "whole", None, True))
         windows = np.stack(
             [
-                window_of(
-                    p.image, None if r.source == "whole" else r.box, WINDOW, p.scale, p.source
-                )
+                window_of(p.image, r.box, WINDOW, p.scale, p.source)
                 for (_, p), r in zip(photos, rows, strict=True)
             ]
         )

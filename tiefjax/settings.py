@@ -15,6 +15,7 @@ from typing import Any
 #: (section, "module:Class") in the order they appear in the file.
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("compute", "tiefjax.models:ComputeConfig"),
+    ("pretrain", "tiefjax.pretrain:PretrainConfig"),
     ("prepare", "tiefjax.data.crops:PrepareConfig"),
     ("train.classifier", "tiefjax.train.tasks:ClassifierConfig"),
     ("train.regressor", "tiefjax.train.tasks:RegressorConfig"),

@@ -159,8 +159,9 @@ def _previous(build: Path | None, sub: str = "") -> Previous | None:
     if features.shape != (len(rows), FEATURE_DIM):
         return None
     encoder = meta.get("ranking_encoder" if sub else "encoder", "")
+    trim = bool(meta.get("config", {}).get("trim_borders", False))
     return Previous(
-        {r.id: (i, r) for i, r in enumerate(rows)}, features, encoder, meta.get("locator")
+        {r.id: (i, r) for i, r in enumerate(rows)}, features, encoder, meta.get("locator"), trim
     )
 
 

@@ -23,6 +23,12 @@ class IndexConfig:
         4096, "images per chunk written to disk: a killed build resumes from its last whole one"
     )
     locate: bool = setting(True, "find the product box with the trained locator when unannotated")
+    mirror: bool = setting(
+        True, "descriptors invariant to mirroring (photo and mirror encoded together: 2x the time)"
+    )
+    trim_borders: bool = setting(
+        True, "whole-photo fallback: trim plain borders/padding before encoding"
+    )
     reduction: str = setting("svd", "'svd' (projection fitted on the catalog) or 'none'")
     dim: int = setting(256, "descriptor dimension after reduction (widened until recall holds)")
     min_reduction_recall: float = setting(

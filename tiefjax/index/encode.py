@@ -12,7 +12,9 @@ features are flushed and a record of it (rows, skipped photos, detections) is wr
 killed build started again into the same folder resumes from its last finished chunk.
 
 Box choice per image (recorded as ``source``): the annotated box from the store, else the
-locator's detection (when the classifier and regressors are trained), else the whole image.
+locator's detection (when the classifier and regressors are trained), else the whole image,
+its plain borders trimmed (``[index] trim_borders``). With ``[index] mirror`` a photo and its
+mirror image are encoded together into one map, so a mirrored copy gets the same descriptor.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from tiefjax.images import (
     load_window,
     prefetch,
     scale_box,
+    whole_box,
     window_of,
 )
 from tiefjax.index.config import IndexConfig
@@ -69,17 +72,18 @@ class FeatureEncoder:
         batch_size: int = 32,
         source: str = "",
         dtype: Any = "float32",
+        mirror: bool = False,
     ):
         from tiefjax.models import compiler_options, encoder_program
         from tiefjax.nets.heads import normalize_locations
 
-        program = encoder_program(dtype)
+        program = encoder_program(dtype, mirror)
 
         def encode(params: Any, windows: Any) -> Any:
             fmap = program(params, windows)
             return normalize_locations(fmap).reshape(fmap.shape[0], -1)
 
-        self.fingerprint = fingerprint
+        self.fingerprint = descriptor_fingerprint(fingerprint, mirror)
         self.source = source
         self._apply = ShardedApply(
             encode, params, cap=batch_size, compiler_options=compiler_options()
@@ -128,11 +132,26 @@ def trained_fingerprint(ws: Workspace, *tasks: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def encoder_fingerprint(ws: Workspace) -> str:
-    from tiefjax.models import ENCODER_DIR
+def descriptor_fingerprint(weights: str, mirror: bool) -> str:
+    """Stamp of what makes a window's features: the weights' stamp and ``[index] mirror``."""
+    return weights + ("+mirror" if mirror else "")
 
+
+def weights_fingerprint(ws: Workspace) -> str:
+    """Stamp of the encoder's weights: the pretrained encoder's, else the ported, else seed 0."""
+    from tiefjax.models import ENCODER_DIR, pretrained_path
+
+    pretrained = pretrained_path(ws)
+    if pretrained is not None:
+        return "pretrained-" + folder_fingerprint(pretrained)
     path = ws.models_dir / ENCODER_DIR
     return folder_fingerprint(path) if path.is_dir() else "random-seed-0"
+
+
+def encoder_fingerprint(ws: Workspace) -> str:
+    """Stamp of the workspace's :class:`FeatureEncoder` (weights and descriptor settings): a
+    change means the catalog is encoded again."""
+    return descriptor_fingerprint(weights_fingerprint(ws), ws.section("index", IndexConfig).mirror)
 
 
 def load_feature_encoder(ws: Workspace, batch_size: int = 32) -> FeatureEncoder:
@@ -141,8 +160,14 @@ def load_feature_encoder(ws: Workspace, batch_size: int = 32) -> FeatureEncoder:
     from tiefjax.models import compute_dtype, load_encoder
 
     weights = load_encoder(ws)
+    mirror = ws.section("index", IndexConfig).mirror
     return FeatureEncoder(
-        weights.params, encoder_fingerprint(ws), batch_size, weights.source, compute_dtype(ws)
+        weights.params,
+        weights_fingerprint(ws),
+        batch_size,
+        weights.source,
+        compute_dtype(ws),
+        mirror,
     )
 
 
@@ -192,6 +217,7 @@ class Previous:
     features: np.ndarray | None  # (N, 30976) memmap
     encoder: str
     locator: str | None
+    trim: bool = False  # whole photos' borders were trimmed
 
 
 @dataclass
@@ -232,6 +258,10 @@ class _Job:
     source: str
     probability: float | None = None
     fallback: bool = False
+
+    @property
+    def to_locate(self) -> bool:
+        return self.box is None and self.source == "detection"
 
 
 @dataclass(frozen=True)
@@ -290,7 +320,9 @@ def encode_catalog(
         locator = None
     locator_obj, locator_fp = locator if locator else (None, None)
     locating = locator_fp if locator_obj is not None else None
-    rows, jobs, copies = _plan(images, boxes, previous, encoder, locating, boxes_from)
+    rows, jobs, copies = _plan(
+        images, boxes, previous, encoder, locating, boxes_from, cfg.trim_borders
+    )
     chunks = _Chunks(out_dir / CHUNKS, [rec.id for rec in images], cfg.chunk_size)
     result = EncodeResult([], out_dir / "features.npy")
     result.encoder_source, result.encoder_fingerprint = encoder.source, encoder.fingerprint
@@ -306,7 +338,7 @@ def encode_catalog(
             + (", locating products" if locator_obj is not None else "")
         )
     t0 = time.perf_counter()
-    pipe = _Pipeline(encoder, locator_obj, chunks.features, rows)
+    pipe = _Pipeline(encoder, locator_obj, chunks.features, rows, cfg.trim_borders)
     left = {c: len(jobs_of[c]) for c in todo}  # jobs of each chunk not yet decoded
     open_chunks = collections.deque(todo)
 
@@ -364,11 +396,12 @@ def _plan(
     encoder: FeatureEncoder,
     locating: str | None,
     boxes_from: dict[str, Row] | None,
+    trim: bool,
 ) -> tuple[list[Row | None], list[_Job], list[tuple[int, int]]]:
     """Each image's box (annotation, the previous build's still valid detection, to locate, or
     the whole photo): (rows known already, jobs to decode and encode, rows to copy from the
     previous build as (new position, old position)). ``locating``: the locator's fingerprint,
-    None without one."""
+    None without one; ``trim``: whole photos have their borders trimmed."""
     prev_ok = (
         previous is not None
         and previous.features is not None
@@ -399,7 +432,16 @@ def _plan(
                 box = old[1].box  # the stored detection is still valid
         else:
             box, source = (0.0, 0.0, float(size[0]), float(size[1])), "whole"
-            fallback = True  # no locator: the whole image is used
+            fallback = True  # no locator: the whole image is used (its borders trimmed)
+            if trim:  # the trimmed box is found when decoded, unless last build's still holds
+                kept = (
+                    previous is not None
+                    and previous.trim
+                    and old is not None
+                    and old[1].source == "whole"
+                    and old[1].sha256 == rec.sha256
+                )
+                box = old[1].box if kept and old is not None else None
         if box is not None:
             if source == "detection" and old is not None and boxes_from is None:
                 prob, fallback = old[1].probability, old[1].fallback
@@ -546,8 +588,10 @@ class _Pipeline:
         locator: Any,
         features: np.ndarray,
         rows: list[Row | None],
+        trim: bool,
     ):
         self.encoder, self.locator, self.features, self.rows = encoder, locator, features, rows
+        self.trim = trim
         self.pending: list[tuple[list[int], Any]] = []
         self.windows: list[np.ndarray] = []
         self.positions: list[int] = []
@@ -555,26 +599,31 @@ class _Pipeline:
         self.done = ChunkWork()
 
     def decode(self, job: _Job) -> Any:
-        """The window to encode, or the whole photo as big as the locator looks at it."""
-        if job.box is None:
-            assert self.locator is not None  # only photos to locate come without a box
+        """``(window to encode, its box)``, or the whole photo as big as the locator looks at
+        it (to locate first). A whole photo's box is found here: its borders trimmed."""
+        if job.to_locate:
+            assert self.locator is not None
             return load_rgb_scaled(job.path, self.locator.config.decode_short_side, name=job.id)
-        whole = job.source == "whole"
-        return load_window(job.path, None if whole else job.box, WINDOW, name=job.id)
+        if job.source == "whole":
+            img, scale = load_rgb_scaled(job.path, WINDOW, name=job.id)
+            box = whole_box(img, self.trim)
+            return window_of(img, box, WINDOW, scale, job.path, job.id), scale_box(box, scale)
+        return load_window(job.path, job.box, WINDOW, name=job.id), job.box
 
     def add(self, job: _Job, value: Any) -> None:
         """One decoded job (or the exception decoding it raised: the photo is skipped)."""
         if isinstance(value, BaseException):
             self.done.errors.append((job.id, str(value)))
-        elif job.box is None:
+        elif job.to_locate:
             self.to_locate.append((job, value))
             if len(self.to_locate) >= self.encoder.batch_size:
                 self._locate()
         else:
+            window, box = value
             self.rows[job.pos] = Row(
-                job.id, job.sha256, job.box, job.source, job.probability, job.fallback
+                job.id, job.sha256, float_box(box), job.source, job.probability, job.fallback
             )
-            self._queue(value, job.pos)
+            self._queue(window, job.pos)
 
     def finish(self) -> ChunkWork:
         """Locate and encode everything queued, wait for it; what was done since last time."""

@@ -26,6 +26,7 @@ import orbax.checkpoint as ocp
 
 from tiefjax import distributed
 from tiefjax.errors import InvalidInput, NotFound
+from tiefjax.index.config import IndexConfig
 from tiefjax.models import compute_dtype, load_encoder, on_device
 from tiefjax.nets.alexnet import FEATURE_CHANNELS, PATCH, init_encoder_params
 from tiefjax.train.features import params_fingerprint, split_features
@@ -146,13 +147,30 @@ def train(
     train_src, test_src = _splits(ws, dataset)
     encode_seconds = 0.0
     mirror = isinstance(cfg, RankingConfig) and cfg.mirror_triplets
+    # the ranking net is trained on the maps the index will give it ([index] mirror)
+    invariant = task == "ranking" and ws.section("index", IndexConfig).mirror
     if not cfg.finetune_encoder:
         t_enc = time.perf_counter()
         train_src = split_features(
-            ws, dataset, "train", train_src, encoder.params, mirror_triplets=mirror, dtype=dtype
+            ws,
+            dataset,
+            "train",
+            train_src,
+            encoder.params,
+            mirror_triplets=mirror,
+            mirror_invariant=invariant,
+            dtype=dtype,
         )
         if len(test_src):
-            test_src = split_features(ws, dataset, "test", test_src, encoder.params, dtype=dtype)
+            test_src = split_features(
+                ws,
+                dataset,
+                "test",
+                test_src,
+                encoder.params,
+                mirror_invariant=invariant,
+                dtype=dtype,
+            )
         encode_seconds = time.perf_counter() - t_enc
     elif mirror:
         print("tiefjax train: mirror_triplets applies to the frozen encoder only", file=sys.stderr)
@@ -171,6 +189,7 @@ def train(
         "task": task,
         "config": cfg.identity(),
         "encoder": enc_fp,
+        "mirror_invariant": invariant,
         "train": getattr(train_src, "fingerprint", None) or _src_fp(train_src),
         "test": getattr(test_src, "fingerprint", None) or _src_fp(test_src),
     }
@@ -192,7 +211,7 @@ def train(
         "config": dataclasses.asdict(cfg),
         **the_task.meta,
     }
-    _save_final(train_dir, result.params, meta)
+    save_final(train_dir, result.params, meta)
     return TrainReport(
         task=task,
         step=result.step,
@@ -218,9 +237,9 @@ def _src_fp(src: Any) -> str:
     return f"{name}:{len(src)}" if name else f"len:{len(src)}"
 
 
-def _save_final(train_dir: Path, params: Any, meta: dict[str, Any]) -> None:
+def save_final(train_dir: Path, params: Any, meta: dict[str, Any]) -> None:
     """Head (+ fine-tuned encoder) params as their own small checkpoint, then ``final.json``."""
-    current = _read_final(train_dir)
+    current = read_final(train_dir)
     if current and current.get("run_id") == meta["run_id"] and current.get("step") == meta["step"]:
         if (train_dir / current["dir"]).is_dir():
             return
@@ -241,7 +260,7 @@ def _save_final(train_dir: Path, params: Any, meta: dict[str, Any]) -> None:
     distributed.barrier(f"final-{train_dir.name}-written")
 
 
-def _read_final(train_dir: Path) -> dict[str, Any] | None:
+def read_final(train_dir: Path) -> dict[str, Any] | None:
     try:
         return json.loads((train_dir / FINAL_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -252,7 +271,7 @@ def load_trained(ws: Workspace, task: str) -> Trained | None:
     """The last trained params of ``task``, or None when it was never trained."""
     check_task(task)
     train_dir = ws.train_dir(task)
-    meta = _read_final(train_dir)
+    meta = read_final(train_dir)
     if meta is None or not (train_dir / meta.get("dir", "")).is_dir():
         return None
     head = head_module(task, meta)

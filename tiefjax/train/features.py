@@ -114,11 +114,12 @@ def dataset_fingerprint(ws: Workspace, dataset: str, split: str, src: Any) -> st
 EncodeFn = Callable[[Any, np.ndarray], Any]
 
 
-def default_encode_fn(params: Any, dtype: Any = np.float32) -> EncodeFn:
-    """The encoder of ``params`` on every local device (:func:`tiefjax.models.make_encoder`)."""
+def default_encode_fn(params: Any, dtype: Any = np.float32, mirror: bool = False) -> EncodeFn:
+    """The encoder of ``params`` on every local device (:func:`tiefjax.models.make_encoder`);
+    ``mirror``: its mirror-invariant maps (what the index encodes with ``[index] mirror``)."""
     from tiefjax.models import make_encoder
 
-    encoder = make_encoder(params, dtype, cap=ENCODE_BATCH)
+    encoder = make_encoder(params, dtype, cap=ENCODE_BATCH, mirror=mirror)
     return lambda _params, batch: encoder(batch)
 
 
@@ -299,16 +300,19 @@ def cached_features(
     fingerprint: str,
     encode: EncodeFn | None = None,
     mirror_triplets: bool = False,
+    mirror_invariant: bool = False,
     dtype: Any = np.float32,
 ) -> FeatureSource:
     """Features of ``src`` from ``cache_root/<name>-<key>``, encoding them first when missing.
 
     ``key`` hashes the encoder ``params``, the data ``fingerprint``, the compute ``dtype`` and
     the options; older folders of the same ``name`` are removed once a new one is complete.
-    Several processes encode a part each (:func:`_encode_in_parts`).
+    ``mirror_invariant``: the default encoder makes mirror-invariant maps (rows are then only
+    re-used from caches made so too). Several processes encode a part each
+    (:func:`_encode_in_parts`).
     """
     cache_root = Path(cache_root)
-    encoder_fp = params_fingerprint(params)
+    encoder_fp = params_fingerprint(params) + ("+mirror" if mirror_invariant else "")
     ident = {
         "version": CACHE_VERSION,
         "encoder": encoder_fp,
@@ -322,7 +326,7 @@ def cached_features(
     if not (folder / "meta.json").exists():
         encode_args = {
             "params": params,
-            "encode": encode or default_encode_fn(params, dtype),
+            "encode": encode or default_encode_fn(params, dtype, mirror_invariant),
             "mirror_triplets": mirror_triplets,
             "reuse": _reuse_from(cache_root, encoder_fp, folder),
             "desc": f"encode {name}",
@@ -459,6 +463,7 @@ def split_features(
     encoder_params: Any,
     *,
     mirror_triplets: bool = False,
+    mirror_invariant: bool = False,
     encode: EncodeFn | None = None,
     dtype: Any = np.float32,
 ) -> FeatureSource:
@@ -471,5 +476,6 @@ def split_features(
         fingerprint=dataset_fingerprint(ws, dataset, split, src),
         encode=encode,
         mirror_triplets=mirror_triplets,
+        mirror_invariant=mirror_invariant,
         dtype=dtype,
     )

@@ -192,7 +192,7 @@ class Task:
     meta: dict[str, Any] = field(default_factory=dict)  # saved with the trained params
 
 
-def _features(params: Mapping[str, Any], x: jax.Array) -> jax.Array:
+def encoder_features(params: Mapping[str, Any], x: jax.Array) -> jax.Array:
     """Encoder feature maps: ``x`` itself when it already is features, else encode the images."""
     if x.dtype == jnp.uint8:
         return apply_params(AlexNetEncoder(), params["encoder"], normalize(x))
@@ -223,7 +223,7 @@ def _init_fn(
 
 def _window_output(head: Any, params: Any, images: jax.Array) -> jax.Array:
     """The head's output on one window per example (the single position of its output map)."""
-    return head.apply({"params": params["head"]}, _features(params, images))[:, 0, 0, :]
+    return head.apply({"params": params["head"]}, encoder_features(params, images))[:, 0, 0, :]
 
 
 def optimizer(config: TrainConfig) -> optax.GradientTransformation:
@@ -400,7 +400,7 @@ def ranking_task(
     def sims(params: Any, batch: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
         b = batch["reference"].shape[0]
         x = jnp.concatenate([batch["reference"], batch["positive"], batch["negative"]])
-        emb = apply_params(head, params["head"], _features(params, x))
+        emb = apply_params(head, params["head"], encoder_features(params, x))
         ref, pos, neg = emb[:b], emb[b : 2 * b], emb[2 * b :]
         return jnp.sum(ref * pos, -1), jnp.sum(ref * neg, -1)
 
