@@ -942,9 +942,11 @@ class Store:
 
         Queued: unannotated photos whose detection was scored (by its ``uncertainty``), and
         annotated ones whose detection overlaps the box less than ``disagree_iou`` (by
-        ``1 - IoU``). Ordered by score, highest first, then id; one SQL statement.
+        ``1 - IoU``). Ordered by score, highest first, then id; page and count read from one
+        snapshot.
         """
-        where, params = "", [disagree_iou]
+        where = ""
+        params: list[Any] = [disagree_iou]
         if after is not None:
             where = "WHERE q.score < ? OR (q.score = ? AND q.image_id > ?)"
             params += [after[0], after[0], after[1]]
