@@ -12,7 +12,8 @@ import {
   notice,
   recordBoxes,
   resultList,
-  SCORE_HELP,
+  scoreHelp,
+  skeletonGrid,
   typing,
 } from "./ui.js";
 
@@ -21,12 +22,61 @@ const DEFAULT_SIZE = 24;
 let lastGallery = "#/gallery";
 let focusNext = null; // "first" | "last" | index to focus after a page change
 let returnTo = null; // id of the image whose neighbours were shown: focused back in the grid
+let refocusSearch = false; // the id filter was being typed in: keep the caret there
 
-const galleryHref = (page, size, mode) => {
+/** The gallery's filters and sorts (GET /api/images), their choices and their defaults. */
+const FILTERS = {
+  q: { default: "" },
+  match: { default: "substring", options: [["substring", "contains"], ["prefix", "starts with"]] },
+  state: {
+    default: "all",
+    options: [["all", "All images"], ["annotated", "Annotated"], ["detected", "Detected, no box"], ["none", "Neither"]],
+  },
+  sort: {
+    default: "id",
+    options: [["id", "Id"], ["probability", "Foreground probability"], ["iou", "Detection vs box (IoU)"]],
+  },
+  order: { default: "asc", options: [["asc", "Ascending"], ["desc", "Descending"]] },
+};
+const SORTED_ONLY = {
+  probability: "sorted by the locator's foreground probability: only located images are listed",
+  iou: "sorted by the overlap (IoU) of detected and annotated box: only images with both are listed",
+};
+
+/** The filters of a gallery hash; an unknown value falls back to its default. */
+function readFilters(query) {
+  const out = {};
+  for (const [key, spec] of Object.entries(FILTERS)) {
+    const value = query.get(key) ?? spec.default;
+    out[key] = !spec.options || spec.options.some(([v]) => v === value) ? value : spec.default;
+  }
+  return out;
+}
+
+/** The filters that differ from their defaults (what the URL and the API get). */
+const changedFilters = (filters) =>
+  Object.fromEntries(Object.entries(filters).filter(([key, value]) => value !== FILTERS[key].default));
+
+const galleryHref = (page, size, mode, filters = {}, select = false) => {
   const q = new URLSearchParams({ page: String(page) });
   if (size !== DEFAULT_SIZE) q.set("size", String(size));
   if (mode && mode !== "unsupervised") q.set("mode", mode);
+  for (const [key, value] of Object.entries(changedFilters({ ...readFilters(new URLSearchParams()), ...filters }))) q.set(key, value);
+  if (select) q.set("select", "1");
   return `#/gallery?${q}`;
+};
+
+const iou = (a, b) => {
+  const w = Math.max(0, Math.min(a.right, b.right) - Math.max(a.left, b.left));
+  const h = Math.max(0, Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top));
+  const area = (r) => (r.right - r.left) * (r.bottom - r.top);
+  return (w * h) / (area(a) + area(b) - w * h);
+};
+
+const SKIPPED = {
+  has_box: "had a box already",
+  no_detection: "were never located",
+  no_product: "had no product found (the locator used the whole photo)",
 };
 
 async function pickMode(requested) {
@@ -60,20 +110,30 @@ const ARROWS = ["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "Home", "End"
 export async function renderGallery(main, ctx) {
   const q = ctx.query;
   const size = PAGE_SIZES.includes(Number(q.get("size"))) ? Number(q.get("size")) : DEFAULT_SIZE;
-  let page = Math.max(1, parseInt(q.get("page") || "1", 10) || 1);
+  const page = Math.max(1, parseInt(q.get("page") || "1", 10) || 1);
+  const filters = readFilters(q);
+  const live = !api.isStatic();
+  const asked = changedFilters(filters);
+  const selecting = live && q.get("select") === "1";
+  const loading = skeletonGrid(size, "Loading images…");
+  main.append(el("div.page-head", {}, el("h1", {}, "Gallery")), loading);
   const { mode, available } = await pickMode(q.get("mode") || "unsupervised");
-  const data = await api.listImages((page - 1) * size, size);
   if (!ctx.alive()) return;
-  const pages = Math.max(1, Math.ceil(data.total / size));
-  if (page > pages && data.total > 0) {
-    location.replace(galleryHref(pages, size, mode));
+  const href = (p, f = filters, sel = selecting) => galleryHref(p, size, mode, f, sel);
+  const load = () => api.listImages((page - 1) * size, size, live ? asked : {});
+  let data = await load();
+  if (!ctx.alive()) return;
+  const pages = () => Math.max(1, Math.ceil(data.total / size));
+  if (page > pages() && data.total > 0) {
+    location.replace(href(pages()));
     return;
   }
   lastGallery = location.hash || "#/gallery";
+  main.replaceChildren();
 
   const go = (p) => {
-    const target = Math.max(1, Math.min(pages, p));
-    if (target !== page) location.hash = galleryHref(target, size, mode);
+    const target = Math.max(1, Math.min(pages(), p));
+    if (target !== page) location.hash = href(target);
   };
 
   const sizeSelect = el(
@@ -83,67 +143,110 @@ export async function renderGallery(main, ctx) {
   );
   sizeSelect.addEventListener("change", () => {
     const n = Number(sizeSelect.value);
-    const firstIndex = (page - 1) * size;
-    location.hash = galleryHref(Math.floor(firstIndex / n) + 1, n, mode);
+    location.hash = galleryHref(Math.floor(((page - 1) * size) / n) + 1, n, mode, filters, selecting);
   });
 
-  // A link to the page shown is disabled: without href it also leaves the Tab order.
-  const pageLink = (target, label, text, rel = null) => {
-    const off = target === page;
-    return el("a.btn", { href: off ? null : galleryHref(target, size, mode), rel, "aria-disabled": off ? "true" : null, "aria-label": label }, text);
-  };
-  const pager = (where) =>
-    el(
-      "nav.pager",
-      { "aria-label": `Pages (${where})` },
-      pageLink(1, "First page", "«"),
-      pageLink(Math.max(1, page - 1), "Previous page", "‹ Prev", "prev"),
-      el("span.page-info", { "aria-live": "polite" }, `Page ${page} of ${pages}`),
-      pageLink(Math.min(pages, page + 1), "Next page", "Next ›", "next"),
-      pageLink(pages, "Last page", "»"),
+  // filters and sorts: every change is a new hash (page 1), so links and reloads keep them
+  const setFilter = (key, value) => (location.hash = href(1, { ...filters, [key]: value }));
+  const choice = (key, label) => {
+    const select = el(
+      `select#gallery-${key}`,
+      { "aria-label": label, disabled: !live },
+      FILTERS[key].options.map(([value, text]) => el("option", { value, selected: value === filters[key] }, text)),
     );
+    select.addEventListener("change", () => setFilter(key, select.value));
+    return select;
+  };
+  const search = el("input#gallery-q", { type: "search", value: filters.q, placeholder: "Filter by id", "aria-label": "Filter by id", disabled: !live, maxlength: "200" });
+  let typingTimer = null;
+  let gone = false; // left (the input's change event comes as it is removed)
+  const applySearch = () => {
+    clearTimeout(typingTimer);
+    if (!gone && search.value !== filters.q) {
+      refocusSearch = document.activeElement === search;
+      setFilter("q", search.value);
+    }
+  };
+  search.addEventListener("input", () => {
+    clearTimeout(typingTimer);
+    typingTimer = setTimeout(applySearch, 350);
+  });
+  search.addEventListener("change", applySearch);
+  const filterBar = el(
+    "form.filters#gallery-filters",
+    { role: "search", "aria-label": "Filter and sort the gallery", onsubmit: (e) => (e.preventDefault(), applySearch()) },
+    search,
+    choice("match", "How the id text matches"),
+    choice("state", "Show"),
+    el("span.label", {}, "Sort"),
+    choice("sort", "Sort by"),
+    choice("order", "Sort order"),
+    Object.keys(asked).length && live ? el("a.btn.small#clear-filters", { href: galleryHref(1, size, mode, {}, selecting) }, "Clear") : null,
+  );
+  const staticNote = live
+    ? null
+    : notice(
+        Object.keys(asked).length
+          ? `This link asks for ${Object.entries(asked).map(([k, v]) => `${k}=${v}`).join(", ")}, but filters and sorts are not available in the static export (they need the tiefjax server): showing every image by id.`
+          : "Filters and sorts are not available in the static export (they need the tiefjax server); images are listed by id.",
+        Object.keys(asked).length ? "warn" : "info",
+      );
 
-  const grid = el("div.grid#gallery-grid", { role: "list", "aria-label": "Catalog images" });
-  for (const rec of data.images) {
-    const label = `${rec.id}${rec.box ? ", annotated" : ""}`;
-    grid.append(listItem(
-      el(
-        "a.card.tile",
-        { href: imageHref(rec.id, mode), dataset: { id: rec.id }, "aria-label": `${label}: show similar images` },
-        el("div.frame", {}, figure(api.thumbUrl(rec.id), rec.width, rec.height, recordBoxes(rec), label)),
-        el(
-          "div.caption",
-          {},
-          el("span.name", { title: rec.id }, rec.id),
-          rec.box
-            ? el("span.chip.annotated", { title: "box annotated by hand" }, "box")
-            : rec.detection && !rec.detection.fallback
-              ? el("span.chip.detected", { title: `detected, p=${fmt(rec.detection.score)}` }, "auto")
-              : null,
-        ),
-      ),
-    ));
-  }
+  // bulk review: pick cards, then save their detected boxes as annotated boxes
+  const picked = new Set();
+  const selectToggle = live
+    ? el("a.btn#select-mode", { href: href(page, filters, !selecting), "aria-pressed": selecting ? "true" : "false" }, selecting ? "Done selecting" : "Select")
+    : null;
+  const bulkCount = el("span#bulk-count", { "aria-live": "polite" });
+  const acceptButton = el("button.btn.primary#accept-detections", { type: "button", disabled: true }, "Accept detections as boxes");
+  const bulkMessage = el("div#bulk-message");
+  const bulkBar = selecting
+    ? el(
+        "div.bulk-bar#bulk-bar",
+        { role: "region", "aria-label": "Bulk review" },
+        bulkCount,
+        el("button.btn.small#select-detected", { type: "button", onclick: () => pickWhere((r) => !r.box && located(r)) }, "Select detected, no box"),
+        el("button.btn.small#select-all", { type: "button", onclick: () => pickWhere(() => true) }, "Select all on page"),
+        el("button.btn.small#select-none", { type: "button", onclick: () => pickWhere(() => false) }, "Clear selection"),
+        acceptButton,
+        bulkMessage,
+      )
+    : null;
+  const located = (r) => r.detection && !r.detection.fallback;
+  const showPicked = () => {
+    bulkCount.textContent = `${picked.size} selected`;
+    acceptButton.disabled = picked.size === 0;
+    for (const box of main.querySelectorAll("input.pick")) box.checked = picked.has(box.dataset.id);
+  };
+  const pickWhere = (test) => {
+    picked.clear();
+    for (const r of data.images) if (test(r)) picked.add(r.id);
+    showPicked();
+  };
 
-  const first = data.total ? (page - 1) * size + 1 : 0;
+  const count = el("p.muted#gallery-count");
+  const gridSlot = el("div#gallery-body");
+  const pagerTop = el("div.pager-slot");
+  const pagerBottom = el("div.pager-slot");
   main.append(
     el(
       "div.page-head",
       {},
       el("h1", {}, "Gallery"),
-      el("p.muted", {}, data.total ? `Images ${first}–${first + data.images.length - 1} of ${data.total}` : ""),
+      count,
+      filterBar,
       el(
         "div.toolbar",
         {},
         el("span.label", {}, "Open similar as"),
-        modeToggle(mode, available, (m) => (location.hash = galleryHref(page, size, m))),
+        modeToggle(mode, available, (m) => (location.hash = galleryHref(page, size, m, filters, selecting))),
+        selectToggle,
         sizeSelect,
       ),
     ),
-    data.total
-      ? grid
-      : notice("The catalog is empty. Add images with `tiefjax init WORKSPACE --images DIR`.", "info"),
-    ...(data.total ? [pager("bottom")] : []),
+    ...[staticNote, pagerTop, bulkBar].filter(Boolean), // main.append would write "null"
+    gridSlot,
+    pagerBottom,
     el(
       "p.hint",
       {},
@@ -153,9 +256,126 @@ export async function renderGallery(main, ctx) {
       el("span.legend.detected", {}, "detected box"),
     ),
   );
-  main.querySelector(".page-head").after(pager("top"));
+  if (refocusSearch && live) {
+    search.focus();
+    search.setSelectionRange(search.value.length, search.value.length);
+  }
+  refocusSearch = false;
 
-  const cards = [...grid.querySelectorAll(".card")];
+  // A link to the page shown is disabled: without href it also leaves the Tab order.
+  const pageLink = (target, label, text, rel = null) => {
+    const off = target === page;
+    return el("a.btn", { href: off ? null : href(target), rel, "aria-disabled": off ? "true" : null, "aria-label": label }, text);
+  };
+  const pager = (where) =>
+    el(
+      "nav.pager",
+      { "aria-label": `Pages (${where})` },
+      pageLink(1, "First page", "«"),
+      pageLink(Math.max(1, page - 1), "Previous page", "‹ Prev", "prev"),
+      el("span.page-info", { "aria-live": "polite" }, `Page ${page} of ${pages()}`),
+      pageLink(Math.min(pages(), page + 1), "Next page", "Next ›", "next"),
+      pageLink(pages(), "Last page", "»"),
+    );
+
+  const card = (rec) => {
+    const label = `${rec.id}${rec.box ? ", annotated" : ""}`;
+    const d = rec.detection;
+    const value =
+      filters.sort === "probability" && d
+        ? el("span.chip.value", { title: "the locator's foreground probability" }, `p ${fmt(d.score, 2)}`)
+        : filters.sort === "iou" && d && rec.box
+          ? el("span.chip.value", { title: "overlap (IoU) of the detected and the annotated box" }, `IoU ${fmt(iou(rec.box, d), 2)}`)
+          : null;
+    const link = el(
+      "a.card.tile",
+      { href: imageHref(rec.id, mode), dataset: { id: rec.id }, "aria-label": `${label}: show similar images` },
+      el("div.frame", {}, figure(api.thumbUrl(rec.id), rec.width, rec.height, recordBoxes(rec), label)),
+      el(
+        "div.caption",
+        {},
+        el("span.name", { title: rec.id }, rec.id),
+        value,
+        rec.box
+          ? el("span.chip.annotated", { title: "box annotated by hand" }, "box")
+          : located(rec)
+            ? el("span.chip.detected", { title: `detected, p=${fmt(d.score)}` }, "auto")
+            : null,
+      ),
+    );
+    if (!selecting) return listItem(link);
+    const pick = el("input.pick", { type: "checkbox", dataset: { id: rec.id }, "aria-label": `Select ${rec.id}` });
+    pick.addEventListener("change", () => {
+      if (pick.checked) picked.add(rec.id);
+      else picked.delete(rec.id);
+      showPicked();
+    });
+    return el("div.cell.selectable", { role: "listitem" }, pick, link);
+  };
+
+  let cards = [];
+  const draw = () => {
+    const first = data.total ? (page - 1) * size + 1 : 0;
+    const scope = SORTED_ONLY[filters.sort] ? ` (${SORTED_ONLY[filters.sort]})` : "";
+    count.textContent = data.total ? `Images ${first}–${first + data.images.length - 1} of ${data.total}${live && Object.keys(asked).length ? " matching" : ""}${live ? scope : ""}` : "";
+    const grid = el("div.grid#gallery-grid", { role: "list", "aria-label": "Catalog images" }, data.images.map(card));
+    const empty = live && Object.keys(asked).length
+      ? notice(`No image matches these filters${scope}.`, "info")
+      : notice("The catalog is empty. Add images with `tiefjax init WORKSPACE --images DIR`.", "info");
+    gridSlot.replaceChildren(data.total ? grid : empty);
+    pagerTop.replaceChildren(data.total ? pager("top") : "");
+    pagerBottom.replaceChildren(data.total ? pager("bottom") : "");
+    cards = [...grid.querySelectorAll(".card")];
+    for (const id of [...picked]) if (!data.images.some((r) => r.id === id)) picked.delete(id);
+    if (selecting) showPicked();
+  };
+  draw();
+
+  async function accept(overwrite) {
+    const chosen = data.images.filter((r) => picked.has(r.id));
+    acceptButton.disabled = true;
+    bulkMessage.replaceChildren(el("p.muted", {}, `Saving ${chosen.length} boxes…`));
+    try {
+      const done = await api.acceptDetections(chosen.map((r) => ({ id: r.id, version: r.box ? r.box.version : 0 })), overwrite);
+      const why = {};
+      for (const s of done.skipped) why[s.reason] = (why[s.reason] || 0) + 1;
+      const skipped = Object.entries(why).map(([reason, n]) => `${n} ${SKIPPED[reason] || reason}`);
+      const text = `Saved ${done.saved.length} detected box${done.saved.length === 1 ? "" : "es"} as annotated box${done.saved.length === 1 ? "" : "es"}.${skipped.length ? ` Skipped: ${skipped.join("; ")}.` : ""}`;
+      picked.clear();
+      data = await load();
+      if (!ctx.alive()) return;
+      draw();
+      ctx.refreshStats();
+      bulkMessage.replaceChildren(notice(text, "success"));
+    } catch (e) {
+      if (!ctx.alive()) return;
+      const reload = el("button.btn.small", { type: "button", onclick: async () => ((data = await load()), draw(), bulkMessage.replaceChildren()) }, "Reload this page");
+      bulkMessage.replaceChildren(el("div.notice.error", { role: "alert" }, errorText(e), " ", reload));
+      showPicked();
+    }
+  }
+  acceptButton.addEventListener("click", () => {
+    const chosen = data.images.filter((r) => picked.has(r.id));
+    const replacing = chosen.filter((r) => r.box && located(r));
+    if (!replacing.length) return accept(false);
+    // boxes drawn by hand are replaced only when the reviewer says so
+    bulkMessage.replaceChildren(
+      el(
+        "div.notice.warn#overwrite-confirm",
+        { role: "alertdialog", "aria-label": "Replace boxes drawn by hand?" },
+        `${replacing.length} of the ${chosen.length} selected images already have a box drawn by hand (${replacing.map((r) => r.id).join(", ")}). Replace those with the detected boxes too?`,
+        el(
+          "div.actions",
+          {},
+          el("button.btn#accept-overwrite", { type: "button", onclick: () => accept(true) }, "Replace them too"),
+          el("button.btn.primary#accept-new-only", { type: "button", onclick: () => accept(false) }, "Only images without a box"),
+          el("button.btn#accept-cancel", { type: "button", onclick: () => bulkMessage.replaceChildren() }, "Cancel"),
+        ),
+      ),
+    );
+    bulkMessage.querySelector("#accept-new-only").focus();
+  });
+
   const back = returnTo ? cards.find((c) => c.dataset.id === returnTo) : null;
   returnTo = null;
   if (back) back.focus();
@@ -172,7 +392,7 @@ export async function renderGallery(main, ctx) {
       event.preventDefault();
       if (index < 0) (event.key === "End" ? cards[cards.length - 1] : cards[0])?.focus();
       else moveFocus(cards, index, event.key);
-    } else if (event.key === "PageDown" && page < pages) {
+    } else if (event.key === "PageDown" && page < pages()) {
       event.preventDefault();
       focusNext = "first";
       go(page + 1);
@@ -183,7 +403,11 @@ export async function renderGallery(main, ctx) {
     }
   };
   document.addEventListener("keydown", onKey);
-  return () => document.removeEventListener("keydown", onKey);
+  return () => {
+    gone = true;
+    clearTimeout(typingTimer);
+    document.removeEventListener("keydown", onKey);
+  };
 }
 
 export async function renderImage(main, ctx) {
@@ -220,7 +444,7 @@ export async function renderImage(main, ctx) {
     el("h1", {}, "Similar images"),
     el("div.toolbar", {}, modeToggle(mode, available, (m) => location.replace(imageHref(id, m)))),
   );
-  const results = el("section.results", { "aria-label": "Similar images", "aria-busy": "true" }, el("p.muted", {}, "Searching…"));
+  const results = el("section.results", { "aria-label": "Similar images", "aria-busy": "true" }, skeletonGrid(12, "Searching…"));
   const refPanel = el("section.panel.reference", { "aria-label": "Query image" }, el("p.muted", {}, "Loading…"));
   main.append(header, el("div.split", {}, refPanel, results));
 
@@ -265,7 +489,7 @@ export async function renderImage(main, ctx) {
       const grid = resultList(res.hits, recs, { id: "similar-grid", label: `Images similar to ${id}`, mode });
       results.replaceChildren(
         el("h2.sr-only", {}, "Results"),
-        ...(res.hits.length ? [el("p.hint.score-help", {}, SCORE_HELP), grid] : [notice("No similar images found.", "info")]),
+        ...(res.hits.length ? [el("p.hint.score-help", {}, scoreHelp(mode)), grid] : [notice("No similar images found.", "info")]),
       );
       cards = [...grid.querySelectorAll(".card")];
     } catch (e) {

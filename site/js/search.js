@@ -1,7 +1,7 @@
 // Search by picture: drag & drop, file picker or paste; shows the detected box and the results.
 
 import * as api from "./api.js";
-import { el, errorText, figure, fmt, modeToggle, notice, resultList, SCORE_HELP, staticNotice } from "./ui.js";
+import { el, errorText, figure, fmt, modeToggle, notice, resultList, scoreHelp, skeletonGrid, staticNotice } from "./ui.js";
 
 const ACCEPT = "image/jpeg,image/png,image/webp";
 let mode = "unsupervised";
@@ -55,10 +55,19 @@ export async function render(main, ctx) {
       if (last) URL.revokeObjectURL(last.url);
       last = { file, url: URL.createObjectURL(file), result: null };
     }
-    status.replaceChildren(el("p.muted.busy", {}, `Searching (${mode})…`));
+    // upload progress, then "searching" until the answer: a big photo on a slow link takes a while
+    const bar = el("progress#upload-progress", { max: "100", value: "0", "aria-label": "Upload progress" });
+    const phase = el("span", {}, "Uploading…");
+    status.replaceChildren(el("p.muted.busy#search-phase", {}, bar, " ", phase));
     results.setAttribute("aria-busy", "true");
+    results.replaceChildren(skeletonGrid(12, "Searching…"));
+    const progress = (step, fraction) => {
+      if (mine !== seq) return;
+      bar.value = Math.round(fraction * 100);
+      phase.textContent = step === "upload" ? `Uploading ${Math.round(fraction * 100)}%…` : `Uploaded; searching (${mode})…`;
+    };
     try {
-      const res = await api.search(file, mode, 12);
+      const res = await api.search(file, mode, 12, progress);
       const recs = await api.records(res.hits.map((h) => h.id));
       if (mine !== seq || !ctx.alive()) return;
       last.result = { ...res, recs };
@@ -86,7 +95,7 @@ export async function render(main, ctx) {
     );
     const grid = resultList(res.hits, res.recs, { id: "search-grid", label: "Similar catalog images", mode: res.mode || mode });
     results.replaceChildren(
-      ...(res.hits.length ? [el("p.hint.score-help", {}, SCORE_HELP), grid] : [notice("No similar images in the catalog.", "info")]),
+      ...(res.hits.length ? [el("p.hint.score-help", {}, scoreHelp(res.mode || mode)), grid] : [notice("No similar images in the catalog.", "info")]),
     );
   }
 

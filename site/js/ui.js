@@ -127,9 +127,41 @@ export const listItem = (card) => el("div.cell", { role: "listitem" }, card);
 export const imageHref = (id, mode) =>
   `#/image/${encodeURIComponent(id)}${mode ? `?mode=${encodeURIComponent(mode)}` : ""}`;
 
-/** What a result's score and bar mean (shown above result lists). */
-export const SCORE_HELP =
-  "Score: cosine similarity of the two product regions (1 = the same picture). The bar places each result between the lowest (empty) and the highest (full) score of this list.";
+const MODE_MEANING = {
+  unsupervised: "unsupervised: ImageNet features compared, nothing learnt from your judgements",
+  supervised: "supervised ranking: learnt from this catalog's similarity triplets",
+};
+
+/** What a result's score and bar mean in `mode` (shown above result lists). */
+export const scoreHelp = (mode) =>
+  `Score: cosine similarity of the two product boxes (1 = the same picture), ${MODE_MEANING[mode] || mode}. Each card draws the box it was matched on; its bar places it between this list's lowest and highest score.`;
+
+/** A plain-language word for a cosine similarity. */
+export function scoreWords(score) {
+  if (!Number.isFinite(score)) return "no score";
+  if (score >= 0.98) return "nearly identical";
+  if (score >= 0.9) return "very similar";
+  if (score >= 0.75) return "similar";
+  if (score >= 0.5) return "somewhat similar";
+  return "not much alike";
+}
+
+const MATCHED_ON = { annotation: "annotated box", detection: "detected box", whole: "whole photo" };
+
+/** The box a hit was matched on (from the index; else the record's boxes when it does not say). */
+function matchedBoxes(hit, rec) {
+  if (!hit.box) return rec ? recordBoxes(rec) : [];
+  const kind = hit.box_source === "annotation" ? "annotated" : "detected";
+  return [{ box: hit.box, kind, label: `matched on its ${MATCHED_ON[hit.box_source] || "box"}` }];
+}
+
+/** Placeholder cards while a grid loads (hidden from assistive technology, which hears
+ * `aria-busy` and the text). */
+export function skeletonGrid(n, text = "Loading…") {
+  const grid = el("div.grid.skeletons", { "aria-hidden": "true" });
+  for (let i = 0; i < n; i++) grid.append(el("div.cell", {}, el("div.card.skeleton", {}, el("div.frame"), el("div.caption", {}, el("span.bar")))));
+  return el("div.loading", { role: "status" }, el("span.sr-only", {}, text), grid);
+}
 
 /** Result cards (with their boxes when `recs` has the records) in a list for assistive technology. */
 export function resultList(hits, recs, { id, label, mode }) {
@@ -148,9 +180,11 @@ export function resultList(hits, recs, { id, label, mode }) {
 function hitCard(hit, rank, { mode, rec, spread }) {
   const w = rec ? rec.width : 3;
   const h = rec ? rec.height : 4;
-  const label = `${hit.id}, rank ${rank}, score ${fmt(hit.score)}`;
+  const words = scoreWords(hit.score);
+  const on = hit.box_source ? `, matched on its ${MATCHED_ON[hit.box_source] || "box"}` : "";
+  const label = `${hit.id}, rank ${rank}, ${words} (cosine ${fmt(hit.score)})${on}`;
   const img = rec
-    ? figure(api.thumbUrl(hit.id), w, h, recordBoxes(rec), label)
+    ? figure(api.thumbUrl(hit.id), w, h, matchedBoxes(hit, rec), label)
     : el("img.thumb", { src: api.thumbUrl(hit.id), alt: label, loading: "lazy" });
   const fill = el("span");
   fill.style.width = `${Math.round(spread * 100)}%`; // CSSOM: the CSP allows no style attributes
@@ -163,8 +197,9 @@ function hitCard(hit, rank, { mode, rec, spread }) {
       {},
       el("span.rank", {}, `#${rank}`),
       el("span.name", { title: hit.id }, hit.id),
-      el("span.score", { title: SCORE_HELP }, fmt(hit.score)),
+      el("span.score", { title: scoreHelp(mode) }, fmt(hit.score)),
       el("span.score-bar", { "aria-hidden": "true" }, fill),
+      el("span.why", {}, `${words}${hit.box_source ? ` · ${MATCHED_ON[hit.box_source] || "box"}` : ""}`),
     ),
   );
 }
