@@ -154,7 +154,7 @@ class _RowFile:
         if self.row_shape is None:
             self.row_shape = data.shape
         elif data.shape != self.row_shape:
-            raise InvalidInput(f"encoder gave rows of shape {data.shape}, then {self.row_shape}")
+            raise InvalidInput(f"encoder gave rows of shape {self.row_shape}, then {data.shape}")
         os.pwrite(self.fd, data.tobytes(), self.HEADER + row * data.nbytes)
         self.rows = max(self.rows, row + 1)
 
