@@ -625,7 +625,7 @@ class Store:
         where, where_params = query.where_sql()
         keyword, compare = query.direction()
         listed = f"FROM images AS i {_ITEM_JOINS} WHERE {where}"
-        counted = listed if query.uses_annotations() else f"FROM images AS i WHERE {where}"
+        counted = f"FROM {query.count_from()} WHERE {where}"
         cursor_sql, cursor_params = "NULL", []
         seek, seek_params = "", []
         if after and query.sort == "id":
@@ -633,11 +633,13 @@ class Store:
         elif after:
             cursor_sql = f"(SELECT {key} FROM images AS i {_ITEM_JOINS} WHERE i.id = ?)"
             cursor_params = [after]
-            seek, seek_params = f"AND ({key}, i.id) {compare} ({cursor_sql}, ?)", [after, after]
+            tie = query.tiebreak_sql()
+            seek, seek_params = f"AND ({key}, {tie}) {compare} ({cursor_sql}, ?)", [after, after]
         order = f"k {keyword}" + (f", id {keyword}" if query.sort != "id" else "")
+        inner = order.replace(", id", f", {query.tiebreak_sql()}")
         rows = self._all(
             f"SELECT (SELECT count(*) {counted}), {cursor_sql}, page.* FROM (SELECT 1) LEFT JOIN "
-            f"({_ITEM_SELECT}, {key} AS k {listed} {seek} ORDER BY {order} LIMIT ? OFFSET ?) "
+            f"({_ITEM_SELECT}, {key} AS k {listed} {seek} ORDER BY {inner} LIMIT ? OFFSET ?) "
             f"AS page ORDER BY page.{order.replace(', ', ', page.')}",
             (*where_params, *cursor_params, *where_params, *seek_params, limit + 1, offset),
         )
@@ -929,9 +931,7 @@ class Store:
         return _detection(row) if row else None
 
     def detections(self) -> dict[str, Detection]:
-        rows = self._all(
-            f"SELECT {_DETECTION_COLUMNS} FROM detections ORDER BY image_id"
-        )
+        rows = self._all(f"SELECT {_DETECTION_COLUMNS} FROM detections ORDER BY image_id")
         return {row[0]: _detection(row) for row in rows}
 
     def box_review_page(
