@@ -280,6 +280,36 @@ def test_demo_serves_the_site_with_uvicorn(first):
     assert proc.returncode in (0, 130), "".join(lines) + proc.stdout.read()
 
 
+def test_pretrain_shows_the_figures_before_and_after(first, results, capsys):
+    """Last of the module (it changes the workspace's encoder): ``--pretrain`` keeps the figures
+    of the base encoder, pretrains, trains and indexes again; a re-run resumes all of it."""
+    ws = first[0]
+    out, err = io.StringIO(), io.StringIO()
+    args = ["demo", str(ws), "--size", "tiny", "--no-serve", "--pretrain"]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        assert main(args) == 0, f"stdout:\n{out.getvalue()}\nstderr:\n{err.getvalue()}"
+    after = json.loads((ws / RESULTS_NAME).read_text())
+    names = [s["name"] for s in after["stages"]]
+    assert "before: train classifier" in names and names.index("pretrain") > names.index(
+        "before: evaluate"
+    )
+    assert after["pretrained"] and after["before_pretraining"] == results["metrics"]
+    assert set(after["metrics"]) == set(results["metrics"])
+    ranking = json.loads((ws / "train" / "ranking" / "final.json").read_text())
+    assert ranking["encoder_source"] == "pretrained"  # the heads were trained again on it
+    assert "before -> after pretraining" in out.getvalue()
+    assert "pretrained on the catalog" in out.getvalue()
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        assert main(args) == 0
+    again = json.loads((ws / RESULTS_NAME).read_text())
+    notes = {s["name"]: s["note"] for s in again["stages"]}
+    assert not any(n.startswith("before: ") for n in notes)  # pretrained already
+    assert notes["train ranking"].startswith("already trained")
+    assert again["before_pretraining"] == results["metrics"]
+
+
 # -- pieces ---------------------------------------------------------------------------------------
 def test_same_product_recall_definition():
     product_of = {"a0": "a", "a1": "a", "a2": "a", "b0": "b", "b1": "b", "c0": "c"}

@@ -116,3 +116,19 @@ def test_bad_settings_and_too_few_photos_are_one_line_errors(tmp_path):
         pretrain(ws, PretrainConfig.tiny(), progress=False)
     with pytest.raises(InvalidInput, match=r"unknown pretrain setting\(s\) \['stepz'\]"):
         pretrain(ws, PretrainConfig.tiny(), progress=False, stepz=3)
+
+
+def test_photos_with_a_known_box_give_views_of_the_product_half_of_the_time(tmp_path):
+    from PIL import Image
+
+    img = np.zeros((300, 400, 3), np.uint8)
+    img[:, :200] = (200, 30, 30)  # the "product": the red left half
+    img[:, 200:] = (30, 30, 200)
+    path = tmp_path / "p.png"
+    Image.fromarray(img).save(path)
+    cfg = PretrainConfig.tiny(strength=0.0, decode_short_side=224)
+    views = PhotoViews([str(path)], 16, cfg, trim=False, boxes=[(0.0, 0.0, 200.0, 300.0)])
+    red = [float(np.mean(views[i]["view1"][..., 0] > 100)) for i in range(16)]
+    assert any(r > 0.8 for r in red) and any(r < 0.6 for r in red)
+    plain = PhotoViews([str(path)], 16, cfg, trim=False)
+    assert all(0.4 < float(np.mean(plain[i]["view1"][..., 0] > 100)) < 0.6 for i in range(16))

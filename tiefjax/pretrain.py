@@ -45,7 +45,7 @@ from PIL import Image
 from tiefjax import distributed
 from tiefjax.augment import random_view
 from tiefjax.errors import InvalidInput
-from tiefjax.images import crop_resize, load_rgb_scaled, whole_box
+from tiefjax.images import Box, clip_box, crop_resize, load_rgb_scaled, whole_box
 from tiefjax.index.config import IndexConfig
 from tiefjax.models import PRETRAIN_TASK, compute_dtype, load_encoder
 from tiefjax.nets.alexnet import PATCH, WINDOW
@@ -102,21 +102,53 @@ def _window(img: Image.Image, trim: bool) -> np.ndarray:
     return np.asarray(crop_resize(img, whole_box(img, trim), (WINDOW, WINDOW)))
 
 
+def _around(
+    img: Image.Image, box: Box, scale: tuple[float, float], rng: np.random.Generator
+) -> Image.Image:
+    """The product box (photo pixels) cut from ``img`` (decoded at ``scale``), each side moved
+    by up to 10 % of the box, so views also look the way the index sees a boxed product."""
+    left, top, right, bottom = (
+        box[0] / scale[0],
+        box[1] / scale[1],
+        box[2] / scale[0],
+        box[3] / scale[1],
+    )
+    w, h = right - left, bottom - top
+    dl, dt, dr, db = rng.uniform(-0.1, 0.1, 4) * np.array([w, h, w, h])
+    moved = (left + dl, top + dt, right + dr, bottom + db)
+    try:
+        return img.crop(clip_box(moved, img.width, img.height))
+    except InvalidInput:  # a box left over from an earlier version of the photo
+        return img
+
+
 class PhotoViews:
     """Example ``i``: two random views of photo ``i % n`` drawn with seed ``(seed, i)``, so each
     of the ``len`` examples (enough for the whole run: no draw repeats) has views of its own and
-    a resumed run sees the same ones."""
+    a resumed run sees the same ones. A photo with a known product box (annotated or located)
+    is cut to that box first half of the time (``boxes[i]``, photo pixels; None = unknown)."""
 
-    def __init__(self, paths: Sequence[str], length: int, cfg: PretrainConfig, trim: bool):
+    def __init__(
+        self,
+        paths: Sequence[str],
+        length: int,
+        cfg: PretrainConfig,
+        trim: bool,
+        boxes: Sequence[Box | None] | None = None,
+    ):
         self.paths, self.length, self.cfg, self.trim = list(paths), length, cfg, trim
+        self.boxes = list(boxes) if boxes is not None else [None] * len(self.paths)
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         photo = int(i) % len(self.paths)
-        img, _ = load_rgb_scaled(self.paths[photo], self.cfg.decode_short_side)
+        img, scale = load_rgb_scaled(self.paths[photo], self.cfg.decode_short_side)
         rng = np.random.default_rng((self.cfg.seed, int(i)))
+        box = self.boxes[photo]
+        if box is not None and rng.random() < 0.5:
+            img = _around(img, box, scale, rng)
         views = [_window(random_view(img, rng, self.cfg.strength), self.trim) for _ in range(2)]
         return {"view1": views[0], "view2": views[1], "photo": np.asarray(photo, np.int32)}
 
@@ -268,7 +300,11 @@ def pretrain(
         raise InvalidInput(f"unknown pretrain setting(s) {unknown}")
     cfg = dataclasses.replace(cfg, **changes)
     with Store(ws.store_path) as store:
-        paths = [rec.path for rec in store.list_images()]
+        records = store.list_images()
+        known = {i: d.box.as_tuple() for i, d in store.detections().items() if not d.fallback}
+        known.update({i: b.box.as_tuple() for i, b in store.boxes().items()})
+    paths = [rec.path for rec in records]
+    boxes = [known.get(rec.id) for rec in records]
     if len(paths) < 2:
         raise InvalidInput(
             f"pretraining needs at least 2 catalog photos, {ws.root} has {len(paths)}; "
@@ -285,13 +321,13 @@ def pretrain(
         )
     trim = ws.section("index", IndexConfig).trim_borders
     length = max(len(paths), cfg.steps * cfg.batch_size)
-    train_src = PhotoViews(paths, length, cfg, trim)
+    train_src = PhotoViews(paths, length, cfg, trim, boxes)
     test_src = HeldOutViews(paths, cfg, trim)
     ident = {
         "task": PRETRAIN_TASK,
         "config": cfg.identity(),
         "base": params_fingerprint(base.params),
-        "photos": hashlib.sha256("\n".join(paths).encode()).hexdigest(),
+        "photos": hashlib.sha256(json.dumps([paths, boxes]).encode()).hexdigest(),
         "trim": trim,
     }
     run_id = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
