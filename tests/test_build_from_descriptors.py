@@ -26,6 +26,7 @@ def test_index_built_from_descriptors_is_searchable(tmp_path):
     report = build_from_descriptors(ws, x, rows, IndexConfig.tiny(), log=lambda m: None)
     assert report.images == 40 and report.modes["unsupervised"]["recall_at_10"] == 1.0
     assert current_build(ws).name == f"index-{report.path.split('index-')[-1]}"
+    assert (current_build(ws) / "rows" / "done").is_file()  # its rows as memory-mapped columns
     searcher = Searcher.load(ws, IndexConfig.tiny())
     best = int(np.argsort(-(x[7] @ x.T))[1])
     assert searcher.neighbours("img-007", k=1, mode="unsupervised")[0].id == ids[best]

@@ -67,3 +67,12 @@ def test_an_empty_build(tmp_path):
     assert table.by_sha("1" * 64) is None
     with pytest.raises(IndexError):
         table.ids[0]
+
+
+def test_a_build_replaces_the_rows_of_a_killed_attempt(tmp_path):
+    folder = tmp_path / "rows"
+    RowTable.from_rows(ROWS).save(folder)
+    RowTable.from_rows(ROWS[:1]).save(folder)  # another process's complete copy is kept
+    assert len(RowTable.open(tmp_path)) == 3
+    RowTable.from_rows(ROWS[:1]).save(folder, replace=True)
+    assert len(RowTable.open(tmp_path)) == 1 and not list(tmp_path.glob(".rows*"))

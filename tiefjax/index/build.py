@@ -6,6 +6,7 @@ Layout under ``ws.index_dir``::
     index-<utc time>/          one finished build
         build.json             when, what, settings, measured recall per mode
         rows.json              row -> id, sha256, box, box source, probability
+        rows/                  the same as memory-mapped columns (tiefjax/index/row_table.py)
         features.npy           per-location-normalised encoder maps (float16, memmap)
         unsupervised/          vectors.npy, projection.npy, index.json, scann/, neighbours.npy
         supervised/            the same for the ranking net's descriptor (when trained)
@@ -60,6 +61,8 @@ from tiefjax.index.encode import (
     trained_fingerprint,
     unsupervised_rows,
 )
+from tiefjax.index.row_table import FOLDER as ROWS_FOLDER
+from tiefjax.index.row_table import RowTable
 from tiefjax.index.scann_index import VectorIndex, choose_params, split_queries
 from tiefjax.workspace import Workspace, atomic_write_text
 
@@ -441,6 +444,7 @@ def build_from_descriptors(
         tmp = ws.index_dir / f".tmp-descriptors-{stamp}"
         tmp.mkdir(parents=True)
         atomic_write_text(tmp / "rows.json", json.dumps([r.to_json() for r in rows]))
+        RowTable.from_rows(rows).save(tmp / ROWS_FOLDER, replace=True)
         built_at = datetime.now(UTC).isoformat(timespec="seconds")
         report = IndexReport(str(tmp), built_at, len(rows), 0, 0, 0)
         report.modes["unsupervised"] = _build_mode(descriptors, tmp / "unsupervised", cfg, log)
@@ -576,6 +580,7 @@ def _finish(
     features = np.load(enc.features_path, mmap_mode="r")
     rows_json = [r.to_json() for r in enc.rows]
     (tmp / "rows.json").write_text(json.dumps(rows_json))
+    RowTable.from_rows(enc.rows).save(tmp / ROWS_FOLDER, replace=True)
     built_at = datetime.now(UTC).isoformat(timespec="seconds")
     report = IndexReport(
         str(tmp), built_at, len(enc.rows), enc.encoded, enc.reused, enc.located, enc.errors

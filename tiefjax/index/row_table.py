@@ -3,10 +3,10 @@
 ``rows.json`` lists every indexed image (id, content hash, box, box source, probability); read as
 JSON, a million rows are millions of Python objects in every server process. A :class:`RowTable`
 holds the same rows as a handful of arrays (ids as one UTF-8 blob with end offsets, 64-bit id
-hashes sorted for lookup, hashes as ``S64``, boxes, source codes, probabilities) saved in the
-build's ``rows/`` folder the first time the build is opened and memory-mapped from then on, so
-the server's processes share one copy in the page cache. A :class:`Row` is made only for the
-rows a request touches.
+hashes sorted for lookup, content hashes as bytes, boxes, source codes, probabilities) in the
+build's ``rows/`` folder, memory-mapped, so the server's processes share one copy in the page
+cache. Builds write ``rows/`` next to ``rows.json``; an older build gets it the first time it is
+opened. A :class:`Row` is made only for the rows a request touches.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class RowTable:
     def from_rows(cls, rows: Sequence[Row]) -> RowTable:
         encoded = [r.id.encode() for r in rows]
         hashes = np.fromiter((_id_hash(r.id) for r in rows), np.uint64, len(rows))
-        sha = np.array([r.sha256.encode("ascii") for r in rows], "S64").reshape(len(rows))
+        sha = np.array([r.sha256.encode() for r in rows], "S").reshape(len(rows))
         return cls(
             {
                 "id_blob": np.frombuffer(b"".join(encoded), np.uint8),
@@ -79,8 +79,10 @@ class RowTable:
             return table
         return cls.open(build)
 
-    def save(self, folder: Path) -> None:
-        """Write the columns under a temporary name, then rename: readers see all or nothing."""
+    def save(self, folder: Path, replace: bool = False) -> None:
+        """Write the columns under a temporary name, then rename: readers see all or nothing.
+        ``replace``: a build writing its own rows replaces those of a killed attempt; otherwise
+        a folder another process completed first is kept."""
         tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
@@ -91,6 +93,8 @@ class RowTable:
                     f.flush()
                     os.fsync(f.fileno())
             (tmp / "done").write_text("")
+            if replace:
+                shutil.rmtree(folder, ignore_errors=True)
             os.replace(tmp, folder)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -111,7 +115,7 @@ class RowTable:
         prob = float(c["probability"][pos])
         return Row(
             self.id(pos),
-            c["sha"][pos].decode("ascii"),
+            c["sha"][pos].decode(),
             tuple(float(v) for v in c["box"][pos]),  # type: ignore[arg-type]
             SOURCES[int(c["source"][pos])],
             None if np.isnan(prob) else prob,
@@ -133,7 +137,7 @@ class RowTable:
 
     def by_sha(self, sha256: str) -> int | None:
         """The (last) row whose photo has this content hash, or None."""
-        key = np.bytes_(sha256.encode("ascii"))
+        key = np.bytes_(sha256.encode())
         sha, order = self.c["sha"], self.c["sha_order"]
         i = int(np.searchsorted(sha, key, "right", sorter=order)) - 1
         return int(order[i]) if i >= 0 and sha[order[i]] == key else None
