@@ -154,3 +154,30 @@ def test_triplet_queue_leaves_out_judged_pairs(workspace) -> None:
         rest = client.get("/api/review/triplets", params={"after": half["next"]}).json()
         refs = [i["reference"] for i in half["items"] + rest["items"]]
         assert refs == [i["reference"] for i in again["items"]]
+
+
+def test_the_locator_scores_what_it_finds() -> None:
+    """One window: nothing to disagree, scored by the classifier; four windows regressing boxes
+    at their own offsets: they disagree; no foreground window: a miss, scored 1."""
+    from test_locate import MEAN, STD, _constant_heads, _photo
+
+    from tiefjax.locate import LocateConfig, Locator
+    from tiefjax.nets.alexnet import STRIDE, WINDOW, init_encoder_params
+
+    def locator(logit: float) -> Locator:
+        config = LocateConfig(short_sides=(WINDOW,), threshold=0.5)
+        clf, reg = _constant_heads(logit, np.array([0.0, 0.0, 224.0, 224.0], np.float32))
+        return Locator(init_encoder_params(0), clf, reg, MEAN, STD, config)
+
+    unsure = locator(0.4)  # p = 0.60, near the threshold
+    found = unsure.locate(_photo(WINDOW, WINDOW))
+    assert not found.fallback and found.spread == pytest.approx(0.0, abs=1e-6)
+    score, reason = unsure.uncertainty(found)
+    assert reason == "near_threshold"
+    assert score == pytest.approx(1 - (found.probability - 0.5) / 0.5)
+    sure = locator(6.0)
+    scattered = sure.locate(_photo(WINDOW + 3 * STRIDE, WINDOW))  # 4 windows, boxes 16 px apart
+    assert scattered.windows == 4 and 0.0 < scattered.spread < 0.5
+    assert sure.uncertainty(scattered) == (pytest.approx(scattered.spread), "regressors_disagree")
+    missed = locator(-6.0).locate(_photo(300, 240))
+    assert locator(-6.0).uncertainty(missed) == (1.0, "no_window")
