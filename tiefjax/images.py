@@ -261,26 +261,42 @@ def window_of(
     return np.asarray(crop_resize(img, box, (size, size)))
 
 
-#: Trimming: a border line is plain when this share of its pixels is within ``BORDER_TOLERANCE``
-#: (0-255, any channel) of the colour at that side's edge.
+#: Trimming: the backdrop colours are those covering at least ``BACKDROP_SHARE`` of the image's
+#: outer ring (at most three: a flat padding, a studio backdrop, the white corners a rotation
+#: leaves); a line is plain when ``BORDER_PLAIN_SHARE`` of its pixels are within
+#: ``BORDER_TOLERANCE`` (0-255, any channel) of one of them. A textured border has no such colour
+#: and is left alone.
+BACKDROP_SHARE = 0.2
 BORDER_PLAIN_SHARE = 0.98
 BORDER_TOLERANCE = 24
 _TRIM_LOOK = 256  # borders are found on a copy at most this big (a few ms a photo)
 
 
-def _plain_run(lines: np.ndarray) -> int:
-    """How many of ``lines`` (n, L, 3), from the first on, are plain in the first one's colour."""
-    ref = np.median(lines[0], axis=0)
-    close = np.abs(lines - ref).max(axis=-1) <= BORDER_TOLERANCE
-    plain = close.mean(axis=-1) >= BORDER_PLAIN_SHARE
+def _backdrop(a: np.ndarray) -> np.ndarray:
+    """The backdrop colours of ``a`` (h, w, 3) as (k, 3), k in 0..3 (see ``BACKDROP_SHARE``)."""
+    ring = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+    bins, inverse, counts = np.unique(ring // 32, axis=0, return_inverse=True, return_counts=True)
+    common = np.argsort(counts)[::-1][:3]
+    keep = [c for c in common if counts[c] >= BACKDROP_SHARE * len(ring)]
+    return np.array([np.median(ring[inverse.ravel() == c], axis=0) for c in keep]).reshape(-1, 3)
+
+
+def _plain_run(lines: np.ndarray, backdrop: np.ndarray) -> int:
+    """How many of ``lines`` (n, L, 3), from the first on, are plain in the backdrop colours."""
+    if not len(backdrop):
+        return 0
+    diff = np.abs(lines[:, :, None, :] - backdrop[None, None]).max(axis=-1).min(axis=-1)
+    plain = (diff <= BORDER_TOLERANCE).mean(axis=-1) >= BORDER_PLAIN_SHARE
     return len(plain) if plain.all() else int(np.argmin(plain))
 
 
 def _trim_once(a: np.ndarray) -> tuple[int, int, int, int]:
     """``(top, bottom, left, right)`` of ``a`` (h, w, 3) left when its plain lines are cut."""
     h, w = a.shape[:2]
+    back = _backdrop(a)
     cols = a.transpose(1, 0, 2)
-    return _plain_run(a), h - _plain_run(a[::-1]), _plain_run(cols), w - _plain_run(cols[::-1])
+    top, bottom = _plain_run(a, back), h - _plain_run(a[::-1], back)
+    return top, bottom, _plain_run(cols, back), w - _plain_run(cols[::-1], back)
 
 
 def content_box(img: Image.Image, rounds: int = 3) -> Box:
