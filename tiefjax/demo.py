@@ -80,15 +80,7 @@ SIZES: dict[str, DemoSize] = {
             "locate": dict(short_sides=[224, 256]),
             "index": dict(batch_size=8, dim=32, recall_sample=24),
             "pretrain": dict(
-                steps=2,
-                batch_size=4,
-                eval_photos=4,
-                eval_every=2,
-                checkpoint_every=2,
-                log_every=1,
-                warmup_steps=1,
-                num_threads=1,
-                prefetch=2,
+                _TINY_TRAIN, steps=2, batch_size=4, eval_photos=4, eval_every=2, warmup_steps=1
             ),
         },
         about="for CI: a minute or so on 2 CPU cores; figures are noise",
