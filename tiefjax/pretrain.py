@@ -14,8 +14,8 @@ index boxes a whole photo (:func:`tiefjax.images.whole_box`). Two heads are offe
 Negatives are the other photos of the global batch; views of the same photo drawn twice into one
 batch are masked out rather than pushed apart. Nothing but the encoder is kept: the temperature
 and projection are dropped, so the result has the plain AlexNet layout ``tiefjax port`` writes
-and every later step (prepare's feature cache, train, locate, index, serve) loads it in place of
-the ported or random weights (:func:`tiefjax.models.load_encoder`). It runs on the heads'
+and every later step (the heads' feature cache and training, locate, index, serve) loads it in
+place of the ported or random weights (:func:`tiefjax.models.load_encoder`). It runs on the heads'
 training loop: data parallel over every device and process, orbax checkpoints every
 ``checkpoint_every`` steps, a killed run resumes, ``metrics.jsonl`` and a progress bar. The
 test metric ``copy_recall_at_1`` searches a held-out set of augmented views (other draws than
@@ -273,7 +273,7 @@ class PretrainReport:
             f"pretrain: step {self.step} on {self.photos} photos from the {self.base} encoder, "
             f"{self.seconds:.0f}s ({self.images_per_second:.1f} views/s); held-out copy "
             f"recall@1 {recall(self.baseline):.3f} -> {recall(self.metrics):.3f}. Every later "
-            "step now uses this encoder: run prepare/train again for trained heads, then index."
+            "step now uses this encoder: train the heads again (tiefjax train), then index."
         )
 
 

@@ -15,8 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Train the AlexNet encoder on two augmented views of every catalog photo (crops, "
             "mirror, scale, colour, JPEG, padding, small rotations) with SimCLR's contrastive "
             "loss, starting from the ported ImageNet weights or the seeded random init. The "
-            "result replaces the workspace's encoder for every later step: run prepare and "
-            "train again for trained heads, then index. An interrupted run resumes when run "
+            "result replaces the workspace's encoder for every later step: train the heads "
+            "again (tiefjax train), then index. An interrupted run resumes when run "
             "again. Settings come from [pretrain] in tiefjax.toml; options below override them."
         ),
     )
