@@ -160,7 +160,8 @@ export async function render(main, ctx) {
           el("kbd", {}, "p"), "/", el("kbd", {}, "←"), " previous, ",
           el("kbd", {}, "s"), " save, ",
           el("kbd", {}, "c"), "/", el("kbd", {}, "Delete"), " clear, ",
-          el("kbd", {}, "u"), " next unannotated. Zoom: the wheel, ",
+          el("kbd", {}, "u"), " next unannotated, ",
+          el("kbd", {}, "Alt+arrows"), " move the box 1 px (with ", el("kbd", {}, "Shift"), " 10 px). Zoom: the wheel, ",
           el("kbd", {}, "+"), "/", el("kbd", {}, "-"), ", ", el("kbd", {}, "0"), " fit, ", el("kbd", {}, "1"), " 100 %; pan: drag with ",
           el("kbd", {}, "Space"), " held or the middle button. Undo: ", el("kbd", {}, "Ctrl+Z"), ", redo: ",
           el("kbd", {}, "Ctrl+Shift+Z"), ". Coordinates are saved in image pixels.",
@@ -448,8 +449,31 @@ export async function render(main, ctx) {
     else say("This is the only image without a box.");
   }
 
+  /** Move the box by (dx, dy) image pixels, kept inside the image (Alt+arrows). */
+  function nudge(dx, dy) {
+    if (!draft) return say("There is no box to move: draw one first.");
+    const before = copy(draft);
+    const w = draft.right - draft.left;
+    const h = draft.bottom - draft.top;
+    const left = Math.min(Math.max(0, draft.left + dx), W - w);
+    const top = Math.min(Math.max(0, draft.top + dy), H - h);
+    draft = { left, top, right: left + w, bottom: top + h };
+    message = null;
+    changed(before);
+    update();
+  }
+  const NUDGE = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
+
   const onKey = (event) => {
-    if (typing(event) || event.altKey || document.querySelector("dialog[open]")) return;
+    if (typing(event) || document.querySelector("dialog[open]")) return;
+    if (event.altKey && NUDGE[event.key] && !event.ctrlKey && !event.metaKey) {
+      event.preventDefault();
+      const [dx, dy] = NUDGE[event.key];
+      const step = event.shiftKey ? 10 : 1;
+      nudge(dx * step, dy * step);
+      return;
+    }
+    if (event.altKey) return;
     const undoing = undoKey(event);
     if (undoing) {
       event.preventDefault();

@@ -642,6 +642,12 @@ def test_phone_layout_and_touch(phone, server_url, static_url, catalog) -> None:
     expect(page.locator("#sim-count")).to_contain_text("1 triplet")
     shot(page, "phone-similarity-editor")
 
+    # the box editor's handles are big enough for a fingertip
+    open_page(page, server_url, f"#/boxes/{enc(sorted(catalog.annotated)[0])}")
+    page.wait_for_selector("#box-stage[data-ready='true']")
+    handle = page.locator(".handle").first.bounding_box()
+    assert handle["width"] >= 24 and handle["height"] >= 24, handle
+
     open_page(page, static_url, "")  # the static-export badge is on screen
     expect(page.locator("#mode-badge")).to_be_in_viewport(ratio=1)
 
@@ -800,6 +806,31 @@ def test_box_editor_undo_and_redo(page, server_url, catalog) -> None:  # noqa: A
     expect(coords).to_have_text(first)
     drag(page, img, (0.2, 0.6), (0.4, 0.9))  # a new change drops what could be redone
     expect(page.locator("#box-redo")).to_be_disabled()
+
+
+def test_box_editor_nudges_the_box_with_alt_arrows(page, server_url, catalog) -> None:  # noqa: ANN001
+    image_id = sorted(catalog.annotated)[9]
+    open_page(page, server_url, f"#/boxes/{enc(image_id)}")
+    page.wait_for_selector("#box-stage[data-ready='true']")
+    coords = page.locator("#box-coords")
+    drag(page, page.locator("#box-stage img"), (0.3, 0.3), (0.6, 0.6))
+    start = [int(v) for v in re.findall(r"(?:left|top|right|bottom) (\d+)", coords.inner_text())]
+    page.keyboard.press("Alt+ArrowRight")
+    page.keyboard.press("Alt+ArrowRight")
+    page.keyboard.press("Alt+Shift+ArrowDown")
+    page.keyboard.press("Alt+ArrowUp")
+    want = [start[0] + 2, start[1] + 9, start[2] + 2, start[3] + 9]  # moved, same size
+    expect(coords).to_contain_text(
+        f"left {want[0]}, top {want[1]}, right {want[2]}, bottom {want[3]}"
+    )
+    page.keyboard.press("Control+z")  # each nudge is one undo step
+    expect(coords).to_contain_text(f"top {want[1] + 1},")
+    for _ in range(300):  # never past the image's edge
+        page.keyboard.press("Alt+Shift+ArrowLeft")
+    expect(coords).to_contain_text(f"left 0, top {want[1] + 1}, right {want[2] - want[0]},")
+    page.keyboard.press("c")
+    page.keyboard.press("Alt+ArrowLeft")
+    expect(page.locator("#box-message")).to_contain_text("There is no box to move")
 
 
 def test_similarity_editor_undo_and_redo(page, server_url, catalog) -> None:  # noqa: ANN001
