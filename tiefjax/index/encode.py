@@ -155,8 +155,8 @@ def encoder_fingerprint(ws: Workspace) -> str:
 
 
 def load_feature_encoder(ws: Workspace, batch_size: int = 32) -> FeatureEncoder:
-    """The workspace encoder (ported ImageNet weights or the seeded random init) in the
-    workspace's compute dtype."""
+    """The workspace encoder (pretrained, ported ImageNet weights or the seeded random init) in
+    the workspace's compute dtype, mirror-invariant as ``[index] mirror`` says."""
     from tiefjax.models import compute_dtype, load_encoder
 
     weights = load_encoder(ws)
