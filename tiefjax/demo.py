@@ -435,9 +435,9 @@ def run_demo(
             "below what real weights give. Use --weights alexnet.pth (torchvision's AlexNet)."
         )
     t_run = time.perf_counter()
-    from tiefjax.models import pretrained_path as _pretrained_path
+    from tiefjax.models import pretrained_path
 
-    first_pass = pretrain and _pretrained_path(ws) is None
+    first_pass = pretrain and pretrained_path(ws) is None
     stage = _Stages(results, out, total=11 + (1 if pretrain else 0) + (5 if first_pass else 0))
 
     with stage("catalog") as st:
@@ -495,11 +495,9 @@ def run_demo(
             {f"{name}_{split}": c[name][split]["total"] for name in c for split in c[name]}
         )
 
-    from tiefjax.models import pretrained_path
-
     state = _DemoState(ws)
     if pretrain:
-        if pretrained_path(ws) is None:  # the figures before, with the base encoder
+        if first_pass:  # the figures before, with the base encoder
             _train_index_evaluate(ws, stage, results, state, manifest, catalog, "before: ")
             state.put("before pretraining", results.metrics)
         with stage("pretrain") as st:
