@@ -19,7 +19,7 @@ from pathlib import Path
 from PIL import Image
 
 from tiefjax.augment import TRANSFORMS, copy_of
-from tiefjax.errors import TiefjaxError
+from tiefjax.errors import InvalidInput, TiefjaxError
 
 K = 10
 PHOTOS_PER_CALL = 4  # copies of this many photos share one encoder batch
@@ -42,13 +42,6 @@ class CopyScores:
         names = [transform] if transform else list(self.copies)
         total = sum(self.copies[n] for n in names)
         return sum(hits[n] for n in names) / total if total else 0.0
-
-    def rows(self) -> list[tuple[str, float, float, int]]:
-        """``(transform, recall@1, recall@10, copies)`` per transform, then ``overall``."""
-        out = [(n, self.recall(n, 1), self.recall(n, K), self.copies[n]) for n in self.copies]
-        return out + [
-            ("overall", self.recall(None, 1), self.recall(None, K), sum(self.copies.values()))
-        ]
 
 
 def photo_copies(path: Path, photo_index: int, transforms: Sequence[str], seed: int) -> list[bytes]:
@@ -75,7 +68,7 @@ def copy_detection(
     (a :class:`tiefjax.search.Searcher`) and count where its source ranks."""
     unknown = [t for t in transforms if t not in TRANSFORMS]
     if unknown:
-        raise ValueError(f"unknown transform(s) {unknown}; choose from {', '.join(TRANSFORMS)}")
+        raise InvalidInput(f"unknown transform(s) {unknown}; choose from {', '.join(TRANSFORMS)}")
     zeros = dict.fromkeys(transforms, 0)
     scores = CopyScores(mode, dict(zeros), dict(zeros), dict(zeros))
     t0 = time.perf_counter()

@@ -97,8 +97,8 @@ def load_encoder(
     folders are never read. ``announce`` prints the random-init warning (once per workspace and
     process). ``with_imagenet_head`` also restores the 1000-class head when it was ported.
     """
-    found = _pretrained(ws) if pretrained else None
-    if found is not None and not with_imagenet_head:
+    found = _pretrained(ws) if pretrained and not with_imagenet_head else None
+    if found is not None:
         return EncoderWeights(found, "pretrained")
     path = ws.models_dir / ENCODER_DIR
     for _ in range(20):  # a running `tiefjax port` swaps old for new between two renames

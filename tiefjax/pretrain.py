@@ -50,7 +50,7 @@ from tiefjax.index.config import IndexConfig
 from tiefjax.models import PRETRAIN_TASK, compute_dtype, load_encoder
 from tiefjax.nets.alexnet import PATCH, WINDOW
 from tiefjax.nets.heads import normalize_locations
-from tiefjax.settings import setting
+from tiefjax.settings import setting, with_overrides
 from tiefjax.train.features import params_fingerprint
 from tiefjax.train.loop import run_loop
 from tiefjax.train.tasks import Task, TrainConfig, encoder_features
@@ -294,11 +294,7 @@ def pretrain(
     t0 = time.perf_counter()
     ws.require()
     cfg = config if config is not None else ws.section("pretrain", PretrainConfig)
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(PretrainConfig)})
-    if unknown:
-        raise InvalidInput(f"unknown pretrain setting(s) {unknown}")
-    cfg = dataclasses.replace(cfg, **changes)
+    cfg = with_overrides(cfg, "pretrain", **overrides)
     with Store(ws.store_path) as store:
         records = store.list_images()
         known = {i: d.box.as_tuple() for i, d in store.detections().items() if not d.fallback}

@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 #: (section, "module:Class") in the order they appear in the file.
 SECTIONS: tuple[tuple[str, str], ...] = (
@@ -34,6 +36,19 @@ HEADER = """\
 def setting(default: Any, help: str) -> Any:  # noqa: A002 - "help" is the metadata key read below
     """A settings dataclass field: its default, and the help text the template shows beside it."""
     return dataclasses.field(default=default, metadata={"help": help})
+
+
+def with_overrides(cfg: T, what: str, **overrides: Any) -> T:
+    """``cfg`` with ``overrides`` applied (``None`` values ignored: an option not given);
+    a name the settings class lacks is an InvalidInput naming ``what`` settings it knows."""
+    from tiefjax.errors import InvalidInput
+
+    fields = {f.name for f in dataclasses.fields(cfg)}  # type: ignore[arg-type]
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    unknown = sorted(set(changes) - fields)
+    if unknown:
+        raise InvalidInput(f"unknown {what} setting(s) {unknown}; known: {sorted(fields)}")
+    return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
 
 
 def section_class(path: str) -> type:

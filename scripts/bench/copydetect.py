@@ -148,4 +148,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from tiefjax.errors import TiefjaxError
+
+    try:
+        sys.exit(main())
+    except TiefjaxError as err:  # bad options or photos: one line, as the CLI says it
+        print(f"copydetect: {err}", file=sys.stderr)
+        sys.exit(2)

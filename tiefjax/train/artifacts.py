@@ -29,6 +29,7 @@ from tiefjax.errors import InvalidInput, NotFound
 from tiefjax.index.config import IndexConfig
 from tiefjax.models import compute_dtype, load_encoder, on_device
 from tiefjax.nets.alexnet import FEATURE_CHANNELS, PATCH, init_encoder_params
+from tiefjax.settings import with_overrides
 from tiefjax.train.features import params_fingerprint, split_features
 from tiefjax.train.loop import run_loop
 from tiefjax.train.tasks import (
@@ -98,12 +99,7 @@ def config_for(ws: Workspace, task: str, config: TrainConfig | None = None, **ov
     (``None`` values are ignored)."""
     cls = CONFIGS[check_task(task)]
     cfg = config if config is not None else ws.section(f"train.{task}", cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    unknown = sorted(set(changes) - fields)
-    if unknown:
-        raise InvalidInput(f"unknown training setting(s) {unknown}; known: {sorted(fields)}")
-    return dataclasses.replace(cfg, **changes)
+    return with_overrides(cfg, "training", **overrides)
 
 
 def _splits(ws: Workspace, dataset: str):
