@@ -29,6 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -67,21 +68,30 @@ class Scores:
     accuracy: float  # classifier accuracy on the test crops
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--photos", type=int, default=80, help="demo catalog size")
-    parser.add_argument("--start", type=int, default=20, help="pool photos annotated first")
-    parser.add_argument("--add", type=int, default=20, help="photos added by each strategy")
+def bench_args(doc: str, photos: int, what: str) -> argparse.Namespace:
+    """The options both active-learning benchmarks take (``what`` is annotated: photos or
+    triplets)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--photos", type=int, default=photos, help="demo catalog size")
+    parser.add_argument("--start", type=int, default=20, help=f"{what} annotated first")
+    parser.add_argument("--add", type=int, default=20, help=f"{what} added by each strategy")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def demo_workspace(root: Path, photos: int) -> tuple[Any, Workspace, dict[str, DemoPhoto]]:
+    """A demo catalog of ``photos`` in ``root/demo``, registered in a workspace ``root/ws``:
+    (manifest, workspace, photo by id)."""
+    manifest = make_demo_catalog(root / "demo", n=photos, seed=0)
+    init_workspace(root / "ws", root / "demo" / "images")
+    return manifest, Workspace(root / "ws"), {p.id: p for p in manifest.photos}
+
+
+def main() -> None:
+    args = bench_args(__doc__, 80, "pool photos")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tiefjax-al-") as tmp:
-        root = Path(tmp)
-        manifest = make_demo_catalog(root / "demo", n=args.photos, seed=0)
-        init_workspace(root / "ws", root / "demo" / "images")
-        ws = Workspace(root / "ws")
-        truth = {p.id: p for p in manifest.photos}
+        _, ws, truth = demo_workspace(Path(tmp), args.photos)
         test = sorted(
             i for i in truth if split_of(i, PREPARE.test_fraction, PREPARE.seed) == "test"
         )

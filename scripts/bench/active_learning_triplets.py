@@ -38,13 +38,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import tiefjax  # noqa: E402, F401
 
 # isort: split
-from tiefjax.catalog import init_workspace  # noqa: E402
+from active_learning import bench_args, demo_workspace  # noqa: E402  (same folder)
+
 from tiefjax.data.crops import PrepareConfig  # noqa: E402
 from tiefjax.data.splits import split_of  # noqa: E402
 from tiefjax.demo_catalog import (  # noqa: E402
     DemoPhoto,
     ground_truth_triplets,
-    make_demo_catalog,
     similarity_rank,
 )
 from tiefjax.evaluate import same_product_recall  # noqa: E402
@@ -67,20 +67,10 @@ Triplet = tuple[str, str, str]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--photos", type=int, default=160, help="demo catalog size")
-    parser.add_argument("--start", type=int, default=20, help="triplets annotated first")
-    parser.add_argument("--add", type=int, default=20, help="triplets added by each strategy")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    args = parser.parse_args()
-
+    args = bench_args(__doc__, 160, "triplets")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tiefjax-al-") as tmp:
-        root = Path(tmp)
-        manifest = make_demo_catalog(root / "demo", n=args.photos, seed=0)
-        init_workspace(root / "ws", root / "demo" / "images")
-        ws = Workspace(root / "ws")
-        truth = {p.id: p for p in manifest.photos}
+        manifest, ws, truth = demo_workspace(Path(tmp), args.photos)
         with Store(ws.store_path) as store, store.transaction():
             for p in manifest.photos:
                 store.put_box(p.id, Box(*p.box), None)
