@@ -176,6 +176,7 @@ def test_a_killed_process_ends_the_other_with_one_line_and_a_restart_resumes(pre
 
 @pytest.mark.slow
 def test_index_and_score_on_two_processes_equal_one_process(prepared, tmp_path):
+    from tiefjax.index.row_table import RowTable
     from tiefjax.search import Searcher
 
     one, two = _copy(prepared, tmp_path, "one"), _copy(prepared, tmp_path, "two")
@@ -187,12 +188,12 @@ def test_index_and_score_on_two_processes_equal_one_process(prepared, tmp_path):
         assert [p.name for p in (root / "index").iterdir() if p.name.startswith(".tmp")] == []
         builds.append(root / "index" / current)
     assert [p.name for p in builds[1].iterdir() if p.name.startswith("part-")] == []
-    rows = [json.loads((b / "rows.json").read_text()) for b in builds]
-    assert [r["id"] for r in rows[0]] == [r["id"] for r in rows[1]] and len(rows[0]) == 8
+    ids = [list(RowTable.open(b).ids) for b in builds]
+    assert ids[0] == ids[1] and len(ids[0]) == 8
     for name in ("features.npy", "unsupervised/vectors.npy"):
         a, b = (np.load(build / name).astype(np.float32) for build in builds)
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=0, err_msg=name)
-    hits = [Searcher.load(root).neighbours(rows[0][0]["id"], k=5) for root in (one, two)]
+    hits = [Searcher.load(root).neighbours(ids[0][0], k=5) for root in (one, two)]
     assert [h.id for h in hits[0]] == [h.id for h in hits[1]]
     a, b = (np.load(build / "unsupervised" / "neighbours.npy") for build in builds)
     np.testing.assert_array_equal(a["id"], b["id"])

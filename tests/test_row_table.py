@@ -1,4 +1,4 @@
-"""RowTable: an index build's rows as memory-mapped NumPy columns, equal to rows.json."""
+"""RowTable: a build's rows as memory-mapped NumPy columns; an older rows.json converted once."""
 
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ Layout under ``ws.index_dir``::
     CURRENT                    name of the live build (replaced atomically)
     index-<utc time>/          one finished build
         build.json             when, what, settings, measured recall per mode
-        rows.json              row -> id, sha256, box, box source, probability
-        rows/                  the same as memory-mapped columns (tiefjax/index/row_table.py)
+        rows/                  row -> id, sha256, box, box source, probability as memory-mapped
+                               columns (tiefjax/index/row_table.py)
         features.npy           per-location-normalised encoder maps (float16, memmap)
         unsupervised/          vectors.npy, projection.npy, index.json, scann/, neighbours.npy
         supervised/            the same for the ranking net's descriptor (when trained)
@@ -155,7 +155,7 @@ def _previous(build: Path | None, sub: str = "") -> Previous | None:
     folder = build / sub if sub else build
     try:
         meta = json.loads((build / "build.json").read_text())
-        rows = [Row.from_json(r) for r in json.loads((folder / "rows.json").read_text())]
+        rows = RowTable.open(folder)
         features = np.load(folder / "features.npy", mmap_mode="r")
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -163,9 +163,7 @@ def _previous(build: Path | None, sub: str = "") -> Previous | None:
         return None
     encoder = meta.get("ranking_encoder" if sub else "encoder", "")
     trim = bool(meta.get("config", {}).get("trim_borders", False))
-    return Previous(
-        {r.id: (i, r) for i, r in enumerate(rows)}, features, encoder, meta.get("locator"), trim
-    )
+    return Previous(rows, features, encoder, meta.get("locator"), trim)
 
 
 # -- supervised descriptors -----------------------------------------------------------------------
@@ -443,7 +441,6 @@ def build_from_descriptors(
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         tmp = ws.index_dir / f".tmp-descriptors-{stamp}"
         tmp.mkdir(parents=True)
-        atomic_write_text(tmp / "rows.json", json.dumps([r.to_json() for r in rows]))
         RowTable.from_rows(rows).save(tmp / ROWS_FOLDER, replace=True)
         built_at = datetime.now(UTC).isoformat(timespec="seconds")
         report = IndexReport(str(tmp), built_at, len(rows), 0, 0, 0)
@@ -578,8 +575,6 @@ def _finish(
         with Store(ws.store_path) as store:
             store.put_detections(enc.detections)
     features = np.load(enc.features_path, mmap_mode="r")
-    rows_json = [r.to_json() for r in enc.rows]
-    (tmp / "rows.json").write_text(json.dumps(rows_json))
     RowTable.from_rows(enc.rows).save(tmp / ROWS_FOLDER, replace=True)
     built_at = datetime.now(UTC).isoformat(timespec="seconds")
     report = IndexReport(
@@ -621,9 +616,7 @@ def _finish(
                 progress=False,
                 log=log,
             )
-            (tmp / "ranking_encoder" / "rows.json").write_text(
-                json.dumps([r.to_json() for r in sub.rows])
-            )
+            RowTable.from_rows(sub.rows).save(tmp / "ranking_encoder" / ROWS_FOLDER, replace=True)
             if len(sub.rows) != len(enc.rows):
                 raise InvalidInput("the catalog changed while it was being indexed; run again")
             meta["ranking_encoder"] = fp

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -47,6 +47,9 @@ from tiefjax.index.config import IndexConfig
 from tiefjax.inference import ShardedApply
 from tiefjax.nets.alexnet import FEATURE_CHANNELS, PATCH, WINDOW
 from tiefjax.workspace import Workspace, atomic_write_text
+
+if TYPE_CHECKING:
+    from tiefjax.index.row_table import RowTable
 
 FEATURE_DIM = PATCH * PATCH * FEATURE_CHANNELS  # 30976
 FEATURES_DTYPE = np.float16
@@ -213,11 +216,16 @@ class Row:
 class Previous:
     """What a new build may re-use from the current one."""
 
-    rows: dict[str, tuple[int, Row]]  # id -> (row position, row)
+    rows: RowTable  # the build's rows, memory-mapped
     features: np.ndarray | None  # (N, 30976) memmap
     encoder: str
     locator: str | None
     trim: bool = False  # whole photos' borders were trimmed
+
+    def get(self, image_id: str) -> tuple[int, Row] | None:
+        """(row position, row) of ``image_id`` in the previous build, or None."""
+        pos = self.rows.position(image_id)
+        return None if pos is None else (pos, self.rows.row(pos))
 
 
 @dataclass
@@ -412,7 +420,7 @@ def _plan(
     copies: list[tuple[int, int]] = []
     for pos, rec in enumerate(images):
         size = (int(rec.width), int(rec.height))
-        old = previous.rows.get(rec.id) if previous else None
+        old = previous.get(rec.id) if previous else None
         prob, fallback = None, False
         box: Box | None
         if boxes_from is not None:

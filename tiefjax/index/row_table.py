@@ -1,12 +1,13 @@
 """The rows of an index build as NumPy columns, memory-mapped: id <-> row without Python objects.
 
-``rows.json`` lists every indexed image (id, content hash, box, box source, probability); read as
-JSON, a million rows are millions of Python objects in every server process. A :class:`RowTable`
-holds the same rows as a handful of arrays (ids as one UTF-8 blob with end offsets, 64-bit id
-hashes sorted for lookup, content hashes as bytes, boxes, source codes, probabilities) in the
-build's ``rows/`` folder, memory-mapped, so the server's processes share one copy in the page
-cache. Builds write ``rows/`` next to ``rows.json``; an older build gets it the first time it is
-opened. A :class:`Row` is made only for the rows a request touches.
+A build's rows list every indexed image (id, content hash, box, box source, probability). As JSON,
+a million rows were 184 MiB to parse into millions of Python objects in every server process. A
+:class:`RowTable` holds them as a handful of arrays (ids as one UTF-8 blob with end offsets,
+64-bit id hashes sorted for lookup, content hashes as bytes, boxes, source codes, probabilities)
+in the build's ``rows/`` folder, memory-mapped, so the server's processes share one copy in the
+page cache. ``rows/`` is the only form a build writes; a build made before it existed has only
+``rows.json``, converted once the first time it is opened. A :class:`Row` is made only for the
+rows a request touches.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from tiefjax.index.encode import Row
 SOURCES = ("annotation", "detection", "whole")
 COLUMNS = ("id_blob", "id_end", "id_hash", "id_order", "sha", "sha_order", "box", "source",
            "probability", "fallback")  # fmt: skip
-FOLDER = "rows"  # inside a build, next to rows.json
+FOLDER = "rows"  # inside a build
 
 
 def _id_hash(image_id: str) -> int:
@@ -65,8 +66,9 @@ class RowTable:
 
     @classmethod
     def open(cls, build: Path) -> RowTable:
-        """The table of ``build``: memory-mapped from ``build/rows/``, which is written from
-        ``rows.json`` the first time (atomically; kept in memory where the build is read-only)."""
+        """The table of ``build``: memory-mapped from ``build/rows/``. An older build's
+        ``rows.json`` is converted to it the first time (atomically; kept in memory where the
+        build is read-only)."""
         folder = build / FOLDER
         if (folder / "done").is_file():
             return cls({k: np.load(folder / f"{k}.npy", mmap_mode="r") for k in COLUMNS})
