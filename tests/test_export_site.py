@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from urllib.parse import quote
 
@@ -13,7 +12,7 @@ from starlette.testclient import TestClient
 
 from tiefjax.catalog import init_workspace
 from tiefjax.errors import InvalidInput
-from tiefjax.export_site import export_site, shard_digits, shard_of, static_key
+from tiefjax.export_site import export_site, read_data, shard_digits, shard_of, static_key
 from tiefjax.server import ServerConfig, create_app
 from tiefjax.store import Store
 from tiefjax.workspace import Workspace
@@ -43,28 +42,29 @@ def test_layout_and_shapes_match_the_api(ws, tmp_path):
     assert report.images == len(ids) and report.pages == 2 and not report.skipped
     assert (out / "index.html").is_file()
     static = out / "static"
-    manifest = json.loads((static / "manifest.json").read_text())
+    manifest = read_data(static / "manifest.js")
     assert manifest == {
         "static": True, "total": len(ids), "page_size": 4,
         "modes": ["unsupervised", "supervised"], "k": 3, "shard_digits": 1,
     }  # fmt: skip
     assert "6 images in 2 pages" in report.summary() and report.files > 6 and report.bytes > 0
+    assert not list(static.rglob("*.json"))  # one copy of the data: scripts, no JSON twins
 
     app = create_app(ws, token="t", config=ServerConfig.tiny(), searcher=searcher)
     with TestClient(app) as api:
         for n in range(2):
-            page = json.loads((static / "pages" / f"{n}.json").read_text())
+            page = read_data(static / "pages" / f"{n}.js")
             assert page == api.get("/api/images", params={"offset": 4 * n, "limit": 4}).json()
-        stats = json.loads((static / "stats.json").read_text())
+        stats = read_data(static / "stats.js")
         live = api.get("/api/stats").json()
         assert stats.keys() == live.keys() and stats["images"] == live["images"] == len(ids)
         assert stats["boxes"] == 1 and stats["index"]["modes"] == live["index"]["modes"]
         for image_id in ids:  # each in the shard of its key
-            path = f"{shard_of(static_key(image_id), 1)}.json"
-            got = json.loads((static / "records" / path).read_text())[image_id]
+            path = f"{shard_of(static_key(image_id), 1)}.js"
+            got = read_data(static / "records" / path)[image_id]
             assert got == api.get(f"/api/images/{quote(image_id, safe='')}").json()
             for mode in ("unsupervised", "supervised"):
-                got = json.loads((static / "similar" / mode / path).read_text())[image_id]
+                got = read_data(static / "similar" / mode / path)[image_id]
                 want = api.get(
                     f"/api/images/{quote(image_id, safe='')}/similar",
                     params={"mode": mode, "k": 3},
@@ -79,6 +79,23 @@ def test_layout_and_shapes_match_the_api(ws, tmp_path):
     assert static_key("odd name%?") == "62d777994dcaaac9"
     assert (static / "images" / "62d777994dcaaac9.jpg").is_file()
     assert not list(tmp_path.glob(".site-out*"))  # no temporary folders left
+
+
+def test_stats_carry_the_index_staleness_as_the_api_does(ws, tmp_path):
+    """An index built before two photos were added (and holding one since removed): the
+    export's stats say so, in the words of /api/stats."""
+    with Store(ws.store_path) as store:
+        ids = store.image_ids()
+    searcher = FakeSearcher([*ids[:-2], "gone"])
+    export_site(ws, tmp_path / "out", searcher=searcher)
+    stale = read_data(tmp_path / "out" / "static" / "stats.js")["index"]["stale"]
+    assert stale.startswith(
+        f"the index is out of date: 2 of the {len(ids)} catalogued images are not in it and 1 "
+        "images in it were removed from the catalog"
+    )
+    app = create_app(ws, token="t", config=ServerConfig.tiny(), searcher=searcher)
+    with TestClient(app) as api:
+        assert api.get("/api/stats").json()["index"]["stale"] == stale
 
 
 def test_static_key_is_fnv1a_64_in_hex():
@@ -102,12 +119,10 @@ def test_long_ids_export_under_short_file_names(tmp_path):
     assert report.images == 2 and not report.skipped
     static = out / "static"
     key = static_key(long_id)
-    similar = f"similar/supervised/{shard_of(key, 1)}.json"
+    similar = f"similar/supervised/{shard_of(key, 1)}.js"
     for path in (f"images/{key}.jpg", f"thumbs/{key}.jpg", similar):
         assert (static / path).is_file(), path
-    shard = json.loads(
-        (static / "similar" / "unsupervised" / f"{shard_of(key, 1)}.json").read_text()
-    )
+    shard = read_data(static / "similar" / "unsupervised" / f"{shard_of(key, 1)}.js")
     assert shard[long_id]["id"] == long_id and shard[long_id]["hits"][0]["id"] == "short"
     assert max(len(p.name.encode()) for p in out.rglob("*")) < 64
 
@@ -147,10 +162,10 @@ def test_without_an_index(ws, tmp_path, monkeypatch):
     monkeypatch.setattr(search_module.Searcher, "load", staticmethod(no_index))
     out = tmp_path / "plain"
     report = export_site(ws, out)
-    manifest = json.loads((out / "static" / "manifest.json").read_text())
+    manifest = read_data(out / "static" / "manifest.js")
     assert manifest["modes"] == [] and report.modes == []
     assert not (out / "static" / "similar").exists()
-    assert json.loads((out / "static" / "stats.json").read_text())["index"] is None
+    assert read_data(out / "static" / "stats.js")["index"] is None
 
 
 def test_replaces_an_earlier_export_and_refuses_other_folders(ws, tmp_path):
@@ -161,7 +176,13 @@ def test_replaces_an_earlier_export_and_refuses_other_folders(ws, tmp_path):
     (out / "static" / "stale.txt").write_text("old")
     export_site(ws, out, searcher=searcher)
     assert not (out / "static" / "stale.txt").exists()
-    assert (out / "static" / "manifest.json").is_file()
+    assert (out / "static" / "manifest.js").is_file()
+    older = tmp_path / "older"  # an export made when data files were JSON twins
+    (older / "static").mkdir(parents=True)
+    (older / "static" / "manifest.json").write_text('{"static": true}')
+    export_site(ws, older, searcher=searcher)
+    assert read_data(older / "static" / "manifest.js")["static"] is True
+    assert not (older / "static" / "manifest.json").exists()
 
     precious = tmp_path / "precious"
     precious.mkdir()
@@ -196,5 +217,5 @@ def test_command_line(ws, tmp_path, capsys):
     out = tmp_path / "cli-out"
     assert main(["export-site", str(ws.root), str(out), "--page-size", "2"]) == 0
     assert "exported 6 images in 3 pages" in capsys.readouterr().out
-    assert json.loads((out / "static" / "manifest.json").read_text())["page_size"] == 2
+    assert read_data(out / "static" / "manifest.js")["page_size"] == 2
     assert main(["export-site", str(ws.root), str(out), "--k", "0"]) == 2

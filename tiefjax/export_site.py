@@ -1,9 +1,14 @@
-"""``tiefjax export-site WS OUT``: the site plus precomputed JSON, for any static file host.
+"""``tiefjax export-site WS OUT``: the site plus precomputed data, for any static file host.
 
 The gallery needs no server: catalog pages, every image's record and precomputed neighbours
-(each mode), the images and their thumbnails are written as files whose shapes match the API
-answers (docs/api.md, "Static export"). The site notices ``static/manifest.json`` and reads those
+(each mode), the images and their thumbnails are written as files whose JSON matches the API
+answers (docs/api.md, "Static export"). The site notices ``static/manifest.js`` and reads those
 instead of ``/api``; pages that need the server (upload search, editors) say so.
+
+Each data file is a script, ``tiefjaxData(<JSON>);`` (:func:`write_data`), and the site loads it
+with a ``<script>`` element over HTTP and from ``file://`` alike: a page opened from a file may
+not ``fetch`` JSON but may load scripts, so one copy serves both (a JSON twin of every file
+doubled the export's data).
 
 Records and neighbours are grouped in shards (:func:`shard_of`, about ``SHARD_IMAGES`` images a
 shard at most, however large the catalog): an image's page reads one small file of each kind,
@@ -118,13 +123,23 @@ def shard_of(key: str, digits: int) -> str:
     return f"{k ^ (k >> 33):016x}"[:digits]
 
 
-def _write_json(path: Path, value: Any) -> None:
-    """``path`` and its script twin ``.js`` (``tiefjaxData(<JSON>);``): a page opened from a
-    file may not fetch JSON but may load scripts."""
+DATA_PREFIX, DATA_SUFFIX = "tiefjaxData(", ");\n"
+
+
+def write_data(path: Path, value: Any) -> None:
+    """``path`` (``x.js``): ``value`` as JSON wrapped in ``tiefjaxData(...);``, the one form of
+    an export's data (the module docstring says why)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(value, separators=(",", ":"))
-    path.write_text(text, encoding="utf-8")
-    path.with_suffix(".js").write_text(f"tiefjaxData({text});\n", encoding="utf-8")
+    path.write_text(f"{DATA_PREFIX}{text}{DATA_SUFFIX}", encoding="utf-8")
+
+
+def read_data(path: Path) -> Any:
+    """The JSON value of an export's data file ``path``, for scripts that read an export."""
+    text = path.read_text(encoding="utf-8")
+    if not (text.startswith(DATA_PREFIX) and text.endswith(DATA_SUFFIX)):
+        raise InvalidInput(f"{path} is not a tiefjax export data file; export the site again")
+    return json.loads(text[len(DATA_PREFIX) : -len(DATA_SUFFIX)])
 
 
 def _use_bundle(root: Path) -> None:
@@ -148,7 +163,8 @@ def _check_out(out: Path, ws: Workspace, site: Path) -> None:
     if out.exists():
         if not out.is_dir():
             raise InvalidInput(f"{out} exists and is not a folder; choose another OUT")
-        is_export = (out / "static" / "manifest.json").is_file()
+        # manifest.json: an export made before the data files became scripts
+        is_export = any((out / "static" / f"manifest.{x}").is_file() for x in ("js", "json"))
         if any(out.iterdir()) and not is_export:
             raise InvalidInput(
                 f"{out} is not empty and not an earlier tiefjax export; refusing to replace it. "
@@ -201,7 +217,7 @@ def export_site(
         for item in items:
             shards.setdefault(shard_of(static_key(item["id"]), digits), []).append(item)
         for shard, members in shards.items():
-            _write_json(static / "records" / f"{shard}.json", {m["id"]: m for m in members})
+            write_data(static / "records" / f"{shard}.js", {m["id"]: m for m in members})
         report.pages = max(1, -(-len(items) // page_size))
         for n in range(report.pages):
             chunk = items[n * page_size : (n + 1) * page_size]
@@ -212,14 +228,14 @@ def export_site(
                 "limit": page_size,
                 "next": chunk[-1]["id"] if n + 1 < report.pages else None,
             }
-            _write_json(static / "pages" / f"{n}.json", {**page, "images": chunk})
+            write_data(static / "pages" / f"{n}.js", {**page, "images": chunk})
 
         for mode in modes:
             bar = tqdm(total=len(items), desc=f"neighbours ({mode})", unit="img", disable=None)
             with bar:
                 for shard, members in shards.items():
                     similar = {m["id"]: _similar(searcher, m["id"], k, mode) for m in members}
-                    _write_json(static / "similar" / mode / f"{shard}.json", similar)
+                    write_data(static / "similar" / mode / f"{shard}.js", similar)
                     bar.update(len(members))
 
         (static / "images").mkdir(parents=True, exist_ok=True)
@@ -239,7 +255,9 @@ def export_site(
                 else:
                     report.images += 1
 
-        _write_json(static / "stats.json", {**counts, "index": index_summary(searcher)})
+        # as /api/stats answers: staleness against the catalog exported included
+        index = index_summary(searcher, [r.id for r in records], ws.root)
+        write_data(static / "stats.js", {**counts, "index": index})
         manifest = {
             "static": True,
             "total": len(items),
@@ -248,7 +266,7 @@ def export_site(
             "k": k,
             "shard_digits": digits,
         }
-        _write_json(static / "manifest.json", manifest)
+        write_data(static / "manifest.js", manifest)
         sizes = [p.stat().st_size for p in tmp.rglob("*") if p.is_file()]
         report.files, report.bytes = len(sizes), sum(sizes)
         _swap_in(tmp, out)

@@ -23,7 +23,7 @@ export class ApiError extends Error {
  * the live site never asks for it. */
 export async function init() {
   if (globalThis.TIEFJAX_STATIC_EXPORT) {
-    const j = await staticJson("static/manifest.json");
+    const j = await staticData("static/manifest.js");
     if (j && j.static === true) manifest = j;
   }
   return manifest;
@@ -112,12 +112,13 @@ async function fetchJson(url, options = {}) {
   return type.includes("json") ? r.json() : null;
 }
 
-// A page opened from a file may not fetch(); every export file has a script twin (x.json ->
-// x.js, "tiefjaxData(<the JSON>);") that a <script> element loads instead.
+// A page opened from a file may not fetch(), but may load scripts: every data file of an export
+// is one ("tiefjaxData(<the JSON>);"), loaded by a <script> element from a host and a file alike.
 let scriptData;
 globalThis.tiefjaxData = (value) => (scriptData = value);
 
-function loadDataScript(src) {
+/** A data file of a static export (`static/...js`), loaded as a script. */
+function staticData(src) {
   return new Promise((resolve, reject) => {
     const script = document.createElement("script");
     script.src = src;
@@ -135,10 +136,6 @@ function loadDataScript(src) {
   });
 }
 
-/** A JSON file of a static export. */
-function staticJson(path) {
-  return location.protocol === "file:" ? loadDataScript(path.replace(/\.json$/, ".js")) : fetchJson(path);
-}
 
 function requireServer(what) {
   if (manifest) {
@@ -193,7 +190,7 @@ export function thumbUrl(id, size = 256) {
 
 export async function stats(fresh = false) {
   if (!statsCache || fresh) {
-    statsCache = manifest ? staticJson("static/stats.json") : fetchJson("api/stats");
+    statsCache = manifest ? staticData("static/stats.js") : fetchJson("api/stats");
     statsCache.catch(() => (statsCache = null));
   }
   return statsCache;
@@ -213,7 +210,7 @@ export async function modes() {
 const pageCache = new Map();
 function staticPage(n) {
   if (!pageCache.has(n)) {
-    const p = staticJson(`static/pages/${n}.json`);
+    const p = staticData(`static/pages/${n}.js`);
     p.catch(() => pageCache.delete(n));
     pageCache.set(n, p);
   }
@@ -263,12 +260,12 @@ async function loadAll() {
 }
 
 const shardCache = new Map();
-/** The export's shard file `static/<dir>/<shard>.json` holding `id` ({id: value}), cached:
+/** The export's shard file `static/<dir>/<shard>.js` holding `id` ({id: value}), cached:
  * records and neighbours are grouped by the first `shard_digits` hex digits of the id's key. */
 async function staticShard(dir, id) {
-  const path = `static/${dir}/${staticShardOf(staticKey(id), manifest.shard_digits)}.json`;
+  const path = `static/${dir}/${staticShardOf(staticKey(id), manifest.shard_digits)}.js`;
   if (!shardCache.has(path)) {
-    const p = staticJson(path);
+    const p = staticData(path);
     p.catch(() => shardCache.delete(path));
     shardCache.set(path, p);
   }

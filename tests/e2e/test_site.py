@@ -433,7 +433,7 @@ def static_url(static_root):  # noqa: ANN001, ANN201
         deadline = time.monotonic() + 20
         while True:
             try:
-                urllib.request.urlopen(url + "static/manifest.json", timeout=2).close()
+                urllib.request.urlopen(url + "static/manifest.js", timeout=2).close()
                 break
             except OSError:
                 if time.monotonic() > deadline or proc.poll() is not None:
