@@ -473,13 +473,18 @@ def test_writes_need_the_token(client):
         ("DELETE", "/api/images/img00/box?version=0", None),
         ("POST", "/api/triplets", {"reference": "img00", "positive": "img01", "negative": "img02"}),
         ("DELETE", "/api/triplets/1", None),
+        (
+            "POST",
+            "/api/triplets/marks",
+            {"reference": "img00", "same": [], "more": ["img01"], "less": ["img02"]},
+        ),
         ("POST", "/api/auth/check", None),
     ]
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
         for method, url, body in writes:
             r = client.request(method, url, json=body, headers=headers)
             _error(r, 401, "unauthorized")
-    assert client.post("/api/auth/check", headers=AUTH).status_code == 204
+    assert client.post("/api/auth/check", headers=AUTH).json() == {"annotator": "owner"}
     assert client.get("/api/images/img00/box").status_code == 404  # nothing was written
     assert client.get("/api/triplets").json() == {"triplets": []}
 

@@ -220,19 +220,13 @@ def _apply(
             raise InvalidInput(_error_message(path, errors))
         for row in boxes:
             before = store.get_box(row.image_id)
-            after = store.put_box(row.image_id, row.box, expected_version=None)
+            after = store.put_box(row.image_id, row.box, expected_version=None, by="import")
             if before is not None and before.version == after.version:
                 unchanged += 1
             else:
                 saved += 1
-        known = {(t.reference, t.positive, t.negative) for t in store.list_triplets()}
-        for trow in triplets:
-            if trow.ids in known:
-                existing += 1
-            else:
-                store.add_triplet(*trow.ids)
-                known.add(trow.ids)
-                added += 1
+        new, existing = store.add_triplets([trow.ids for trow in triplets], by="import")
+        added = len(new)
     return ImportReport(path, fmt, saved, unchanged, added, existing)
 
 

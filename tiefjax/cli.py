@@ -30,6 +30,7 @@ from tiefjax.supervise import WORKER_VAR, run_supervised
 #: Modules under ``tiefjax.commands`` that contribute subcommands, in help order.
 COMMAND_MODULES: tuple[str, ...] = (
     "catalog",  # init, demo-catalog, import, export
+    "annotators",  # annotators, history
     "port",  # port
     "pretrain",  # pretrain
     "prepare",  # prepare

@@ -719,7 +719,7 @@ def _ground_truth(ws: Workspace, manifest: Any, seed: int, per_image: int) -> tu
             if (t.reference, t.positive, t.negative) not in wanted
         ]
         for triplet_id in stale:
-            store.delete_triplet(triplet_id)
+            store.delete_triplet(triplet_id, by="demo")
         return boxes, store.count_triplets(), len(stale)
 
 

@@ -871,9 +871,8 @@ def load_ground_truth(
     ]
     with store.transaction():  # one commit for the lot: fast, and all or nothing
         for p in present:
-            store.put_box(p.id, StoreBox(*p.box), expected_version=None)
-        for ref, pos, neg in triplets:
-            store.add_triplet(ref, pos, neg)
+            store.put_box(p.id, StoreBox(*p.box), expected_version=None, by="demo")
+        store.add_triplets(triplets, by="demo")
     return len(present), len(triplets)
 
 

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tiefjax import history
 from tiefjax.errors import Conflict, InvalidInput, NotFound, TiefjaxError
 from tiefjax.gallery_query import CatalogQuery
 from tiefjax.validate import id_problem, shown
@@ -241,6 +242,24 @@ MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     """,
     # 5: the gallery's sort by the locator's probability walks this index (tiefjax.gallery_query)
     "CREATE INDEX detections_score ON detections(score, image_id);",
+    # 6: who changed which box or triplet when (tiefjax.history), annotators' hashed tokens
+    """
+    CREATE TABLE history (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        annotator TEXT NOT NULL,
+        action TEXT NOT NULL,
+        image_id TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX history_image ON history(image_id, id);
+    CREATE INDEX history_annotator ON history(annotator, id);
+    CREATE TABLE annotators (
+        name TEXT PRIMARY KEY,
+        token_sha256 TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -565,7 +584,7 @@ class Store:
                 if (old[0], old[1]) != (rec.width, rec.height):
                     current = self._box_row(rec.id)
                     if current is not None and not _box_fits(current.box, rec.width, rec.height):
-                        self._tombstone(rec.id)
+                        self._tombstone(current, "init")  # the photo changed under it
                 if old[2] != rec.sha256:
                     self._db.execute("DELETE FROM detections WHERE image_id = ?", (rec.id,))
 
@@ -701,14 +720,30 @@ class Store:
             return self._box_row(image_id)
 
     def put_box(
-        self, image_id: str, box: Box | Sequence[float], expected_version: int | None = None
+        self,
+        image_id: str,
+        box: Box | Sequence[float],
+        expected_version: int | None = None,
+        *,
+        by: str = history.LOCAL,
     ) -> StoredBox:
         """Save the image's box and return it with its new version.
 
         ``expected_version``: the version the editor started from (0 = "it had no box"), or None
         to overwrite whatever is there. A mismatch raises :class:`BoxConflict` and changes
-        nothing. Saving the same box again keeps its version.
+        nothing. Saving the same box again keeps its version. ``by`` names the annotator in
+        the history.
         """
+        return self._save_box(image_id, box, expected_version, by, "box.saved")
+
+    def _save_box(
+        self,
+        image_id: str,
+        box: Box | Sequence[float],
+        expected_version: int | None,
+        by: str,
+        action: str,
+    ) -> StoredBox:
         with self.transaction():
             width, height = self._size(image_id)
             box = validate_box(box, width, height, image_id)
@@ -729,6 +764,9 @@ class Store:
                 "updated_at = excluded.updated_at",
                 (image_id, *box.as_tuple(), version, now),
             )
+            previous = None if current is None else list(current.box.as_tuple())
+            detail = {"version": version, "box": list(box.as_tuple()), "previous": previous}
+            history.record(self._db, now, by, action, image_id, detail)
             return StoredBox(image_id, box, version, now)
 
     @staticmethod
@@ -757,7 +795,9 @@ class Store:
             )
         raise BoxConflict(message, current)
 
-    def delete_box(self, image_id: str, expected_version: int | None = None) -> None:
+    def delete_box(
+        self, image_id: str, expected_version: int | None = None, *, by: str = history.LOCAL
+    ) -> None:
         """Delete the image's box (no-op when it has none); versions are checked like put_box."""
         with self.transaction():
             self._size(image_id)
@@ -765,14 +805,18 @@ class Store:
             self._check_version(image_id, current, expected_version)
             if current is None:
                 return
-            self._tombstone(image_id)
+            self._tombstone(current, by)
 
-    def _tombstone(self, image_id: str) -> None:
+    def _tombstone(self, current: StoredBox, by: str) -> None:
+        """Delete ``current`` (a tombstone keeps the version counting), recorded as by ``by``."""
+        now = _now()
         self._db.execute(
             "UPDATE boxes SET left = NULL, top = NULL, right = NULL, bottom = NULL, "
             "version = version + 1, updated_at = ? WHERE image_id = ?",
-            (_now(), image_id),
+            (now, current.image_id),
         )
+        detail = {"version": current.version + 1, "previous": list(current.box.as_tuple())}
+        history.record(self._db, now, by, "box.deleted", current.image_id, detail)
 
     def boxes(self) -> dict[str, StoredBox]:
         """Every current box by image id."""
@@ -785,7 +829,9 @@ class Store:
     def count_boxes(self) -> int:
         return int(self._one("SELECT count(*) FROM boxes WHERE left IS NOT NULL")[0])
 
-    def accept_detections(self, seen: Mapping[str, int], overwrite: bool = False) -> Accepted:
+    def accept_detections(
+        self, seen: Mapping[str, int], overwrite: bool = False, *, by: str = history.LOCAL
+    ) -> Accepted:
         """Save the located box of each image in ``seen`` as its annotated box, in one
         transaction (bulk review).
 
@@ -814,7 +860,7 @@ class Store:
                 elif overwrite and (current.version if current else 0) != version:
                     changed.append(image_id)
                 else:
-                    accepted.append(self.put_box(image_id, row[:4]))
+                    accepted.append(self._save_box(image_id, row[:4], None, by, "box.accepted"))
             if changed:
                 raise Conflict(
                     f"the box of {', '.join(changed)} changed since you loaded it (someone else "
@@ -842,24 +888,52 @@ class Store:
                 + " in the catalog"
             )
 
-    def add_triplet(self, reference: str, positive: str, negative: str) -> Triplet:
+    def add_triplet(
+        self, reference: str, positive: str, negative: str, *, by: str = history.LOCAL
+    ) -> Triplet:
         """Record that ``reference`` is more like ``positive`` than ``negative``.
 
         Adding the same triplet again returns the stored one.
         """
         with self.transaction():
             self.check_triplet(reference, positive, negative)
-            self._db.execute(
-                "INSERT INTO triplets(reference, positive, negative, created_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (reference, positive, negative, _now()),
-            )
-            row = self._db.execute(
-                "SELECT id, reference, positive, negative, created_at FROM triplets "
-                "WHERE reference = ? AND positive = ? AND negative = ?",
-                (reference, positive, negative),
-            ).fetchone()
-            return Triplet(*row)
+            return self._insert_triplet((reference, positive, negative), by)[0]
+
+    def add_triplets(
+        self, triplets: Sequence[tuple[str, str, str]], *, by: str = history.LOCAL
+    ) -> tuple[list[Triplet], int]:
+        """Store many triplets in one transaction (all or none); returns the triplets that were
+        new and how many were stored already."""
+        added: list[Triplet] = []
+        with self.transaction():
+            for ids in triplets:
+                self.check_triplet(*ids)
+                triplet, new = self._insert_triplet(ids, by)
+                if new:
+                    added.append(triplet)
+        return added, len(triplets) - len(added)
+
+    def _insert_triplet(self, ids: tuple[str, str, str], by: str) -> tuple[Triplet, bool]:
+        """The stored triplet for these ids and whether this call added it."""
+        now = _now()
+        new = self._db.execute(
+            "INSERT INTO triplets(reference, positive, negative, created_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (*ids, now),
+        ).rowcount
+        row = self._db.execute(
+            "SELECT id, reference, positive, negative, created_at FROM triplets "
+            "WHERE reference = ? AND positive = ? AND negative = ?",
+            ids,
+        ).fetchone()
+        triplet = Triplet(*row)
+        if new:
+            self._record_triplet(triplet, by, "triplet.added", now)
+        return triplet, bool(new)
+
+    def _record_triplet(self, t: Triplet, by: str, action: str, at: str) -> None:
+        detail = {"triplet": t.id, "positive": t.positive, "negative": t.negative}
+        history.record(self._db, at, by, action, t.reference, detail)
 
     def list_triplets(self, reference: str | None = None) -> list[Triplet]:
         """All triplets (or those of one reference image) in the order they were added."""
@@ -870,15 +944,50 @@ class Store:
             rows = self._all(sql + " WHERE reference = ? ORDER BY id", (reference,))
         return [Triplet(*row) for row in rows]
 
-    def delete_triplet(self, triplet_id: int) -> None:
+    def delete_triplet(self, triplet_id: int, *, by: str = history.LOCAL) -> None:
         """Delete one triplet by id (NotFound when there is none)."""
         with self.transaction():
-            gone = self._db.execute("DELETE FROM triplets WHERE id = ?", (int(triplet_id),))
-            if gone.rowcount == 0:
+            row = self._db.execute(
+                "SELECT id, reference, positive, negative, created_at FROM triplets WHERE id = ?",
+                (int(triplet_id),),
+            ).fetchone()
+            if row is None:
                 raise NotFound(f"no triplet with id {triplet_id}")
+            self._db.execute("DELETE FROM triplets WHERE id = ?", (row[0],))
+            self._record_triplet(Triplet(*row), by, "triplet.deleted", _now())
 
     def count_triplets(self) -> int:
         return int(self._one("SELECT count(*) FROM triplets")[0])
+
+    # -- history and annotators (tiefjax.history) --------------------------------------------
+    def changes(
+        self,
+        image_id: str | None = None,
+        annotator: str | None = None,
+        before: int | None = None,
+        limit: int = 50,
+    ) -> list[history.Change]:
+        """The newest changes of boxes and triplets first (see :func:`tiefjax.history.changes`)."""
+        with self._locked():
+            return history.changes(self._db, image_id, annotator, before, limit)
+
+    def add_annotator(self, name: str) -> str:
+        """A new token for annotator ``name`` (shown once; only its hash is stored)."""
+        with self.transaction():
+            return history.add_annotator(self._db, name, _now())
+
+    def remove_annotator(self, name: str) -> None:
+        with self.transaction():
+            history.remove_annotator(self._db, name)
+
+    def annotators(self) -> list[history.Annotator]:
+        with self._locked():
+            return history.annotators(self._db)
+
+    def annotator_of(self, token: str) -> str | None:
+        """The annotator whose token this is, or None."""
+        with self._locked():
+            return history.annotator_of(self._db, token)
 
     # -- detections -------------------------------------------------------------------------------
     def put_detections(self, detections: Iterable[Detection], replace: bool = False) -> None:

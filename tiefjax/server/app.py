@@ -46,6 +46,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from tiefjax import history, triplet_marks
 from tiefjax.errors import InvalidInput, NotFound, TiefjaxError
 from tiefjax.gallery_query import CatalogQuery
 from tiefjax.server.batching import MicroBatcher
@@ -347,17 +348,26 @@ class ServerState:
         return list(results)
 
     # auth ----------------------------------------------------------------------------------
-    def check_token(self, request: Request) -> None:
+    async def annotator(self, request: Request) -> str:
+        """Who sends this write: the name of its bearer token (the server's own token, or an
+        annotator's from ``tiefjax annotators``); Unauthorized without a valid one."""
         header = request.headers.get("authorization", "")
         scheme, _, given = header.partition(" ")
-        ok = hmac.compare_digest(given.strip().encode(), self._token_bytes)
-        if scheme.lower() != "bearer" or not ok:
-            raise Unauthorized(
-                "this change needs the server's token: send 'Authorization: Bearer <token>' "
-                "(the token is printed by tiefjax serve, or set with --token / TIEFJAX_TOKEN)"
-                if not header
-                else "the token is wrong; use the one printed by tiefjax serve"
-            )
+        given = given.strip()
+        if scheme.lower() == "bearer" and given:
+            if hmac.compare_digest(given.encode(), self._token_bytes):
+                return self.config.token_annotator
+            name = await run_in_threadpool(self.store.annotator_of, given)
+            if name is not None:
+                return name
+        raise Unauthorized(
+            "this change needs a token: send 'Authorization: Bearer <token>' (the server's "
+            "token is printed by tiefjax serve or set with --token / TIEFJAX_TOKEN; "
+            "tiefjax annotators WS --add NAME makes one per annotator)"
+            if not header
+            else "the token is wrong or was revoked; use the one printed by tiefjax serve or "
+            "one made by tiefjax annotators WS --add NAME"
+        )
 
     def close(self) -> None:
         self.batcher.close()
@@ -491,7 +501,7 @@ def build_routes(state: ServerState) -> list[Route]:
         return JSONResponse(stored_box_json(stored))
 
     async def put_box(request: Request) -> Response:
-        state.check_token(request)
+        by = await state.annotator(request)
         image_id = request.path_params["image_id"]
         body = await _json_body(
             request,
@@ -500,11 +510,13 @@ def build_routes(state: ServerState) -> list[Route]:
         )
         version = _version_of(body["version"], "version")
         coords = [body[k] for k in ("left", "top", "right", "bottom")]
-        stored = await run_in_threadpool(store.put_box, image_id, coords, version)
+        stored = await run_in_threadpool(
+            functools.partial(store.put_box, by=by), image_id, coords, version
+        )
         return JSONResponse(stored_box_json(stored))
 
     async def delete_box(request: Request) -> Response:
-        state.check_token(request)
+        by = await state.annotator(request)
         image_id = request.path_params["image_id"]
         raw = request.query_params.get("version")
         if raw is None:
@@ -512,7 +524,7 @@ def build_routes(state: ServerState) -> list[Route]:
                 "add ?version=N with the version of the box you are deleting (from GET .../box)"
             )
         version = parse_int(raw, "version")
-        await run_in_threadpool(store.delete_box, image_id, version)
+        await run_in_threadpool(functools.partial(store.delete_box, by=by), image_id, version)
         return Response(status_code=204)
 
     async def list_triplets(request: Request) -> Response:
@@ -527,17 +539,46 @@ def build_routes(state: ServerState) -> list[Route]:
         return JSONResponse({"triplets": await run_in_threadpool(rows)})
 
     async def add_triplet(request: Request) -> Response:
-        state.check_token(request)
+        by = await state.annotator(request)
         fields = ("reference", "positive", "negative")
         body = await _json_body(request, fields, "(three image ids)")
         ids = [check_id(body[k], k) for k in fields]
-        triplet = await run_in_threadpool(store.add_triplet, *ids)
+        triplet = await run_in_threadpool(functools.partial(store.add_triplet, by=by), *ids)
         return JSONResponse(_triplet_json(triplet), status_code=201)
 
+    async def add_marked_triplets(request: Request) -> Response:
+        by = await state.annotator(request)
+        fields = ("reference", "same", "more", "less")
+        body = await _json_body(request, fields, "(a reference id and three lists of ids)")
+        reference = check_id(body["reference"], "reference")
+        marks = {k: _id_list(body[k], k) for k in fields[1:]}
+        triplets = triplet_marks.expand(reference, **marks)
+        added, existing = await run_in_threadpool(
+            functools.partial(store.add_triplets, by=by), triplets
+        )
+        return JSONResponse(
+            {"added": [_triplet_json(t) for t in added], "existing": existing}, status_code=201
+        )
+
+    async def changes(request: Request) -> Response:
+        given = {k: request.query_params.get(k) for k in ("image", "annotator")}
+        image = None if given["image"] is None else check_id(given["image"], "image")
+        before = request.query_params.get("before")
+        limit = _int_param(request, "limit", 50, 1, history.PAGE_MAX)
+        page = await run_in_threadpool(
+            store.changes,
+            image,
+            given["annotator"],
+            None if before is None else parse_int(before, "before", 1),
+            limit,
+        )
+        next_before = page[-1].id if len(page) == limit else None
+        return JSONResponse({"items": [c.to_json() for c in page], "next": next_before})
+
     async def delete_triplet(request: Request) -> Response:
-        state.check_token(request)
+        by = await state.annotator(request)
         tid = parse_int(request.path_params["tid"], "the triplet id", 1)
-        await run_in_threadpool(store.delete_triplet, tid)
+        await run_in_threadpool(functools.partial(store.delete_triplet, by=by), tid)
         return Response(status_code=204)
 
     async def candidates(request: Request) -> Response:
@@ -562,7 +603,7 @@ def build_routes(state: ServerState) -> list[Route]:
         return JSONResponse({"id": image_id, "mode": mode, "candidates": candidates})
 
     async def accept_detections(request: Request) -> Response:
-        state.check_token(request)
+        by = await state.annotator(request)
         body = await _json_body(
             request,
             ("images", "overwrite"),
@@ -572,7 +613,9 @@ def build_routes(state: ServerState) -> list[Route]:
         seen = _seen_versions(body["images"])
         if not isinstance(body["overwrite"], bool):
             raise BadRequest(f"overwrite must be true or false, got {shown(body['overwrite'])}")
-        done = await run_in_threadpool(store.accept_detections, seen, body["overwrite"])
+        done = await run_in_threadpool(
+            functools.partial(store.accept_detections, by=by), seen, body["overwrite"]
+        )
         return JSONResponse(
             {
                 "saved": [stored_box_json(b) for b in done.saved],
@@ -581,8 +624,7 @@ def build_routes(state: ServerState) -> list[Route]:
         )
 
     async def auth_check(request: Request) -> Response:
-        state.check_token(request)
-        return Response(status_code=204)
+        return JSONResponse({"annotator": await state.annotator(request)})
 
     schema = openapi_schema()
 
@@ -607,7 +649,9 @@ def build_routes(state: ServerState) -> list[Route]:
         route("/search", search, ["POST"]),
         route("/triplets", list_triplets, ["GET"]),
         route("/triplets", add_triplet, ["POST"]),
+        route("/triplets/marks", add_marked_triplets, ["POST"]),
         route("/triplets/{tid}", delete_triplet, ["DELETE"]),
+        route("/history", changes, ["GET"]),
         route("/candidates/{image_id}", candidates, ["GET"]),
         route("/auth/check", auth_check, ["POST"]),
         route("/boxes/accept-detections", accept_detections, ["POST"]),
@@ -701,6 +745,13 @@ def _seen_versions(images: Any) -> dict[str, int]:
             raise InvalidInput(f"{image_id} is listed twice in images; list each image once")
         seen[image_id] = version
     return seen
+
+
+def _id_list(value: Any, name: str) -> list[str]:
+    """A JSON list of image ids (else BadRequest)."""
+    if not isinstance(value, list) or len(value) > triplet_marks.MAX_MARKS:
+        raise BadRequest(f"{name} must be a list of at most {triplet_marks.MAX_MARKS} image ids")
+    return [check_id(v, f"an id in {name}") for v in value]
 
 
 def _triplet_json(t: Any) -> dict[str, Any]:

@@ -15,6 +15,10 @@ class ServerConfig:
         default="",
         metadata={"help": "bearer token for writes; empty: TIEFJAX_TOKEN or a generated one"},
     )
+    token_annotator: str = field(
+        default="owner",
+        metadata={"help": "annotator name the history records for writes with the server's token"},
+    )
     max_upload_bytes: int = field(
         default=10 * 1024 * 1024, metadata={"help": "largest accepted upload in bytes"}
     )

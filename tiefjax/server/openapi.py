@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from tiefjax.gallery_query import MATCHES, ORDERS, SORTS, STATES
+from tiefjax.history import ACTIONS, PAGE_MAX
+from tiefjax.triplet_marks import MAX_MARKS, MAX_TRIPLETS
 from tiefjax.validate import INT64_MAX
 
 #: What each error status means wherever it is listed (an operation may say more).
@@ -126,6 +128,18 @@ SCHEMAS: dict[str, Any] = {
         **_TRIPLET_IDS,
         created_at={"type": "string", "format": "date-time"},
     ),
+    "Change": _object(
+        id={"type": "integer", "description": "increasing; the `before` cursor of older pages"},
+        at={"type": "string", "format": "date-time"},
+        annotator={"type": "string", "description": "the token's name, or the command"},
+        action=_enum(ACTIONS),
+        image={"type": "string", "description": "the image (a triplet's reference)"},
+        detail={
+            "type": "object",
+            "description": "box.*: version, box and previous ([left, top, right, bottom] or "
+            "null); triplet.*: triplet (its id), positive, negative",
+        },
+    ),
     "BoxReview": _object(
         id={"type": "string"},
         score={"type": "number", "minimum": 0, "maximum": 1},
@@ -178,6 +192,10 @@ def _neighbours_of_image(summary: str, mode_description: str, list_key: str) -> 
             },
         }
     }
+
+
+def _id_array(most: int) -> dict[str, Any]:
+    return {"type": "array", "maxItems": most, "items": _ID_STRING}
 
 
 def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
@@ -430,6 +448,63 @@ def _paths() -> dict[str, Any]:
                 },
             },
         },
+        "/api/triplets/marks": {
+            "post": {
+                "summary": "Store the triplets that similarity marks expand into (all or none)",
+                "description": "Same product > more similar > less similar: every ranked pair "
+                "of marks is a triplet for the reference, and each same-product image is a "
+                "reference too, closer to the rest of its group than to the other marked images "
+                f"(tiefjax.triplet_marks). At most {MAX_TRIPLETS} triplets per request.",
+                "security": _AUTH,
+                "requestBody": _json_body(
+                    _object(
+                        reference=_ID_STRING,
+                        **{k: _id_array(MAX_MARKS) for k in ("same", "more", "less")},
+                    )
+                ),
+                "responses": {
+                    "201": _json(
+                        _object(
+                            added={"type": "array", "items": _ref("Triplet")},
+                            existing={"type": "integer", "description": "stored already"},
+                        ),
+                        "stored",
+                    ),
+                    **_errors(
+                        400,
+                        401,
+                        403,
+                        404,
+                        503,
+                        s422="an image marked twice or as the reference, or marks that expand "
+                        f"into no triplet or more than {MAX_TRIPLETS}",
+                    ),
+                },
+            }
+        },
+        "/api/history": {
+            "get": {
+                "summary": "Who changed which box or triplet when, newest first",
+                "parameters": [
+                    _q("image", _ID_STRING, "only this image (a triplet's reference)"),
+                    _q("annotator", {"type": "string"}, "only this annotator"),
+                    _q("before", _int(1), "only changes older than this change id"),
+                    _q("limit", _int(1, PAGE_MAX), "changes per page (default 50)"),
+                ],
+                "responses": {
+                    "200": _json(
+                        _object(
+                            items={"type": "array", "items": _ref("Change")},
+                            next={
+                                "type": ["integer", "null"],
+                                "description": "`before` for the next page; null: no more",
+                            },
+                        )
+                    ),
+                    **_errors(400, 503),
+                },
+            }
+        },
         "/api/triplets/{tid}": {
             "delete": {
                 "summary": "Delete a triplet",
@@ -505,9 +580,12 @@ def _paths() -> dict[str, Any]:
         },
         "/api/auth/check": {
             "post": {
-                "summary": "Check a token",
+                "summary": "Check a token and say whose it is",
                 "security": _AUTH,
-                "responses": {"204": {"description": "valid"}, **_errors(401)},
+                "responses": {
+                    "200": _json(_object(annotator={"type": "string"}), "valid"),
+                    **_errors(401, 503),
+                },
             }
         },
         "/api/openapi.json": {
