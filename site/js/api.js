@@ -2,6 +2,7 @@
 // (static/...). Every URL is relative, so the site works from any sub-path of any host.
 
 const TOKEN_KEY = "tiefjax.token";
+const ANNOTATOR_KEY = "tiefjax.annotator";
 const MODES = ["unsupervised", "supervised"];
 
 let manifest = null; // static-export manifest, or null when a server answers
@@ -55,22 +56,30 @@ const idPath = (id) => `api/images/${encodeURIComponent(id)}`;
 // ---- token --------------------------------------------------------------------------------
 
 export const getToken = () => localStorage.getItem(TOKEN_KEY) || "";
-export function setToken(token) {
+/** The annotator the stored token names ("" when unknown or no token). */
+export const getAnnotator = () => (getToken() && localStorage.getItem(ANNOTATOR_KEY)) || "";
+export function setToken(token, annotator = "") {
   if (token) localStorage.setItem(TOKEN_KEY, token);
   else localStorage.removeItem(TOKEN_KEY);
+  if (token && annotator) localStorage.setItem(ANNOTATOR_KEY, annotator);
+  else localStorage.removeItem(ANNOTATOR_KEY);
+  for (const fn of tokenListeners) fn(getAnnotator());
 }
+const tokenListeners = [];
+/** Call `fn(annotator)` whenever the token changes. */
+export const onTokenChange = (fn) => tokenListeners.push(fn);
 export function setTokenPrompt(fn) {
   tokenPrompt = fn;
 }
 
-/** True when the server accepts `token` (POST /api/auth/check -> 204). */
+/** The annotator `token` names when the server accepts it (POST /api/auth/check), else null. */
 export async function checkToken(token) {
   const r = await fetch("api/auth/check", {
     method: "POST",
     headers: { Authorization: `Bearer ${token}` },
   });
-  if (r.status === 204 || r.ok) return true;
-  if (r.status === 401 || r.status === 403) return false;
+  if (r.ok) return (await r.json()).annotator;
+  if (r.status === 401 || r.status === 403) return null;
   throw await toError(r);
 }
 
@@ -358,6 +367,21 @@ export function acceptDetections(images, overwrite = false) {
 
 export function addTriplet(reference, positive, negative) {
   return write("POST", "api/triplets", { reference, positive, negative });
+}
+
+/** Store the triplets that "same product" / "more" / "less" marks expand into, in one
+ * transaction: {added: [triplet], existing: n} (POST /api/triplets/marks). */
+export function addMarkedTriplets(reference, same, more, less) {
+  return write("POST", "api/triplets/marks", { reference, same, more, less });
+}
+
+/** Who changed which box or triplet, newest first: {items, next} (GET /api/history);
+ * `filters`: image, annotator, before (the `next` of the previous page), limit. */
+export async function changes(filters = {}) {
+  requireServer("The history");
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(filters)) if (v !== undefined && v !== null && v !== "") q.set(k, v);
+  return fetchJson(`api/history?${q}`);
 }
 
 export function deleteTriplet(tid) {

@@ -1,9 +1,10 @@
 // Entry point: hash router, navbar, footer stats and the token dialog.
 // Routes: #/gallery?page=N&size=S&mode=M   #/image/<id>?mode=M   #/search
-//         #/boxes[/<id>]   #/similarity[/<id>]
+//         #/boxes[/<id>]   #/similarity[/<id>]   #/history?image=ID&annotator=NAME&before=N
 
 import * as api from "./api.js";
 import * as boxEditor from "./box-editor.js";
+import * as changes from "./changes.js";
 import * as gallery from "./gallery.js";
 import * as searchPage from "./search.js";
 import * as simEditor from "./similarity-editor.js";
@@ -22,6 +23,7 @@ const ROUTES = {
   search: { nav: "search", title: "Search", render: searchPage.render },
   boxes: { nav: "boxes", title: "Box editor", render: boxEditor.render },
   similarity: { nav: "similarity", title: "Similarity editor", render: simEditor.render },
+  history: { nav: "history", title: "History", render: changes.render },
 };
 
 async function route() {
@@ -136,8 +138,9 @@ document.getElementById("token-form").addEventListener("submit", async (event) =
   const token = input.value.trim();
   if (!token) return;
   try {
-    if (await api.checkToken(token)) {
-      api.setToken(token);
+    const annotator = await api.checkToken(token);
+    if (annotator) {
+      api.setToken(token, annotator);
       finishToken(token);
     } else {
       errorBox.textContent = "The server rejected this token. Copy it again from the server's output.";
@@ -161,6 +164,30 @@ document.getElementById("skip-link").addEventListener("click", (event) => {
   main.focus();
 });
 
+// ---- who is annotating ----------------------------------------------------------------------
+
+const annotatorPill = document.getElementById("annotator");
+
+/** The top bar names the annotator the stored token belongs to; a click forgets the token. */
+function showAnnotator(name) {
+  annotatorPill.hidden = !name;
+  annotatorPill.textContent = name ? `Annotating as ${name}` : "";
+  annotatorPill.title = name ? `Saves are recorded as ${name}. Click to forget this token in this browser.` : "";
+}
+annotatorPill.addEventListener("click", () => api.setToken(""));
+
+/** Learn (or re-check) whose the stored token is: a revoked one is forgotten. */
+async function checkStoredToken() {
+  const token = api.getToken();
+  if (!token) return;
+  try {
+    const name = await api.checkToken(token);
+    api.setToken(name ? token : "", name || "");
+  } catch {
+    showAnnotator(api.getAnnotator()); // server unreachable: keep what we knew
+  }
+}
+
 // ---- start --------------------------------------------------------------------------------
 
 async function start() {
@@ -172,6 +199,10 @@ async function start() {
     badge.textContent = "static export";
     badge.title = "Browsing only: search by upload and the editors need the tiefjax server.";
     badge.hidden = false;
+  } else {
+    api.onTokenChange(showAnnotator);
+    showAnnotator(api.getAnnotator());
+    checkStoredToken();
   }
   window.addEventListener("hashchange", route);
   renderStats();

@@ -136,7 +136,8 @@ export async function render(main, ctx) {
     byIds ? "ids" : "queue",
     (value) => (location.hash = href(id, value === "ids")),
   );
-  main.querySelector(".page-head").append(el("p.ref-name", { title: id }, id), progressEl, el("div.toolbar#box-order", {}, order));
+  const historyLink = el("a#box-history", { href: `#/history?image=${encodeURIComponent(id)}`, title: "Who changed this image's box, and when" }, "History");
+  main.querySelector(".page-head").append(el("p.ref-name", { title: id }, id), progressEl, historyLink, el("div.toolbar#box-order", {}, order));
   // Status and messages sit beside the image (below it on narrow screens): when they come and
   // go, the image stays where it is under the pointer.
   main.append(

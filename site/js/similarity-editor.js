@@ -1,5 +1,7 @@
-// Similarity editor: mark candidates "more similar" (blue) or "less similar" (red) to the
-// reference; saving stores one triplet (reference, more, less) for every pair.
+// Similarity editor: mark candidates "same product" (green), "more similar" (blue) or "less
+// similar" (red) to the reference; saving stores the triplets the marks expand into, in one
+// request (tiefjax.triplet_marks: every ranked pair for the reference, and each same-product
+// photo as a reference of its own group).
 
 import * as api from "./api.js";
 import { history, undoKey } from "./history.js";
@@ -7,8 +9,11 @@ import { el, errorText, fmt, modeToggle, notice, segmented, staticNotice, typing
 
 const K = 24;
 let mode = "supervised";
-let tapMark = "more"; // what a plain click or tap marks; shift-click and right-click mark the other
-const other = (m) => (m === "more" ? "less" : "more");
+let tapMark = "more"; // what a plain click or tap marks; shift-click and right-click mark "less"
+const other = (m) => (m === "less" ? "more" : "less");
+const TAGS = { same: "same product", more: "more similar", less: "less similar" };
+/** How many triplets s same-product, m more and l less marks expand into (triplet_marks.count). */
+const tripletCount = (s, m, l) => s * (s + 1) * (m + l) + m * l;
 /** The editor on this reference; `ids`: in id order instead of the review queue's. */
 const href = (id, ids = false) => `#/similarity/${encodeURIComponent(id)}${ids ? "?order=ids" : ""}`;
 
@@ -112,11 +117,14 @@ export async function render(main, ctx) {
           "p.hint",
           {},
           "A click or tap marks ",
+          el("span.legend.same", {}, "same product"),
+          ", ",
           el("span.legend.more", {}, "more similar"),
           " or ",
           el("span.legend.less", {}, "less similar"),
-          ", as chosen below; shift-click or right-click marks the other; click again to unmark. Keys on a focused image: ",
-          el("kbd", {}, "m"), " more, ", el("kbd", {}, "l"), " less, ", el("kbd", {}, "0"), " unmark.",
+          ", as chosen below; shift-click or right-click marks less similar (more similar when less is chosen); click again to unmark. ",
+          "Photos of the same product become references of their own group too. Keys on a focused image: ",
+          el("kbd", {}, "g"), " same product, ", el("kbd", {}, "m"), " more, ", el("kbd", {}, "l"), " less, ", el("kbd", {}, "0"), " unmark.",
         ),
         el("div.toolbar.editor-tools", {}, tapSlot, countEl, saveBtn, clearBtn, undoBtn, redoBtn),
         queueInfo(),
@@ -134,6 +142,7 @@ export async function render(main, ctx) {
       segmented(
         "A click or tap marks",
         [
+          { value: "same", text: "same product", title: "a click or tap marks another photo of the reference's product" },
           { value: "more", text: "more similar", title: "a click or tap marks more similar" },
           { value: "less", text: "less similar", title: "a click or tap marks less similar" },
         ],
@@ -165,18 +174,25 @@ export async function render(main, ctx) {
     return el("p.muted#sim-queue", { dataset: { state: queue.total ? "off" : "empty" } }, text);
   }
 
+  /** The marked ids by mark: {same, more, less}. */
+  const marked = () => {
+    const by = { same: [], more: [], less: [] };
+    for (const [cid, m] of marks) by[m].push(cid);
+    return by;
+  };
+
   function paint() {
-    const more = [...marks.values()].filter((m) => m === "more").length;
-    const less = marks.size - more;
+    const { same, more, less } = marked();
+    const n = tripletCount(same.length, more.length, less.length);
     for (const card of grid.querySelectorAll(".candidate")) {
       const m = marks.get(card.dataset.id) || "";
       card.dataset.mark = m;
       card.setAttribute("aria-pressed", m ? "true" : "false");
-      const tag = card.querySelector(".mark-tag");
-      tag.textContent = m === "more" ? "more similar" : m === "less" ? "less similar" : "";
+      card.querySelector(".mark-tag").textContent = TAGS[m] || "";
     }
-    countEl.textContent = `${more} more · ${less} less → ${more * less} triplet${more * less === 1 ? "" : "s"}`;
-    saveBtn.disabled = saving || more * less === 0;
+    const sameText = same.length ? `${same.length} same · ` : "";
+    countEl.textContent = `${sameText}${more.length} more · ${less.length} less → ${n} triplet${n === 1 ? "" : "s"}`;
+    saveBtn.disabled = saving || n === 0;
     undoBtn.disabled = !edits.canUndo();
     redoBtn.disabled = !edits.canRedo();
   }
@@ -214,13 +230,6 @@ export async function render(main, ctx) {
   async function reloadLists() {
     ctx.refreshStats();
     await Promise.all([loadStored(), loadCandidates()]);
-  }
-
-  /** Store triplets (reference, positive, negative) for these pairs; the stored rows are
-   * appended to `added` as they come (some may be stored when a later one fails). */
-  async function addAll(pairs, added = []) {
-    for (const [p, n] of pairs) added.push(await api.addTriplet(id, p, n)); // the real reference id
-    return added;
   }
 
   function mark(cid, what) {
@@ -290,7 +299,7 @@ export async function render(main, ctx) {
               mark(c.id, "less");
             },
             onkeydown: (e) => {
-              const what = { m: "more", 1: "more", l: "less", 2: "less", 0: null, x: null }[e.key];
+              const what = { g: "same", 3: "same", m: "more", 1: "more", l: "less", 2: "less", 0: null, x: null }[e.key];
               if (what !== undefined && !e.ctrlKey && !e.metaKey && !e.altKey) {
                 e.preventDefault();
                 e.stopPropagation();
@@ -344,7 +353,7 @@ export async function render(main, ctx) {
       let row = t;
       edits.record({
         undo: async () => {
-          [row] = await addAll([[row.positive, row.negative]]);
+          row = await api.addTriplet(row.reference, row.positive, row.negative);
           await reloadLists();
         },
         redo: async () => {
@@ -359,34 +368,32 @@ export async function render(main, ctx) {
   }
 
   async function save() {
-    const more = [...marks].filter(([, m]) => m === "more").map(([k]) => k);
-    const less = [...marks].filter(([, m]) => m === "less").map(([k]) => k);
-    if (!more.length || !less.length) {
-      say("Mark at least one image more similar (click) and one less similar (shift-click).", "warn");
+    const { same, more, less } = marked();
+    if (!tripletCount(same.length, more.length, less.length)) {
+      say("Mark at least one image less similar (shift-click) and one more similar or of the same product (click).", "warn");
       return;
     }
     saving = true;
     paint();
-    const pairs = more.flatMap((p) => less.map((n) => [p, n]));
-    const marked = new Map(marks);
-    let rows = [];
+    const shown = new Map(marks);
     try {
-      await addAll(pairs, rows);
-      say(`Saved ${rows.length} triplet${rows.length === 1 ? "" : "s"}.`, "success");
+      let { added, existing } = await api.addMarkedTriplets(id, same, more, less);
+      const already = existing ? ` (${existing} stored already)` : "";
+      say(`Saved ${added.length} triplet${added.length === 1 ? "" : "s"}${already}.`, "success");
       edits.record({
         undo: async () => {
-          for (const t of rows) await api.deleteTriplet(t.id);
+          for (const t of added) await api.deleteTriplet(t.id);
           await reloadLists();
-          showMarks(marked);
+          showMarks(shown);
         },
         redo: async () => {
-          rows = await addAll(pairs);
+          ({ added } = await api.addMarkedTriplets(id, same, more, less));
           await reloadLists();
         },
       });
       await reloadLists();
     } catch (e) {
-      say(`${rows.length ? `Saved ${rows.length}, then failed: ` : ""}${errorText(e)}`, "error");
+      say(`Nothing saved: ${errorText(e)}`, "error");
     } finally {
       saving = false;
       paint();
