@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from playwright.sync_api import expect
 
 from .test_site import enc, open_page, wait_route
+
+pytestmark = pytest.mark.browser
 
 
 def _triplets(ws) -> set[tuple[str, str, str]]:  # noqa: ANN001

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,3 +203,27 @@ def test_static_export_says_filters_need_the_server(page, catalog, tmp_path) -> 
     expect(page.locator("#gallery-state")).to_be_disabled()
     expect(page.locator("#select-mode")).to_have_count(0)
     expect(page.locator("#gallery-grid .card")).to_have_count(len(catalog.ids))  # all, by id
+
+
+def test_the_pager_walks_pages_by_keyset_cursor(page, server_url, catalog) -> None:  # noqa: ANN001
+    """Next asks for the page after the last id shown (``after``), not for an offset; a deep
+    link still works by offset, and both give the same cards."""
+    asked: list[str] = []
+    page.on("request", lambda r: "/api/images?" in r.url and asked.append(r.url))
+    open_page(page, server_url, "#/gallery?page=1&size=12")
+    cards = page.locator("#gallery-grid .card")
+    expect(cards).to_have_count(12)
+    last_shown = cards.nth(11).get_attribute("data-id")
+    asked.clear()
+    page.locator(".pager").first.get_by_role("link", name="Next page").click()
+    expect(page.locator(".page-info").first).to_have_text("Page 2 of 2")
+    by_cursor = [c.get_attribute("data-id") for c in cards.all()]
+    assert by_cursor == catalog.ids[12:]
+    assert len(asked) == 1 and "offset=" not in asked[0]
+    assert f"after={urllib.parse.quote_plus(last_shown)}" in asked[0], asked
+    asked.clear()
+    page.reload()  # the same page reached by a deep link: by offset
+    page.wait_for_selector("body[data-ready='true']")
+    expect(cards).to_have_count(len(catalog.ids) - 12)
+    assert [c.get_attribute("data-id") for c in cards.all()] == by_cursor
+    assert any("offset=12" in url for url in asked), asked
