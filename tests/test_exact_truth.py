@@ -14,14 +14,16 @@ from tiefjax.index.scann_index import (
     exact_neighbours,
     exact_search,
     l2_normalize,
+    read_blocks,
 )
 
 
 def test_blocks_are_bounded_in_bytes_at_the_full_dimension():
     rows = block_rows(FEATURE_DIM, 400)  # the full descriptor, two samples of 200 queries
-    assert rows * (FEATURE_DIM + 400) * 4 <= EXACT_BLOCK_BYTES <= 256 * 2**20
+    # the block as float32 plus 16 bytes a score (scores, their negation, argpartition's int64)
+    assert rows * (4 * FEATURE_DIM + 16 * 400) <= EXACT_BLOCK_BYTES <= 256 * 2**20
     assert 1000 < rows < 65536
-    assert block_rows(256, 1024) * (256 + 1024) * 4 <= EXACT_BLOCK_BYTES
+    assert block_rows(256, 1024) * (4 * 256 + 16 * 1024) <= EXACT_BLOCK_BYTES
     assert block_rows(10**9, 1) == 1  # never zero rows
 
 
@@ -29,7 +31,7 @@ def test_blocked_exact_search_equals_brute_force():
     rng = np.random.default_rng(3)
     x = l2_normalize(rng.standard_normal((700, 300)))
     q = l2_normalize(rng.standard_normal((9, 300)))
-    rows = block_rows(300, 9, budget=40 * 4 * 309)  # 40 rows a block: 18 blocks
+    rows = block_rows(300, 9, budget=40 * (4 * 300 + 16 * 9))  # 40 rows a block: 18 blocks
     assert rows == 40
     ids, scores = exact_search(x, q, 10, chunk=rows)
     full = q @ x.T
@@ -72,3 +74,36 @@ def test_the_reduction_never_widens_past_its_memory_budget():
     assert bounded.vectors.shape == (600, 32) and bounded.vectors.nbytes <= budget
     assert [d for d, _ in bounded.tried] == [4, 8, 16, 32]
     assert bounded.recall_at_10 < 1.0  # what is reported is what the kept width reaches
+
+
+def _mapped_kib(path) -> int:
+    """Resident KiB of this process's mappings of ``path`` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        if line[0] in "0123456789abcdef" and "-" in line.split()[0]:
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+def test_reading_a_memory_map_through_keeps_one_block_resident(tmp_path):
+    """A build reads its descriptors (1 GB at a million 256-d rows) through in blocks: each
+    block's pages are handed back, so the whole file never sits in the process's memory."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16384, 1024)).astype(np.float32)  # 64 MiB
+    path = tmp_path / "x.npy"
+    np.save(path, x)
+    mapped = np.load(path, mmap_mode="r")
+    seen, most = 0, 0
+    for start, block in read_blocks(mapped, 1024):  # 4 MiB blocks
+        np.testing.assert_array_equal(block, x[start : start + 1024])
+        seen += len(block)
+        most = max(most, _mapped_kib(path))
+    # this block and what the kernel maps around a fault (up to a 2 MiB folio either side)
+    assert seen == len(x) and most <= 8 * 1024 and _mapped_kib(path) <= 4 * 1024
+    for start in range(0, len(x), 1024):  # the same reads without handing pages back
+        assert float(mapped[start : start + 1024].sum()) == float(x[start : start + 1024].sum())
+    assert _mapped_kib(path) > 60 * 1024  # all 64 MiB resident
+    total = sum(float(b.sum()) for _, b in read_blocks(x, 5000))  # arrays in memory: as they are
+    assert np.isclose(total, float(x.sum()), rtol=1e-4)

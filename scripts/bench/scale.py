@@ -12,7 +12,7 @@ the issue's target of 1.5 x the float32 matrix + 1 GB, the index kind and recall
 
 Then, each in its own child process: the training feature cache at ``--feature-crops`` crops
 (``scale_features.py``: peak RSS while caching, against the issue's 2 GB), and ``export-site``
-of ``--export-images`` images (``scale_export.py``: time, files, MB; JSON only unless
+of ``--export-images`` images (``scale_export.py``: time, files, MB; data files only unless
 ``--export-media``, which writes and copies a small JPEG per image and makes its thumbnail).
 
     .venv/bin/python scripts/bench/scale.py [--sizes 100000 1000000] [--dim 256]

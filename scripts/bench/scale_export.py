@@ -5,7 +5,7 @@ writes them) gets its index from :func:`tiefjax.index.build.build_from_descripto
 then :func:`tiefjax.export_site.export_site` writes the static site: pages, record and neighbour
 shards, stats. Without ``--export-media`` the photos are never written, so the export's copier
 (``tiefjax.export_site._copier``, the hook this replaces) copies nothing: the figures are the
-JSON part only. With it, each image is a real small JPEG and its copy and thumbnail are made as
+data files only. With it, each image is a real small JPEG and its copy and thumbnail are made as
 they are for any catalog.
 """
 
@@ -54,8 +54,7 @@ def child(n: int, dim: int, folder: Path, media: bool) -> dict:
     t0 = time.perf_counter()
     report = export_module.export_site(ws, folder / "out", site_dir=_site_dir())
     seconds = time.perf_counter() - t0
-    files = [p for p in (folder / "out").rglob("*") if p.is_file()]
-    json_files = [p for p in files if p.suffix == ".json"]
+    data_files = list((folder / "out" / "static").rglob("*.js"))  # tiefjaxData(<JSON>); each
     return {
         "part": "export-site",
         "images": n,
@@ -63,8 +62,8 @@ def child(n: int, dim: int, folder: Path, media: bool) -> dict:
         "export_s": round(seconds, 1),
         "files": report.files,
         "mb": round(report.bytes / 1e6, 1),
-        "json_files": len(json_files),
-        "largest_json_kb": round(max(p.stat().st_size for p in json_files) / 1e3, 1),
+        "data_files": len(data_files),
+        "largest_data_kb": round(max(p.stat().st_size for p in data_files) / 1e3, 1),
         "shard_digits": export_module.shard_digits(n),
         "modes": report.modes,
         "peak_rss_gib": round(_status_kib("VmHWM") * 1024 / GIB, 3),

@@ -63,7 +63,7 @@ from tiefjax.index.encode import (
 )
 from tiefjax.index.row_table import FOLDER as ROWS_FOLDER
 from tiefjax.index.row_table import RowTable
-from tiefjax.index.scann_index import VectorIndex, choose_params, split_queries
+from tiefjax.index.scann_index import VectorIndex, choose_params, read_blocks, split_queries
 from tiefjax.workspace import Workspace, atomic_write_text
 
 MODES = ("unsupervised", "supervised")
@@ -249,35 +249,38 @@ def _build_mode(
     if reduced.projection.basis is not None:
         np.save(folder / "projection.npy", reduced.projection.basis)
     index = VectorIndex.build(reduced.vectors, choose_params(n, cfg))
+    reduction_recall, tried = reduced.recall_at_10, reduced.tried
+    del reduced  # the vectors are the index's alone now: saving them frees them
+    index.save_vectors(folder)
     tuned = not (cfg.leaves_to_search or cfg.reorder)
     if tuned:
         index.info["tuning_recall_at_10"] = round(
             index.autotune(cfg.target_recall, rows=queries.tune), 4
         )
     recall = index.measure_recall(rows=queries.report)
-    warnings = recall_warnings(recall, reduced.recall_at_10, cfg, tuned)
+    warnings = recall_warnings(recall, reduction_recall, cfg, tuned)
     index.info.update(
         {
             "recall_at_10": round(recall, 4),
-            "reduction_recall_at_10": round(reduced.recall_at_10, 4),
-            "reduction_tried": reduced.tried,
+            "reduction_recall_at_10": round(reduction_recall, 4),
+            "reduction_tried": tried,
             "recall_queries": [len(queries.tune), len(queries.report)],
             "full_dim": int(full.shape[1]),
         }
     )
-    index.save(folder)
-    np.save(folder / "neighbours.npy", _neighbours(index, cfg.neighbours_k))
+    _save_neighbours(index, cfg.neighbours_k, folder / "neighbours.npy")
+    index.save(folder)  # last: ScaNN's serialisation keeps copies of its own
     info = {
         "kind": index.params.kind,
         "dim": index.dim,
         "recall_at_10": round(recall, 4),
-        "reduction_recall_at_10": round(reduced.recall_at_10, 4),
+        "reduction_recall_at_10": round(reduction_recall, 4),
         "seconds": round(time.perf_counter() - t0, 2),
         "warnings": warnings,
     }
     log(
         f"{folder.name}: {info['kind']} index over {n} x {info['dim']}, recall@10 vs exact "
-        f"{recall:.3f} (reduction kept {reduced.recall_at_10:.3f} of full-dim recall@10)"
+        f"{recall:.3f} (reduction kept {reduction_recall:.3f} of full-dim recall@10)"
     )
     for warning in warnings:
         log(f"{folder.name}: warning: {warning}")
@@ -311,23 +314,26 @@ def recall_warnings(
     return out
 
 
-def _neighbours(index: VectorIndex, k: int) -> np.ndarray:
-    """Top-``k`` neighbours of every row, itself excluded: structured (N, k) id/score array."""
+def _save_neighbours(index: VectorIndex, k: int, path: Path) -> None:
+    """Top-``k`` neighbours of every row, itself excluded, as a structured (N, k) id/score
+    ``.npy`` at ``path``, written a block of rows at a time (a million rows' lists are 400 MB
+    that need not be in memory at once)."""
     n = index.size
     k_eff = max(0, min(k, n - 1))
-    out = np.zeros((n, k_eff), NEIGHBOURS_DTYPE)
-    out["id"] = -1
-    out["score"] = -np.inf
-    for s in range(0, n, 1024):
-        rows = np.arange(s, min(n, s + 1024))
-        ids, scores = index.search(np.asarray(index.vectors[rows], np.float32), k_eff + 1)
-        for i, r in enumerate(rows):
-            keep = ids[i] != r
-            keep &= ids[i] >= 0
-            kid, ksc = ids[i][keep][:k_eff], scores[i][keep][:k_eff]
-            out["id"][r, : len(kid)] = kid
-            out["score"][r, : len(kid)] = ksc
-    return out
+    with open(path, "wb") as f:
+        header = {"descr": np.lib.format.dtype_to_descr(NEIGHBOURS_DTYPE), "fortran_order": False}
+        np.lib.format.write_array_header_2_0(f, {**header, "shape": (n, k_eff)})
+        for s, queries in read_blocks(index.vectors, 1024):
+            ids, scores = index.search(queries, k_eff + 1)
+            out = np.zeros((len(queries), k_eff), NEIGHBOURS_DTYPE)
+            out["id"], out["score"] = -1, -np.inf
+            for i in range(len(queries)):
+                keep = (ids[i] != s + i) & (ids[i] >= 0)
+                kid, ksc = ids[i][keep][:k_eff], scores[i][keep][:k_eff]
+                out["id"][i, : len(kid)], out["score"][i, : len(kid)] = kid, ksc
+            f.write(out.tobytes())
+        f.flush()
+        os.fsync(f.fileno())
 
 
 # -- the build ------------------------------------------------------------------------------------

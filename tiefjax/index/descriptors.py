@@ -22,6 +22,7 @@ from tiefjax.index.scann_index import (
     block_rows,
     exact_neighbours,
     l2_normalize,
+    read_blocks,
     recall_at_k,
     split_queries,
 )
@@ -43,11 +44,9 @@ class Projection:
     def apply(self, x: np.ndarray, chunk: int | None = None) -> np.ndarray:
         """Project rows of ``x`` (may be a memory map) and L2-normalise them: (N, dim) float32,
         read ``chunk`` rows at a time (default: blocks of at most 256 MB at ``x``'s width)."""
-        n = x.shape[0]
         chunk = chunk or block_rows(int(x.shape[1]), self.dim)
-        out = np.empty((n, self.dim), np.float32)
-        for s in range(0, n, chunk):
-            block = np.asarray(x[s : s + chunk], np.float32)
+        out = np.empty((x.shape[0], self.dim), np.float32)
+        for s, block in read_blocks(x, chunk):
             out[s : s + chunk] = l2_normalize(block if self.basis is None else block @ self.basis.T)
         return out
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import mmap
 import os
 import platform
 import re
@@ -64,7 +65,7 @@ def choose_params(n: int, config: IndexConfig | None = None) -> IndexParams:
     leaves = cfg.num_leaves or max(2, int(round(math.sqrt(n))))
     leaves = min(leaves, max(2, n // 2))
     to_search = cfg.leaves_to_search or max(10, math.ceil(leaves * 0.1))
-    reorder = cfg.reorder or (100 if kind == "tree" else 200)
+    reorder = cfg.reorder or 200  # AH codes without residuals (see _build_scann_quietly)
     return IndexParams(
         kind=kind,
         num_leaves=leaves if kind == "tree" else 0,
@@ -93,15 +94,40 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, 1e-12)
 
 
-#: bytes of one block of exact search: database rows as float32 plus their scores
+#: bytes of one block of exact search: database rows as float32 plus what scoring them makes
 EXACT_BLOCK_BYTES = 256 * 2**20
 
 
 def block_rows(dim: int, queries: int, budget: int = EXACT_BLOCK_BYTES) -> int:
     """Database rows per block of :func:`exact_search` so that the block (float32, ``dim``
-    wide) and its scores against ``queries`` stay within ``budget`` bytes: about 2,100 rows at
-    the full 30,976 dimensions, not a fixed count whose size grows with the dimension."""
-    return max(1, budget // (4 * (dim + max(1, queries))))
+    wide) and what scoring it against ``queries`` makes (the float32 scores, their negation
+    and argpartition's int64 positions: 16 bytes a score) stay within ``budget`` bytes: about
+    2,000 rows at the full 30,976 dimensions, not a fixed count whose size grows with the
+    dimension."""
+    return max(1, budget // (4 * dim + 16 * max(1, queries)))
+
+
+def read_blocks(x: np.ndarray, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(start, float32 block)`` over ``x``, ``rows`` rows at a time. When ``x`` is memory-
+    mapped, each block's pages are handed back to the kernel once the caller asks for the next
+    one (they stay in the page cache): read through, a memory map would otherwise stay resident
+    in this process as a whole (a million 256-d rows: 1 GB more peak memory)."""
+    for start in range(0, x.shape[0], rows):
+        view = x[start : start + rows]
+        yield start, np.asarray(view, np.float32)
+        _release_pages(view)
+
+
+def _release_pages(view: np.ndarray) -> None:
+    """madvise(DONTNEED) the pages under ``view`` when it lies in a read-only memory map (a
+    no-op for arrays in memory): clean file pages, so nothing is lost; the next read faults
+    them in again from the page cache."""
+    mapped = getattr(view, "_mmap", None)
+    if mapped is None or view.nbytes == 0 or getattr(view, "mode", "r") != "r":
+        return
+    base = np.frombuffer(mapped, np.uint8).ctypes.data
+    start = (view.ctypes.data - base) // mmap.PAGESIZE * mmap.PAGESIZE
+    mapped.madvise(mmap.MADV_DONTNEED, start, view.ctypes.data - base + view.nbytes - start)
 
 
 def exact_search(
@@ -118,8 +144,7 @@ def exact_search(
     chunk = chunk or block_rows(int(database.shape[1]), queries.shape[0])
     best_ids = np.zeros((queries.shape[0], 0), np.int64)
     best_scores = np.zeros((queries.shape[0], 0), np.float32)
-    for start in range(0, n, chunk):
-        block = np.asarray(database[start : start + chunk], np.float32)
+    for start, block in read_blocks(database, chunk):
         scores = queries @ block.T
         kk = min(k, scores.shape[1])
         part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
@@ -405,11 +430,22 @@ class VectorIndex:
         return best
 
     # -- persistence ------------------------------------------------------------------------------
-    def save(self, folder: str | os.PathLike[str]) -> None:
-        """Write ``vectors.npy``, ``index.json`` and (ScaNN kinds) ``scann/`` into ``folder``."""
+    def save_vectors(self, folder: str | os.PathLike[str]) -> None:
+        """Write ``vectors.npy``; from then on the index reads its vectors memory-mapped from
+        it, as a loaded index does. A build calls this as soon as ScaNN has its own copy: the
+        one in memory is freed before tuning and serialising (a million 256-d rows: 1 GB)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         np.save(folder / "vectors.npy", self.vectors)
+        self.vectors = np.load(folder / "vectors.npy", mmap_mode="r")
+
+    def save(self, folder: str | os.PathLike[str]) -> None:
+        """Write ``vectors.npy`` (unless :meth:`save_vectors` wrote it there), ``index.json``
+        and (ScaNN kinds) ``scann/`` into ``folder``."""
+        folder = Path(folder)
+        saved = getattr(self.vectors, "filename", None)  # a memory map's file
+        if saved is None or Path(saved).resolve() != (folder / "vectors.npy").resolve():
+            self.save_vectors(folder)
         if self._searcher is not None:
             (folder / "scann").mkdir(exist_ok=True)
             # asset paths relative to scann/: the folder can be renamed or moved as it is
@@ -591,9 +627,17 @@ def _build_scann_quietly(vectors: np.ndarray, params: IndexParams, threads: int)
             spherical=True,
         )
     dpb = max(1, min(params.dims_per_block, dim))
+    # No residual codes (ScaNN's default for a dot-product tree): computing them holds one more
+    # float32 copy of the whole catalog during the build, its largest transient (a million
+    # 256-d rows: peak RSS 3.60 -> 2.79 GiB). The codes are coarser, so twice the candidates
+    # are re-ranked by default (200, as for "ah"): 6,000 x 48 clustered rows at 10 of 77 leaves,
+    # recall@10 0.970 with residuals at 100, 0.939 without at 100, 0.986 without at 200. The
+    # build's tuning picks its own; on 200k synthetic rows tuned recall@10 went 0.96 -> 0.98 and
+    # a query 0.043 -> 0.034 ms.
     builder = builder.score_ah(
         dpb,
         anisotropic_quantization_threshold=params.anisotropic_threshold,
         training_sample_size=params.training_sample,
+        residual_quantization=False,
     )
     return builder.reorder(max(params.reorder, k)).build()
