@@ -115,6 +115,35 @@ def test_stats_say_the_index_is_stale_when_it_does_not_cover_the_catalog(workspa
     assert f"tiefjax index {workspace.root}" in stale
 
 
+def test_stats_compare_index_and_catalog_again_only_after_the_catalog_changed(tmp_path, monkeypatch):
+    """Reading every id costs 0.7 s at 100k images: not on every /api/stats."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        (images / f"a{i}.jpg").write_bytes(_jpeg(32, 32, seed=i))
+    init_workspace(tmp_path / "ws", images)
+    ws = Workspace(tmp_path / "ws")
+    reads = []
+    real = Store.image_ids
+    monkeypatch.setattr(Store, "image_ids", lambda self: reads.append(1) or real(self))
+    app = create_app(ws, token=TOKEN, config=ServerConfig.tiny(), searcher=FakeSearcher(["a0"]))
+    with TestClient(app) as c:
+        first = [c.get("/api/stats").json()["index"]["stale"] for _ in range(3)]
+        assert len(reads) == 1 and first[0] == first[2]
+        assert "2 of the 3 catalogued images are not in it" in first[0]
+        (images / "a3.jpg").write_bytes(_jpeg(32, 32, seed=3))
+        init_workspace(ws.root, images)  # another process adds a photo
+        again = c.get("/api/stats").json()["index"]["stale"]
+        assert len(reads) == 2 and "3 of the 4 catalogued images" in again
+        with Store(ws.store_path) as store:
+            before = store.catalog_version()
+            store.remove_images(["a3", "nope"])
+            assert store.catalog_version() == before + 1
+            store.remove_images(["nope"])  # nothing removed: nothing changed
+            assert store.catalog_version() == before + 1
+        assert "2 of the 3 catalogued" in c.get("/api/stats").json()["index"]["stale"]
+
+
 def test_openapi_lists_every_route(workspace, searcher):
     documented = {
         (path, method.upper()) for path, ops in openapi_schema()["paths"].items() for method in ops
@@ -466,6 +495,32 @@ def test_concurrent_uploads_are_batched(workspace, searcher):
     assert sum(searcher.batches) == 8 and max(searcher.batches) > 1
 
 
+class _SlowCostlySearcher(FakeSearcher):
+    """Holds the search of an elongated photo until released; normal photos go at once."""
+
+    def __init__(self, ids):
+        super().__init__(ids)
+        self.release = threading.Event()
+        self.costly_started = threading.Event()
+
+    def search_many(self, queries, k, mode, errors="raise"):
+        if any(max(q.image.size) > 3 * min(q.image.size) for q in queries):
+            self.costly_started.set()
+            assert self.release.wait(30), "never released"
+        return super().search_many(queries, k, mode, errors)
+
+
+def test_a_normal_upload_never_waits_for_a_costly_one(workspace, ids):
+    searcher = _SlowCostlySearcher(ids)
+    app = create_app(workspace, token=TOKEN, config=ServerConfig.tiny(), searcher=searcher)
+    costly, normal = _png(900, 100), _jpeg(40, 40)  # 9:1 costs 6.75 photos; 1:1 costs one
+    with TestClient(app) as c, ThreadPoolExecutor(2) as pool:
+        slow = pool.submit(c.post, "/api/search", files={"image": ("long.png", costly)})
+        assert searcher.costly_started.wait(30)
+        fast = c.post("/api/search", files={"image": ("a.jpg", normal)})
+        assert fast.status_code == 200 and not slow.done()  # answered while the costly one runs
+        searcher.release.set()
+        assert slow.result(timeout=30).status_code == 200
 # -- auth ----------------------------------------------------------------------------------------
 def test_writes_need_the_token(client):
     writes = [

@@ -43,6 +43,7 @@ from tiefjax.workspace import read_only
 
 #: Seconds a connection waits for another writer's lock before giving up.
 BUSY_TIMEOUT_S = 30.0
+_CATALOG_VERSION = "catalog_version"  # meta key, see Store.catalog_version
 
 
 # -- records --------------------------------------------------------------------------------------
@@ -557,6 +558,18 @@ class Store:
                 )
 
     # -- images -----------------------------------------------------------------------------------
+    def catalog_version(self) -> int:
+        """A number that changes whenever images are registered, changed or removed: what was
+        derived from the whole list of ids (e.g. the index's staleness) holds while it stands."""
+        return int(self.get_meta(_CATALOG_VERSION, "0") or 0)
+
+    def _catalog_changed(self) -> None:
+        self._db.execute(
+            "INSERT INTO meta(key, value) VALUES (?, '1') "
+            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+            (_CATALOG_VERSION,),
+        )
+
     def upsert_image(self, rec: ImageRecord) -> None:
         """Register or update one image (see :meth:`upsert_images`)."""
         self.upsert_images([rec])
@@ -568,6 +581,7 @@ class Store:
         when its content changes, its detection is dropped (it described the old photo).
         """
         with self.transaction():
+            self._catalog_changed()
             for rec in recs:
                 self._check_record(rec)
                 old = self._db.execute(
@@ -607,6 +621,8 @@ class Store:
         with self.transaction():
             for image_id in ids:
                 removed += self._db.execute("DELETE FROM images WHERE id = ?", (image_id,)).rowcount
+            if removed:
+                self._catalog_changed()
         return removed
 
     def get_image(self, image_id: str) -> ImageRecord:

@@ -81,9 +81,16 @@ class Size(NamedTuple):
     def heavy(self) -> bool:
         """Whether decoding it takes long (many pixels, or elongated): such uploads decode in
         a thread of their own, so normal photos never queue behind them."""
-        return self.width * self.height > HEAVY_DECODE_PIXELS or self.cost() > 2
+        return self.width * self.height > HEAVY_DECODE_PIXELS or self.costly()
+
+    def costly(self) -> bool:
+        """Whether its search costs more than :data:`COSTLY_UPLOAD` normal photos: such uploads
+        search in a lane of their own, so normal ones never wait for them."""
+        return self.cost() > COSTLY_UPLOAD
 
 
+#: Uploads whose search costs more than this many normal photos are costly (see Size.costly).
+COSTLY_UPLOAD = 2.0
 #: Uploads with more pixels than this decode in the heavy-upload thread.
 HEAVY_DECODE_PIXELS = 16_000_000
 
