@@ -195,11 +195,16 @@ def test_scaled_loading_decodes_only_as_big_as_needed_and_maps_back(tmp_path):
     two_tone(1600, 800).save(rotated, exif=exif, quality=90)
     img, scale = load_rgb_scaled(rotated, 200)
     assert img.size == (200, 400) and scale == (4.0, 4.0)
-    # other formats decode whole
+    # other formats decode whole, then shrink by a whole factor to the same bound
     png = tmp_path / "big.png"
     two_tone(1600, 1200).save(png)
     img, scale = load_rgb_scaled(png, 224)
-    assert img.size == (1600, 1200) and scale == (1.0, 1.0)
+    assert img.size == (320, 240) and scale == (5.0, 5.0)  # 1200 // 224 = 5
+    assert load_rgb_scaled(png, 700)[0].size == (1600, 1200)  # under 2x the need: kept
+    strip = tmp_path / "strip.png"
+    Image.new("L", (20000, 2000), 128).save(strip)
+    img, scale = load_rgb_scaled(strip, 448)
+    assert img.size == (5000, 500) and img.mode == "RGB" and scale == (4.0, 4.0)
 
 
 def test_a_small_box_of_a_shrunken_decode_is_cut_again_from_the_source(tmp_path):

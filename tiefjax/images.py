@@ -117,7 +117,9 @@ def load_rgb_scaled(
     """Decode for work that sees the photo at ``short_side`` pixels at most (box extraction).
 
     JPEGs are draft-decoded at the smallest DCT scale whose shorter side stays >= ``short_side``
-    (a 4000x3000 phone photo decodes ~5x faster at 1/4 scale); other formats decode whole.
+    (a 4000x3000 phone photo decodes ~5x faster at 1/4 scale); other formats decode whole and
+    are then shrunk by a whole factor to the same bound, so a decoded photo waiting for its
+    search holds what the search needs (a 20000x2000 PNG: 5000x500, 7.5 MB, not 120 MB).
     Returns the upright RGB image and ``(sx, sy)``, original pixels per decoded pixel: boxes
     found in the image map back to the photo with :func:`scale_box`.
     """
@@ -127,6 +129,9 @@ def load_rgb_scaled(
     factor = short_side / min(width, height)
     target = (math.ceil(width * factor), math.ceil(height * factor)) if factor < 1 else None
     out = _decode(img, label, target)
+    shrink = min(out.size) // max(1, short_side)
+    if shrink >= 2:
+        out = out.reduce(shrink)
     return out, (width / out.width, height / out.height)
 
 

@@ -267,16 +267,13 @@ class ServerState:
             max_wait_ms=config.batch_wait_ms,
             executor=self.search_thread,
         )
-        # Elongated uploads (several photos' work each) search in a lane of their own, so a
-        # normal upload never waits for one: at most one costly batch runs beside the normal lane.
+        # Elongated uploads (several photos' work and memory each) search one at a time in a
+        # lane of their own, so a normal upload never waits for one.
         self.costly_search_thread = ThreadPoolExecutor(
             1, thread_name_prefix="tiefjax-search-costly"
         )
         self.costly_batcher: MicroBatcher[tuple[PreparedQuery, int], Any] = MicroBatcher(
-            self._search_batch,
-            max_batch=config.batch_max,
-            max_wait_ms=config.batch_wait_ms,
-            executor=self.costly_search_thread,
+            self._search_batch, max_batch=1, max_wait_ms=0, executor=self.costly_search_thread
         )
         self._last_check = time.monotonic()
         self._checking = threading.Lock()
