@@ -115,7 +115,7 @@ def test_stats_say_the_index_is_stale_when_it_does_not_cover_the_catalog(workspa
     assert f"tiefjax index {workspace.root}" in stale
 
 
-def test_stats_compare_index_and_catalog_again_only_after_the_catalog_changed(tmp_path, monkeypatch):
+def test_stats_compare_index_and_catalog_only_after_the_catalog_changed(tmp_path, monkeypatch):
     """Reading every id costs 0.7 s at 100k images: not on every /api/stats."""
     images = tmp_path / "images"
     images.mkdir()
