@@ -521,6 +521,8 @@ def test_a_normal_upload_never_waits_for_a_costly_one(workspace, ids):
         assert fast.status_code == 200 and not slow.done()  # answered while the costly one runs
         searcher.release.set()
         assert slow.result(timeout=30).status_code == 200
+
+
 # -- auth ----------------------------------------------------------------------------------------
 def test_writes_need_the_token(client):
     writes = [
