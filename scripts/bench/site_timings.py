@@ -1,17 +1,26 @@
 #!/usr/bin/env python3
 """Site timings in a real browser (Debian's Chromium driven by Playwright): first gallery paint,
-similar images after a click, an upload search's round trip, a box save.
+the next and the last gallery page, similar images after a click, an upload search's round trip,
+a box save.
 
     .venv/bin/python scripts/bench/site_timings.py [--workspace WS] [--rounds 5]
+        [--gallery-images 100000]
 
 Without ``--workspace`` it builds the default demo (``tiefjax demo --no-serve``, a few minutes
-the first time, re-used after) in ``/tmp/tiefjax-site-bench``. The real server (create_app +
+the first time, re-used after) in ``/tmp/tiefjax-site-bench``. ``--gallery-images N`` instead
+times a catalog of N images made as ``scripts/bench/scale.py`` makes them (store rows, clustered
+synthetic descriptors indexed by ``build_from_descriptors``, one small JPEG per image), in
+``/tmp/tiefjax-site-bench-N``: everything but the upload search, whose encoder does not match
+synthetic descriptors. The real server (create_app +
 uvicorn) runs in this process; each figure is the median of ``--rounds`` runs in fresh browser
 contexts, timed in the page from the action to the first animation frame showing the result:
 
 - gallery: navigation start -> first card on screen, and -> first thumbnail received (cards
   are built, and their thumbnails requested, before the page attaches them: the second can come
   first);
+- next page / last page: a click on the pager's "Next" (the site asks for the page after the
+  last id shown: a keyset cursor) or "»" (the last page, by offset) -> the new page's first card
+  on screen;
 - similar: click on a gallery card -> first similar card visible;
 - upload: file chosen on the search page -> first result card visible (decode, locate, encode,
   search, render);
@@ -22,6 +31,8 @@ contexts, timed in the page from the action to the first animation frame showing
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import shutil
 import statistics
 import sys
@@ -68,7 +79,15 @@ def timed(page, action, condition: str) -> float:  # noqa: ANN001
     return seen(page, condition) - t0
 
 
-def one_round(browser, url: str, upload: Path, box_id: str) -> dict[str, float]:  # noqa: ANN001
+def page_turn(page, link: str) -> float:  # noqa: ANN001
+    """Milliseconds from a click on the top pager's ``link`` to the new page's first card."""
+    first = json.dumps(page.locator("#gallery-grid a.card").first.get_attribute("data-id"))
+    shown = "document.querySelector('#gallery-grid a.card')?.dataset.id"
+    pager_link = page.locator(".pager").first.get_by_role("link", name=link)
+    return timed(page, pager_link.click, f"({shown} ?? {first}) !== {first}")
+
+
+def one_round(browser, url: str, upload: Path | None, box_id: str) -> dict[str, float]:  # noqa: ANN001
     ctx = browser.new_context(viewport={"width": 1366, "height": 768})
     ctx.add_init_script(f"localStorage.setItem('tiefjax.token', '{TOKEN}')")
     page = ctx.new_page()
@@ -79,18 +98,21 @@ def one_round(browser, url: str, upload: Path, box_id: str) -> dict[str, float]:
     out["gallery first card"] = seen(page, card)
     seen(page, f"{thumbs}.length > 0")
     out["first thumbnail"] = page.evaluate(f"Math.min(...{thumbs}.map(e => e.responseEnd))")
+    out["next page"] = page_turn(page, "Next page")
+    out["last page"] = page_turn(page, "Last page")
     out["similar images"] = timed(
         page,
         lambda: page.locator("#gallery-grid a.card").first.click(),
         "document.querySelector('#similar-grid .card')",
     )
-    page.goto(url + "#/search")
-    page.wait_for_selector("body[data-ready='true']")
-    out["upload search"] = timed(
-        page,
-        lambda: page.set_input_files("#search-file", str(upload)),
-        "document.querySelector('#search-grid .card')",
-    )
+    if upload is not None:
+        page.goto(url + "#/search")
+        page.wait_for_selector("body[data-ready='true']")
+        out["upload search"] = timed(
+            page,
+            lambda: page.set_input_files("#search-file", str(upload)),
+            "document.querySelector('#search-grid .card')",
+        )
     page.goto(url + f"#/boxes/{box_id}?order=ids")
     page.wait_for_selector("#box-stage[data-ready='true']")
     page.keyboard.press("Alt+ArrowRight")  # a change to save (nudged one pixel)
@@ -103,10 +125,38 @@ def one_round(browser, url: str, upload: Path, box_id: str) -> dict[str, float]:
     return out
 
 
+def synthetic_gallery(n: int):  # noqa: ANN201
+    """The workspace of n synthetic images (built the first time, re-used after), with one box."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from scale import _write_catalog
+    from scale_export import _write_photos
+
+    from tiefjax.index.build import build_from_descriptors
+    from tiefjax.index.config import IndexConfig
+    from tiefjax.store import Store
+    from tiefjax.workspace import Workspace
+
+    folder = Path(f"/tmp/tiefjax-site-bench-{n}")
+    if (folder / "ready").exists():
+        return Workspace(folder / "ws")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    t0 = time.perf_counter()
+    ws, vectors, rows = _write_catalog(folder, n, 256, clusters=max(50, n // 200))
+    _write_photos(ws, folder / "photos")
+    rows = [dataclasses.replace(r, box=(0.0, 0.0, 64.0, 48.0)) for r in rows]  # photos 64x48
+    build_from_descriptors(ws, vectors, rows, IndexConfig(), log=lambda m: None)
+    with Store(ws.store_path) as store:
+        store.put_box(store.image_ids()[0], (8, 6, 56, 42))
+    (folder / "ready").write_text(f"built in {time.perf_counter() - t0:.0f} s\n")
+    return ws
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workspace", type=Path, default=None)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--gallery-images", type=int, default=0, help="time a synthetic catalog")
     args = ap.parse_args()
 
     from playwright.sync_api import sync_playwright
@@ -114,22 +164,26 @@ def main() -> int:
     from tiefjax.store import Store
     from tiefjax.workspace import Workspace
 
-    if args.workspace is None:
-        from tiefjax.demo import run_demo
+    if args.gallery_images:
+        ws = synthetic_gallery(args.gallery_images)
+    else:
+        if args.workspace is None:
+            from tiefjax.demo import run_demo
 
-        args.workspace = Path("/tmp/tiefjax-site-bench")
-        run_demo(args.workspace, serve=False, out=lambda _line: None)
-    ws = Workspace(args.workspace)
+            args.workspace = Path("/tmp/tiefjax-site-bench")
+            run_demo(args.workspace, serve=False, out=lambda _line: None)
+        ws = Workspace(args.workspace)
     with Store(ws.store_path) as store:
-        images = store.list_images()
-        boxed = sorted(store.boxes())
-    upload, box_id = Path(images[len(images) // 2].path), boxed[0]
+        total = store.count_images()
+        middle = store.catalog_page(offset=total // 2, limit=1).items[0].image
+        box_id = min(store.boxes())
+    upload = None if args.gallery_images else Path(middle.path)
     exe = shutil.which("chromium")
     if exe is None:
         print("Debian's chromium is not installed (scripts/test installs it)")
         return 1
     server, url = serve(ws)
-    print(f"workspace {ws.root}: {len(images)} images; server {url}")
+    print(f"workspace {ws.root}: {total} images; server {url}")
     rounds = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=exe, args=ARGS, headless=True)
