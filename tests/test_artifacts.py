@@ -77,3 +77,35 @@ def test_cli_train_ranking_json(ws, capsys):
     assert "accuracy" in out["metrics"] and "accuracy" in out["baseline"]
     assert load_trained(ws, "ranking").meta["config"]["batch_size"] == 4
     assert main(["train", str(ws.root), "ranking", "--batch-size", "0"]) == 2
+
+
+def test_a_corrupt_final_model_is_one_line_on_the_command_line(ws, tmp_path):
+    """Issue 14: a damaged final model once printed its one-line error and then a stray
+    "Event loop is closed" traceback as the process ended."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tiefjax.store import Store
+
+    if load_trained(ws, "classifier") is None:
+        train(ws, "classifier", ClassifierConfig.tiny(steps=4, batch_size=8), progress=False)
+    copy = tmp_path / "ws"
+    shutil.copytree(ws.root, copy)
+    final = json.loads((copy / "train" / "classifier" / "final.json").read_text())
+    data = [p for p in (copy / "train" / "classifier").rglob("d/*") if p.is_file()]
+    assert data, f"no checkpoint data files under {final}"
+    for path in data:
+        path.write_bytes(b"\x00garbage" * 8)
+    with Store(copy / "tiefjax.sqlite") as store:
+        photo = store.list_images()[0].path
+    done = subprocess.run(
+        [sys.executable, "-m", "tiefjax", "locate", str(copy), photo],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "classifier" in errors[0] and "--reset" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr and "Event loop" not in done.stderr, done.stderr
