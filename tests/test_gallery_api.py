@@ -24,7 +24,7 @@ class Row:
 class RowSearcher(FakeSearcher):
     """The stand-in index, with the box each image was indexed with (like Searcher.row)."""
 
-    def row(self, image_id: str) -> Row:
+    def row(self, image_id: str, position: int = -1) -> Row:
         return Row((1.0, 2.0, 30.0, 20.0), "annotation" if image_id == "img0" else "detection")
 
 

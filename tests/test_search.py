@@ -59,6 +59,11 @@ def test_search_by_id_excludes_self_unless_asked(searcher):
         Hit(h.id, pytest.approx(h.score, abs=1e-5)) for h in res.hits
     ]
     assert len(searcher.search("p003", k=50).hits) == 9  # k above the catalog size
+    # every hit knows its row in the index, so its box is read without an id lookup
+    for hit in [*res.hits, *searcher.neighbours("p003", 4)]:
+        assert searcher.ids[hit.row] == hit.id
+        assert searcher.row(hit.id, hit.row) == searcher.row(hit.id)
+    assert searcher.row("p003", 0) == searcher.row("p003")  # a wrong position is not trusted
 
 
 def test_file_bytes_and_pil_queries(built, searcher):

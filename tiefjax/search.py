@@ -54,8 +54,12 @@ Query = Any  # str id | path | bytes | PIL.Image.Image | PreparedQuery
 
 @dataclass(frozen=True)
 class Hit:
+    """A catalog image found, its score, and its row in the index (-1: not known) so that
+    what the index holds of it is read without looking its id up again."""
+
     id: str
     score: float
+    row: int = field(default=-1, compare=False)
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,8 @@ def _load_state(ws: Workspace) -> _State:
             continue
         index = VectorIndex.load(folder)
         projection = load_projection(folder, int(index.info.get("full_dim", FEATURE_DIM)))
-        neighbours = np.load(folder / "neighbours.npy", mmap_mode="r")
+        # a plain view of the mapped file: np.memmap's per-item overhead is not paid per request
+        neighbours = np.asarray(np.load(folder / "neighbours.npy", mmap_mode="r"))
         state.modes[mode] = _ModeState(index, projection, neighbours)
     return state
 
@@ -223,10 +228,13 @@ class Searcher:
             ],
         }
 
-    def row(self, image_id: str) -> Row:
-        """The indexed row (box, source, probability) of a catalog image."""
+    def row(self, image_id: str, position: int = -1) -> Row:
+        """The indexed row (box, source, probability) of a catalog image; ``position``: its
+        row number when known (a :class:`Hit`'s), which saves the id lookup."""
         st = self._state
-        return st.rows.row(self._position(st, image_id))
+        if not 0 <= position < len(st.rows) or st.rows.id(position) != image_id:
+            position = self._position(st, image_id)
+        return st.rows.row(position)
 
     # -- searching --------------------------------------------------------------------------------
     def search(
@@ -328,7 +336,7 @@ class Searcher:
             for j, i in enumerate(order):
                 own_pos, row = rows[i]
                 hits = [
-                    Hit(st.rows.id(int(p)), float(s))
+                    Hit(st.rows.id(int(p)), float(s), int(p))
                     for p, s in zip(ids[j], scores[j], strict=True)
                     if p >= 0 and (include_self or int(p) != own_pos)
                 ][:k]
@@ -352,7 +360,8 @@ class Searcher:
         if k > ms.neighbours.shape[1] and ms.neighbours.shape[1] < len(st.rows) - 1:
             return self.search(image_id, k, mode).hits
         row = ms.neighbours[pos][:k]
-        return [Hit(st.rows.id(int(r["id"])), float(r["score"])) for r in row if r["id"] >= 0]
+        ids, scores = row["id"].tolist(), row["score"].tolist()
+        return [Hit(st.rows.id(i), s, i) for i, s in zip(ids, scores, strict=True) if i >= 0]
 
     def neighbour_table(self, mode: str) -> tuple[np.ndarray, np.ndarray]:
         """Every catalog image's precomputed neighbours in ``mode``, best first: row positions

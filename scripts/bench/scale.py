@@ -89,6 +89,39 @@ def _write_catalog(root: Path, n: int, dim: int, clusters: int, seed: int = 0):
     return ws, np.load(root / "descriptors.npy", mmap_mode="r"), rows
 
 
+def synthetic_workspace(n: int, photos: bool = False):  # noqa: ANN201
+    """A kept workspace of ``n`` synthetic images for the server and site benchmarks: the rows
+    and descriptors of :func:`_write_catalog`, indexed by ``build_from_descriptors``; with
+    ``photos``, a 64x48 JPEG per image (thumbnails, the box editor) and one box. Built the first
+    time in ``/tmp/tiefjax-synthetic-N[-photos]``, re-used after."""
+    import dataclasses
+    import shutil
+
+    from tiefjax.index.build import build_from_descriptors
+    from tiefjax.index.config import IndexConfig
+    from tiefjax.store import Store
+    from tiefjax.workspace import Workspace
+
+    folder = Path(f"/tmp/tiefjax-synthetic-{n}{'-photos' if photos else ''}")
+    if (folder / "ready").exists():
+        return Workspace(folder / "ws")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    t0 = time.perf_counter()
+    ws, vectors, rows = _write_catalog(folder, n, 256, clusters=max(50, n // 200))
+    if photos:
+        from scale_export import _write_photos
+
+        _write_photos(ws, folder / "photos")
+        rows = [dataclasses.replace(r, box=(0.0, 0.0, 64.0, 48.0)) for r in rows]
+    build_from_descriptors(ws, vectors, rows, IndexConfig(), log=lambda m: None)
+    if photos:
+        with Store(ws.store_path) as store:
+            store.put_box(store.image_ids()[0], (8, 6, 56, 42))
+    (folder / "ready").write_text(f"built in {time.perf_counter() - t0:.0f} s\n")
+    return ws
+
+
 def child(n: int, dim: int, folder: Path) -> dict:
     """One size, in its own process (its own peak RSS): write the catalog, build, measure."""
     from tiefjax.index.build import build_from_descriptors

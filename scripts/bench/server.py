@@ -240,6 +240,12 @@ def main() -> int:
     parser.add_argument("--workspace", help="an indexed workspace (default: a tiny demo one)")
     parser.add_argument("--n", type=int, default=120, help="demo catalog size when building one")
     parser.add_argument("--demo", help="run `tiefjax demo` at this size first (trained locator)")
+    parser.add_argument(
+        "--synthetic",
+        type=int,
+        default=0,
+        help="N synthetic images as scripts/bench/scale.py makes them (similar-by-id only)",
+    )
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=5.0, help="per similar-by-id round")
     parser.add_argument("--rounds", type=int, default=2, help="alternating floor/app rounds")
@@ -255,6 +261,12 @@ def main() -> int:
     tmp = tempfile.TemporaryDirectory(prefix="tiefjax-bench-")
     if args.workspace:
         ws = Path(args.workspace)
+    elif args.synthetic:
+        from scale import synthetic_workspace
+
+        print(f"a {args.synthetic}-image synthetic workspace ...", file=sys.stderr)
+        ws = synthetic_workspace(args.synthetic).root
+        args.skip_upload = True  # synthetic descriptors: an upload's would not match them
     elif args.demo:
         from tiefjax.demo import run_demo
 
@@ -275,7 +287,9 @@ def main() -> int:
         f"{platform.python_version()}",
         "images": len(ids),
         "clients": args.clients,
-        "workspace": args.workspace or (f"demo {args.demo} (trained)" if args.demo else "tiny"),
+        "workspace": args.workspace
+        or (f"synthetic {args.synthetic}" if args.synthetic else "")
+        or (f"demo {args.demo} (trained)" if args.demo else "tiny"),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
 

@@ -31,7 +31,6 @@ contexts, timed in the page from the action to the first animation frame showing
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shutil
 import statistics
@@ -125,33 +124,6 @@ def one_round(browser, url: str, upload: Path | None, box_id: str) -> dict[str, 
     return out
 
 
-def synthetic_gallery(n: int):  # noqa: ANN201
-    """The workspace of n synthetic images (built the first time, re-used after), with one box."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from scale import _write_catalog
-    from scale_export import _write_photos
-
-    from tiefjax.index.build import build_from_descriptors
-    from tiefjax.index.config import IndexConfig
-    from tiefjax.store import Store
-    from tiefjax.workspace import Workspace
-
-    folder = Path(f"/tmp/tiefjax-site-bench-{n}")
-    if (folder / "ready").exists():
-        return Workspace(folder / "ws")
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    t0 = time.perf_counter()
-    ws, vectors, rows = _write_catalog(folder, n, 256, clusters=max(50, n // 200))
-    _write_photos(ws, folder / "photos")
-    rows = [dataclasses.replace(r, box=(0.0, 0.0, 64.0, 48.0)) for r in rows]  # photos 64x48
-    build_from_descriptors(ws, vectors, rows, IndexConfig(), log=lambda m: None)
-    with Store(ws.store_path) as store:
-        store.put_box(store.image_ids()[0], (8, 6, 56, 42))
-    (folder / "ready").write_text(f"built in {time.perf_counter() - t0:.0f} s\n")
-    return ws
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workspace", type=Path, default=None)
@@ -165,7 +137,10 @@ def main() -> int:
     from tiefjax.workspace import Workspace
 
     if args.gallery_images:
-        ws = synthetic_gallery(args.gallery_images)
+        sys.path.insert(0, str(Path(__file__).parent))
+        from scale import synthetic_workspace
+
+        ws = synthetic_workspace(args.gallery_images, photos=True)
     else:
         if args.workspace is None:
             from tiefjax.demo import run_demo

@@ -167,13 +167,13 @@ def hits_json(hits: Any, searcher: Any = None) -> list[dict[str, Any]]:
     """Hits as JSON, each with the box its image was indexed with and where that box came from
     (``annotation``, ``detection`` or ``whole``), so a result can show why it matched; both
     None when ``searcher`` does not say (or no longer indexes the image)."""
-    return [{"id": str(h.id), "score": _num(h.score), **_indexed_box(searcher, h.id)} for h in hits]
+    return [{"id": str(h.id), "score": _num(h.score), **_indexed_box(searcher, h)} for h in hits]
 
 
-def _indexed_box(searcher: Any, image_id: str) -> dict[str, Any]:
+def _indexed_box(searcher: Any, hit: Any) -> dict[str, Any]:
     row_of = getattr(searcher, "row", None)  # a Searcher; stand-ins may not have rows
     try:
-        row = None if row_of is None else row_of(str(image_id))
+        row = None if row_of is None else row_of(str(hit.id), getattr(hit, "row", -1))
     except NotFound:
         row = None
     if row is None:
