@@ -109,3 +109,33 @@ def test_a_corrupt_final_model_is_one_line_on_the_command_line(ws, tmp_path):
     errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and "classifier" in errors[0] and "--reset" in errors[0], done.stderr
     assert "Traceback" not in done.stderr and "Event loop" not in done.stderr, done.stderr
+
+
+def test_only_callbacks_that_found_the_loop_closed_are_dropped(monkeypatch):
+    """The filter behind the test above (whose race does not show on every run)."""
+    import asyncio
+    import sys
+    from types import SimpleNamespace
+
+    from tiefjax import cli
+
+    def caught(fn):
+        try:
+            fn()
+        except RuntimeError as err:
+            return SimpleNamespace(exc_value=err, exc_traceback=err.__traceback__)
+        raise AssertionError("no error")
+
+    loop = asyncio.new_event_loop()
+    loop.close()
+    abandoned = caught(lambda: loop.call_soon_threadsafe(print))
+    other = caught(lambda: (_ for _ in ()).throw(RuntimeError("Event loop is closed")))
+    assert cli._abandoned_callback(abandoned) and not cli._abandoned_callback(other)
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    cli._quiet_abandoned_callbacks()
+    cli._quiet_abandoned_callbacks()  # once only
+    sys.unraisablehook(abandoned)
+    sys.unraisablehook(other)
+    assert seen == [other]

@@ -17,7 +17,9 @@ import importlib
 import json
 import os
 import sys
+import traceback
 from collections.abc import Sequence
+from typing import Any
 
 from jax.errors import JaxRuntimeError
 
@@ -61,9 +63,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _abandoned_callback(unraisable: Any) -> bool:
+    """Whether an unraisable error is a completion callback that found asyncio's loop closed.
+
+    Orbax restores through asyncio and tensorstore. When one read of a damaged checkpoint fails,
+    the restore ends (and closes its loop) while other reads are still in flight; their callbacks
+    then fail in ``call_soon_threadsafe`` and Python prints each as a stray "Event loop is
+    closed" traceback after the one-line error that matters (issue 14)."""
+    exc = unraisable.exc_value
+    if not isinstance(exc, RuntimeError) or str(exc) != "Event loop is closed":
+        return False
+    frames = traceback.extract_tb(unraisable.exc_traceback)
+    return any(frame.name == "call_soon_threadsafe" for frame in frames)
+
+
+def _quiet_abandoned_callbacks() -> None:
+    """Drop :func:`_abandoned_callback` reports; every other one reaches the previous hook."""
+    previous = sys.unraisablehook
+    if getattr(previous, "__name__", "") == "_unraisable":
+        return  # already installed (main() called twice in one process)
+
+    def _unraisable(unraisable: Any) -> None:
+        if not _abandoned_callback(unraisable):
+            previous(unraisable)
+
+    sys.unraisablehook = _unraisable
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    _quiet_abandoned_callbacks()
     if args.dtype:
         os.environ[DTYPE_VAR] = args.dtype  # read where the encoder is made; children inherit it
     try:
