@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from tiefjax import triplet_marks
+from tiefjax import history, triplet_marks
 from tiefjax.catalog import init_workspace
 from tiefjax.errors import Conflict, InvalidInput, NotFound
 from tiefjax.server import ServerConfig, create_app
@@ -63,7 +64,8 @@ def test_every_box_and_triplet_write_is_recorded_newest_first(store):
     store.put_detections([Detection("p4", (3, 3, 20, 20), 0.9, False)])
     store.accept_detections({"p4": 0}, by="bob")
 
-    changes = store.changes()
+    changes, more = store.changes()
+    assert more is None
     assert _actions(changes) == [
         ("bob", "box.accepted", "p4"),
         ("ann", "triplet.deleted", "p1"),
@@ -76,11 +78,11 @@ def test_every_box_and_triplet_write_is_recorded_newest_first(store):
     assert changes[3].detail == {"version": 3, "previous": [2, 2, 30, 40]}
     assert changes[1].detail == {"triplet": t.id, "positive": "p2", "negative": "p3"}
     assert changes[0].detail["previous"] is None
-    assert _actions(store.changes(image_id="p1")) == [
+    assert _actions(store.changes(image_id="p1")[0]) == [
         ("ann", "triplet.deleted", "p1"),
         ("bob", "triplet.added", "p1"),
     ]
-    assert [c.action for c in store.changes(annotator="bob")] == [
+    assert [c.action for c in store.changes(annotator="bob")[0]] == [
         "box.accepted",
         "triplet.added",
         "box.saved",
@@ -90,12 +92,13 @@ def test_every_box_and_triplet_write_is_recorded_newest_first(store):
 def test_history_pages_by_cursor(store):
     for i in range(7):
         store.put_box("p0", (1, 1, 10 + i, 10), by="ann")
-    first = store.changes(limit=3)
-    second = store.changes(before=first[-1].id, limit=3)
-    third = store.changes(before=second[-1].id, limit=3)
+    first, after_first = store.changes(limit=3)
+    second, after_second = store.changes(before=after_first, limit=3)
+    third, after_third = store.changes(before=after_second, limit=3)
     ids = [c.id for c in first + second + third]
-    assert ids == sorted(ids, reverse=True) and len(set(ids)) == 7
+    assert ids == sorted(ids, reverse=True) and len(set(ids)) == 7 and after_third is None
     assert [c.detail["box"][2] for c in first + second + third] == list(range(16, 9, -1))
+    assert store.changes(limit=7)[1] is None  # a full last page has no next page
     with pytest.raises(InvalidInput, match="1 to 500"):
         store.changes(limit=0)
 
@@ -105,23 +108,51 @@ def test_a_rolled_back_write_leaves_no_history(store):
         store.put_box("p0", (1, 1, 10, 10), by="ann")
         store.add_triplet("p1", "p2", "p3", by="ann")
         raise RuntimeError("the request failed after the writes")
-    assert store.changes() == [] and store.get_box("p0") is None
+    assert store.changes() == ([], None) and store.get_box("p0") is None
     with pytest.raises(NotFound):  # one bad triplet: none of the batch is stored or recorded
         store.add_triplets([("p1", "p2", "p3"), ("p1", "p2", "nope")], by="ann")
-    assert store.changes() == [] and store.count_triplets() == 0
+    assert store.changes() == ([], None) and store.count_triplets() == 0
 
 
 def test_a_photo_that_no_longer_fits_its_box_is_recorded_as_init(store):
     store.put_box("p0", (1, 1, 60, 40), by="ann")
     rec = store.get_image("p0")
     store.upsert_image(ImageRecord("p0", rec.path, 32, 24, "changed"))
-    assert _actions(store.changes(limit=1)) == [("init", "box.deleted", "p0")]
+    assert _actions(store.changes(limit=1)[0]) == [("init", "box.deleted", "p0")]
+
+
+def test_removing_images_records_the_annotations_that_go_with_them(store):
+    store.put_box("p0", (1, 1, 10, 10), by="ann")
+    kept = store.add_triplet("p1", "p2", "p3", by="ann")
+    gone = store.add_triplet("p2", "p0", "p4", by="ann")
+    also = store.add_triplet("p5", "p4", "p0", by="ann")
+    assert store.remove_images(["p0", "nope"], by="init") == 1
+    changes, _ = store.changes(annotator="init")
+    assert [(c.action, c.image_id, c.detail.get("triplet")) for c in changes] == [
+        ("triplet.deleted", "p5", also.id),
+        ("triplet.deleted", "p2", gone.id),
+        ("box.deleted", "p0", None),
+    ]
+    assert [t.id for t in store.list_triplets()] == [kept.id]
+
+
+def test_triplets_delete_together_or_not_at_all(store):
+    a = store.add_triplet("p1", "p2", "p3")
+    b = store.add_triplet("p1", "p2", "p4")
+    with pytest.raises(NotFound, match="no triplet with id 999"):
+        store.delete_triplets([a.id, 999], by="ann")
+    assert store.count_triplets() == 2
+    assert store.delete_triplets([a.id, b.id, a.id], by="ann") == 2
+    assert store.count_triplets() == 0
+    assert [c.action for c in store.changes(annotator="ann")[0]] == ["triplet.deleted"] * 2
 
 
 def test_annotator_tokens_are_hashed_named_and_revocable(store, workspace):
     token = store.add_annotator("alice")
     assert store.annotator_of(token) == "alice" and store.annotator_of("guess") is None
-    assert token not in workspace.store_path.read_bytes().decode("latin-1")
+    with sqlite3.connect(workspace.store_path) as db:  # reads the write-ahead log too
+        stored = db.execute("SELECT * FROM annotators").fetchall()
+    assert len(stored) == 1 and token not in stored[0] and history.token_hash(token) in stored[0]
     store.put_box("p0", (1, 1, 10, 10), by="alice")
     assert [(a.name, a.changes) for a in store.annotators()] == [("alice", 1)]
     with pytest.raises(Conflict, match="already an annotator 'alice'"):
@@ -131,7 +162,7 @@ def test_annotator_tokens_are_hashed_named_and_revocable(store, workspace):
             store.add_annotator(bad)
     store.remove_annotator("alice")
     assert store.annotator_of(token) is None and store.annotators() == []
-    assert store.changes()[0].annotator == "alice"  # the history keeps the name
+    assert store.changes()[0][0].annotator == "alice"  # the history keeps the name
     with pytest.raises(NotFound, match="no annotator 'alice'"):
         store.remove_annotator("alice")
 
@@ -229,6 +260,24 @@ def test_writes_through_the_api_name_their_annotator(client, workspace):
     assert r.status_code == 401 and "annotators" in r.json()["error"]["message"]
 
 
+def test_triplets_are_deleted_in_one_request_all_or_none(client):
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    marks = {"reference": "p1", "same": [], "more": ["p2"], "less": ["p3", "p4"]}
+    added = client.post("/api/triplets/marks", json=marks, headers=auth).json()["added"]
+    ids = [t["id"] for t in added]
+    r = client.post("/api/triplets/delete", json={"ids": [*ids, 99]}, headers=auth)
+    assert r.status_code == 404 and "99" in r.json()["error"]["message"]
+    assert len(client.get("/api/triplets").json()["triplets"]) == 2  # nothing deleted
+    for bad in ({"ids": []}, {"ids": [0]}, {"ids": ["1"]}, {"ids": [True]}, {"id": [1]}):
+        assert client.post("/api/triplets/delete", json=bad, headers=auth).status_code == 400
+    assert client.post("/api/triplets/delete", json={"ids": ids}).status_code == 401
+    r = client.post("/api/triplets/delete", json={"ids": ids}, headers=auth)
+    assert r.json() == {"deleted": 2} and client.get("/api/triplets").json()["triplets"] == []
+    items = client.get("/api/history", params={"limit": 2}).json()
+    assert [c["action"] for c in items["items"]] == ["triplet.deleted"] * 2
+    assert items["next"] is not None  # the two additions are older
+
+
 @pytest.mark.parametrize(
     "body, status, words",
     [
@@ -245,6 +294,11 @@ def test_bad_marks_are_4xx_and_store_nothing(client, body, status, words):
     assert r.status_code == status and words in r.json()["error"]["message"], r.text
     assert client.get("/api/history").json() == {"items": [], "next": None}
     assert client.get("/api/triplets").json() == {"triplets": []}
+
+
+def test_the_server_tokens_annotator_name_is_checked(workspace):
+    with pytest.raises(InvalidInput, match="token_annotator"):
+        create_app(workspace, token=TOKEN, config=ServerConfig(token_annotator=""))
 
 
 def test_bad_history_parameters_are_400(client):
@@ -275,6 +329,11 @@ def test_annotators_and_history_commands(workspace, tmp_path):
     shown = _cli("history", ws, "--annotator", "carol")
     assert shown.returncode == 0 and "carol" in shown.stdout and "box.saved" in shown.stdout
     assert "p0" in shown.stdout
+    added = json.loads(_cli("annotators", ws, "--add", "dan", "--json").stdout)
+    assert added["name"] == "dan" and len(added["token"]) > 20
+    (workspace.root / "tiefjax.toml").write_text('[server]\ntoken_annotator = "lead"\n')
+    lead = _cli("annotators", ws, "--add", "lead")
+    assert lead.returncode == 2 and "token_annotator" in lead.stderr
     bad = _cli("annotators", ws, "--add", "owner")
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and "another" in bad.stderr
     assert _cli("annotators", ws, "--remove", "carol").returncode == 0

@@ -137,7 +137,7 @@ def init_workspace(
                     for t in store.list_triplets()
                     if gone_set & {t.reference, t.positive, t.negative}
                 )
-                store.remove_images(gone)
+                store.remove_images(gone, by="init")
             report.removed = gone
             store.set_meta(IMAGES_DIR_KEY, str(folder))
             report.total = store.count_images()

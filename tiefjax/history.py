@@ -91,9 +91,10 @@ def changes(
     annotator: str | None = None,
     before: int | None = None,
     limit: int = 50,
-) -> list[Change]:
-    """The newest changes first, optionally of one image and/or one annotator; ``before``: only
-    changes older than that change id (the cursor of the next page)."""
+) -> tuple[list[Change], int | None]:
+    """A page of changes, newest first, optionally of one image and/or one annotator, and the
+    cursor of the next page (None: this is the last). ``before``: only changes older than that
+    change id (a previous page's cursor)."""
     if not 1 <= limit <= PAGE_MAX:
         raise InvalidInput(f"a history page holds 1 to {PAGE_MAX} changes, got {limit}")
     where: list[str] = []
@@ -108,18 +109,20 @@ def changes(
     sql = "SELECT id, at, annotator, action, image_id, detail FROM history"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    rows = db.execute(sql + " ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
-    return [Change(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+    rows = db.execute(sql + " ORDER BY id DESC LIMIT ?", (*params, limit + 1)).fetchall()
+    page = [Change(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows[:limit]]
+    return page, (page[-1].id if len(rows) > limit else None)
 
 
-def check_name(name: object) -> str:
-    """``name`` if it can name an annotator, else InvalidInput saying what is allowed."""
+def check_name(name: object, what: str = "annotator name", reserved: bool = True) -> str:
+    """``name`` if it can name an annotator, else InvalidInput saying what is allowed;
+    ``reserved``: also refuse the names tiefjax records itself."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidInput(
-            f"annotator name {name!r} is not allowed: use 1-40 letters, digits, '.', '_' or '-', "
+            f"{what} {name!r} is not allowed: use 1-40 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
-    if name in RESERVED:
+    if reserved and name in RESERVED:
         raise InvalidInput(
             f"{name!r} is recorded by tiefjax itself ({', '.join(sorted(RESERVED))}); pick "
             "another annotator name"

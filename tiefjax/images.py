@@ -117,9 +117,11 @@ def load_rgb_scaled(
     """Decode for work that sees the photo at ``short_side`` pixels at most (box extraction).
 
     JPEGs are draft-decoded at the smallest DCT scale whose shorter side stays >= ``short_side``
-    (a 4000x3000 phone photo decodes ~5x faster at 1/4 scale); other formats decode whole and
-    are then shrunk by a whole factor to the same bound, so a decoded photo waiting for its
-    search holds what the search needs (a 20000x2000 PNG: 5000x500, 7.5 MB, not 120 MB).
+    (a 4000x3000 phone photo decodes ~5x faster at 1/4 scale); other formats decode whole. Any
+    result still at least twice the need on its shorter side (a PNG or WebP, a JPEG past its
+    1/8 draft scale) is then shrunk by a whole factor to the same bound, so a decoded photo
+    waiting for its search, or a pretraining view, holds what the work needs (a 20000x2000 PNG:
+    5000x500, 7.5 MB, not 120 MB).
     Returns the upright RGB image and ``(sx, sy)``, original pixels per decoded pixel: boxes
     found in the image map back to the photo with :func:`scale_box`.
     """

@@ -44,7 +44,7 @@ from tiefjax.index.encode import (
     load_feature_encoder,
     load_locator,
 )
-from tiefjax.index.row_table import IdList, RowTable
+from tiefjax.index.row_table import IdList, RowTable, served_array
 from tiefjax.index.scann_index import VectorIndex, l2_normalize
 from tiefjax.nets.alexnet import PATCH, WINDOW
 from tiefjax.workspace import Workspace
@@ -135,8 +135,7 @@ def _load_state(ws: Workspace) -> _State:
             continue
         index = VectorIndex.load(folder)
         projection = load_projection(folder, int(index.info.get("full_dim", FEATURE_DIM)))
-        # a plain view of the mapped file: np.memmap's per-item overhead is not paid per request
-        neighbours = np.asarray(np.load(folder / "neighbours.npy", mmap_mode="r"))
+        neighbours = served_array(folder / "neighbours.npy")
         state.modes[mode] = _ModeState(index, projection, neighbours)
     return state
 

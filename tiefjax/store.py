@@ -612,18 +612,33 @@ class Store:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise InvalidInput(f"image {rec.id}: {name} must be a positive integer")
 
-    def remove_images(self, ids: Iterable[str]) -> int:
-        """Remove images with their box, triplets and detection; unknown ids are ignored.
+    def remove_images(self, ids: Iterable[str], *, by: str = history.LOCAL) -> int:
+        """Remove images with their box, triplets and detection; unknown ids are ignored. The
+        box and triplets that go with them are recorded in the history as deleted by ``by``.
 
         Returns how many images were removed.
         """
         removed = 0
         with self.transaction():
             for image_id in ids:
+                self._record_removal(image_id, by)
                 removed += self._db.execute("DELETE FROM images WHERE id = ?", (image_id,)).rowcount
             if removed:
                 self._catalog_changed()
         return removed
+
+    def _record_removal(self, image_id: str, by: str) -> None:
+        """History records for the annotations that removing ``image_id`` deletes with it."""
+        now = _now()
+        box = self._box_row(image_id)
+        if box is not None:
+            self._record_box_deleted(box, by, now)
+        for row in self._db.execute(
+            "SELECT id, reference, positive, negative, created_at FROM triplets "
+            "WHERE reference = ?1 OR positive = ?1 OR negative = ?1 ORDER BY id",
+            (image_id,),
+        ).fetchall():
+            self._record_triplet(Triplet(*row), by, "triplet.deleted", now)
 
     def get_image(self, image_id: str) -> ImageRecord:
         row = self._one(
@@ -831,8 +846,11 @@ class Store:
             "version = version + 1, updated_at = ? WHERE image_id = ?",
             (now, current.image_id),
         )
-        detail = {"version": current.version + 1, "previous": list(current.box.as_tuple())}
-        history.record(self._db, now, by, "box.deleted", current.image_id, detail)
+        self._record_box_deleted(current, by, now)
+
+    def _record_box_deleted(self, box: StoredBox, by: str, at: str) -> None:
+        detail = {"version": box.version + 1, "previous": list(box.box.as_tuple())}
+        history.record(self._db, at, by, "box.deleted", box.image_id, detail)
 
     def boxes(self) -> dict[str, StoredBox]:
         """Every current box by image id."""
@@ -962,15 +980,25 @@ class Store:
 
     def delete_triplet(self, triplet_id: int, *, by: str = history.LOCAL) -> None:
         """Delete one triplet by id (NotFound when there is none)."""
+        self.delete_triplets([triplet_id], by=by)
+
+    def delete_triplets(self, triplet_ids: Iterable[int], *, by: str = history.LOCAL) -> int:
+        """Delete triplets by id in one transaction: all of them, or none when one is unknown
+        (NotFound naming it). Returns how many were deleted."""
+        deleted = 0
         with self.transaction():
-            row = self._db.execute(
-                "SELECT id, reference, positive, negative, created_at FROM triplets WHERE id = ?",
-                (int(triplet_id),),
-            ).fetchone()
-            if row is None:
-                raise NotFound(f"no triplet with id {triplet_id}")
-            self._db.execute("DELETE FROM triplets WHERE id = ?", (row[0],))
-            self._record_triplet(Triplet(*row), by, "triplet.deleted", _now())
+            for triplet_id in dict.fromkeys(triplet_ids):  # each once
+                row = self._db.execute(
+                    "SELECT id, reference, positive, negative, created_at FROM triplets "
+                    "WHERE id = ?",
+                    (int(triplet_id),),
+                ).fetchone()
+                if row is None:
+                    raise NotFound(f"no triplet with id {triplet_id}")
+                self._db.execute("DELETE FROM triplets WHERE id = ?", (row[0],))
+                self._record_triplet(Triplet(*row), by, "triplet.deleted", _now())
+                deleted += 1
+        return deleted
 
     def count_triplets(self) -> int:
         return int(self._one("SELECT count(*) FROM triplets")[0])
@@ -982,8 +1010,9 @@ class Store:
         annotator: str | None = None,
         before: int | None = None,
         limit: int = 50,
-    ) -> list[history.Change]:
-        """The newest changes of boxes and triplets first (see :func:`tiefjax.history.changes`)."""
+    ) -> tuple[list[history.Change], int | None]:
+        """A page of box and triplet changes, newest first, and the next page's cursor (see
+        :func:`tiefjax.history.changes`)."""
         with self._locked():
             return history.changes(self._db, image_id, annotator, before, limit)
 

@@ -145,7 +145,6 @@ function staticData(src) {
   });
 }
 
-
 function requireServer(what) {
   if (manifest) {
     throw new ApiError(
@@ -239,10 +238,20 @@ const cursors = new Map();
 export async function listImages(offset = 0, limit = 24, filters = {}) {
   if (!manifest) {
     const listing = JSON.stringify([limit, Object.entries(filters).sort()]);
-    const after = cursors.get(`${listing}@${offset}`);
-    const where = after === undefined ? { offset: String(offset) } : { after };
-    const q = new URLSearchParams({ ...where, limit: String(limit), ...filters });
-    const page = await fetchJson(`api/images?${q}`);
+    const key = `${listing}@${offset}`;
+    const ask = (where) => fetchJson(`api/images?${new URLSearchParams({ ...where, limit: String(limit), ...filters })}`);
+    let page;
+    if (cursors.has(key)) {
+      try {
+        page = await ask({ after: cursors.get(key) });
+      } catch (e) {
+        // the cursor's image left this listing meanwhile (another tab, tiefjax init): by offset
+        if (!(e instanceof ApiError) || e.status < 400 || e.status >= 500) throw e;
+        cursors.delete(key);
+      }
+    }
+    page = page || (await ask({ offset: String(offset) }));
+    if (cursors.size > 1000) cursors.clear(); // bounded: a long session's listings
     if (page.next !== null && page.next !== undefined) cursors.set(`${listing}@${offset + page.images.length}`, page.next);
     return { ...page, offset };
   }
@@ -394,6 +403,11 @@ export async function changes(filters = {}) {
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(filters)) if (v !== undefined && v !== null && v !== "") q.set(k, v);
   return fetchJson(`api/history?${q}`);
+}
+
+/** Delete these triplets in one transaction (all, or none when one is gone): {deleted}. */
+export function deleteTriplets(ids) {
+  return write("POST", "api/triplets/delete", { ids });
 }
 
 export function deleteTriplet(tid) {

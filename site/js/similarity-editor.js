@@ -377,12 +377,13 @@ export async function render(main, ctx) {
     paint();
     const shown = new Map(marks);
     try {
-      let { added, existing } = await api.addMarkedTriplets(id, same, more, less);
-      const already = existing ? ` (${existing} stored already)` : "";
+      const saved = await api.addMarkedTriplets(id, same, more, less);
+      let added = saved.added;
+      const already = saved.existing ? ` (${saved.existing} stored already)` : "";
       say(`Saved ${added.length} triplet${added.length === 1 ? "" : "s"}${already}.`, "success");
       edits.record({
         undo: async () => {
-          for (const t of added) await api.deleteTriplet(t.id);
+          if (added.length) await api.deleteTriplets(added.map((t) => t.id)); // all or none
           await reloadLists();
           showMarks(shown);
         },

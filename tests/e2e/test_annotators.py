@@ -53,7 +53,7 @@ def test_a_same_product_group_saves_its_triplets_under_the_annotators_name(page,
     expect(page.locator("#annotator")).to_have_text("Annotating as dora")
     assert _triplets(bare.ws) - before == expected
     with Store(bare.ws.store_path) as store:
-        changes = store.changes(annotator="dora")
+        changes, _ = store.changes(annotator="dora")
     assert len(changes) == len(expected)
     assert {c.action for c in changes} == {"triplet.added"}
     assert {c.image_id for c in changes} == {ref, ids[0]}  # the same-product photo is a reference

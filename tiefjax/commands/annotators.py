@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     action = p.add_mutually_exclusive_group()
     action.add_argument("--add", metavar="NAME", help="make a token for a new annotator")
     action.add_argument("--remove", metavar="NAME", help="revoke this annotator's token")
-    p.add_argument("--json", action="store_true", help="list as JSON")
+    p.add_argument("--json", action="store_true", help="JSON: the list, or the new token")
     p.set_defaults(func=_annotators)
 
     p = sub.add_parser(
@@ -39,13 +39,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _annotators(args: argparse.Namespace) -> int:
+    from tiefjax.errors import InvalidInput
+    from tiefjax.server.config import ServerConfig
     from tiefjax.store import Store
     from tiefjax.workspace import Workspace
 
     ws = Workspace(args.workspace).require()
+    owner = ws.section("server", ServerConfig).token_annotator
+    if args.add == owner:
+        raise InvalidInput(
+            f"{owner!r} is what changes made with the server's own token are recorded as "
+            "([server] token_annotator); pick another annotator name"
+        )
     with Store(ws.store_path) as store:
         if args.add:
             token = store.add_annotator(args.add)
+            if args.json:
+                print(json.dumps({"name": args.add, "token": token}))
+                return 0
             print(f"annotator {args.add!r} added; their token (shown only now):")
             print(token)
             return 0
@@ -71,7 +82,7 @@ def _history(args: argparse.Namespace) -> int:
     ws = Workspace(args.workspace).require()
     image = None if args.image is None else check_id(args.image, "--image")
     with Store(ws.store_path) as store:
-        changes = store.changes(image, args.annotator, None, args.limit)
+        changes, _ = store.changes(image, args.annotator, None, args.limit)
     for c in changes:
         if args.json:
             print(json.dumps(c.to_json()))

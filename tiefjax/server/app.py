@@ -277,7 +277,7 @@ class ServerState:
         )
         self._last_check = time.monotonic()
         self._checking = threading.Lock()
-        self._index_stats: tuple[tuple[Any, ...], dict[str, Any] | None] | None = None
+        self._out_of_date: tuple[tuple[Any, ...], str | None] | None = None
         if self.searcher is None:
             self._load_searcher()
 
@@ -358,13 +358,17 @@ class ServerState:
 
     def index_stats(self, searcher: Any) -> dict[str, Any] | None:
         """``index`` of /api/stats. Comparing the index with the catalog reads every id (0.7 s
-        at 100k images), so the answer is kept while the build and the catalog stand."""
-        key = (searcher, getattr(searcher, "built_at", None), self.store.catalog_version())
-        if self._index_stats is None or self._index_stats[0] != key:
-            summary = index_summary(searcher, self.store.image_ids(), self.ws.root)
-            self._index_stats = (key, summary)
-        summary = self._index_stats[1]
-        return None if summary is None else {**summary, "age_s": _age_s(summary["built_at"])}
+        at 100k images), so that part is kept while the build and the catalog stand."""
+        summary = index_summary(searcher, None, self.ws.root)
+        if summary is None:
+            return None
+        info = dict(getattr(searcher, "info", None) or {})
+        key = (searcher, info.get("path"), summary["built_at"], self.store.catalog_version())
+        if self._out_of_date is None or self._out_of_date[0] != key:
+            ids = self.store.image_ids()
+            self._out_of_date = (key, _out_of_date(searcher, info, ids, self.ws.root))
+        reasons = [summary["stale"], self._out_of_date[1]]
+        return {**summary, "stale": "; ".join(r for r in reasons if r) or None}
 
     # auth ----------------------------------------------------------------------------------
     async def annotator(self, request: Request) -> str:
@@ -530,7 +534,7 @@ def build_routes(state: ServerState) -> list[Route]:
             ("left", "top", "right", "bottom", "version"),
             "with the version you loaded (0 when the image had no box)",
         )
-        version = _version_of(body["version"], "version")
+        version = _whole_number(body["version"], "version")
         coords = [body[k] for k in ("left", "top", "right", "bottom")]
         stored = await run_in_threadpool(
             functools.partial(store.put_box, by=by), image_id, coords, version
@@ -587,15 +591,24 @@ def build_routes(state: ServerState) -> list[Route]:
         image = None if given["image"] is None else check_id(given["image"], "image")
         before = request.query_params.get("before")
         limit = _int_param(request, "limit", 50, 1, history.PAGE_MAX)
-        page = await run_in_threadpool(
+        page, next_before = await run_in_threadpool(
             store.changes,
             image,
             given["annotator"],
             None if before is None else parse_int(before, "before", 1),
             limit,
         )
-        next_before = page[-1].id if len(page) == limit else None
         return JSONResponse({"items": [c.to_json() for c in page], "next": next_before})
+
+    async def delete_triplets(request: Request) -> Response:
+        by = await state.annotator(request)
+        body = await _json_body(request, ("ids",), '(e.g. {"ids": [3, 4]}: triplet ids)')
+        most = triplet_marks.MAX_TRIPLETS
+        if not isinstance(body["ids"], list) or not 1 <= len(body["ids"]) <= most:
+            raise BadRequest(f"ids must be a list of 1 to {most} triplet ids")
+        ids = [_whole_number(tid, "each of ids", 1) for tid in body["ids"]]
+        deleted = await run_in_threadpool(functools.partial(store.delete_triplets, by=by), ids)
+        return JSONResponse({"deleted": deleted})
 
     async def delete_triplet(request: Request) -> Response:
         by = await state.annotator(request)
@@ -672,6 +685,7 @@ def build_routes(state: ServerState) -> list[Route]:
         route("/triplets", list_triplets, ["GET"]),
         route("/triplets", add_triplet, ["POST"]),
         route("/triplets/marks", add_marked_triplets, ["POST"]),
+        route("/triplets/delete", delete_triplets, ["POST"]),
         route("/triplets/{tid}", delete_triplet, ["DELETE"]),
         route("/history", changes, ["GET"]),
         route("/candidates/{image_id}", candidates, ["GET"]),
@@ -744,12 +758,13 @@ def _out_of_date(
     )
 
 
-def _version_of(value: Any, name: str) -> int:
-    """A box version from JSON: a whole number >= 0 (JSON 3.0 is the number 3), else 400."""
+def _whole_number(value: Any, name: str, low: int = 0) -> int:
+    """A box version or triplet id from JSON: a whole number >= ``low`` (JSON 3.0 is the number
+    3), else 400."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise BadRequest(f"{name} must be a whole number >= 0, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise BadRequest(f"{name} must be a whole number >= {low}, got {shown(value)}")
     return value
 
 
@@ -762,7 +777,7 @@ def _seen_versions(images: Any) -> dict[str, int]:
         if not isinstance(item, dict) or set(item) != {"id", "version"}:
             raise BadRequest(f"each of images must be {{id, version}}, got {shown(item)}")
         image_id = check_id(item["id"], "id")
-        version = _version_of(item["version"], f"version of {image_id}")
+        version = _whole_number(item["version"], f"version of {image_id}")
         if image_id in seen:
             raise InvalidInput(f"{image_id} is listed twice in images; list each image once")
         seen[image_id] = version
@@ -854,6 +869,7 @@ def create_app(
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
     ws.require()
     config = config or ws.section("server", ServerConfig)
+    history.check_name(config.token_annotator, "[server] token_annotator", reserved=False)
     token, generated = resolve_token(token, config)
     state = ServerState(ws, config, token, searcher)
 

@@ -19,7 +19,7 @@ from tiefjax.validate import INT64_MAX
 #: What each error status means wherever it is listed (an operation may say more).
 _STATUS = {
     400: "a malformed parameter, path id or JSON body; the message names the rule",
-    401: "no bearer token, or a wrong one",
+    401: "no bearer token, or a wrong or revoked one",
     403: "the workspace is read-only for the server (the message says how to fix that)",
     404: "an unknown image, triplet or path, or no index yet",
     409: "someone else changed the box first; `current` is the box stored now",
@@ -479,6 +479,26 @@ def _paths() -> dict[str, Any]:
                         s422="an image marked twice or as the reference, or marks that expand "
                         f"into no triplet or more than {MAX_TRIPLETS}",
                     ),
+                },
+            }
+        },
+        "/api/triplets/delete": {
+            "post": {
+                "summary": "Delete triplets in one transaction (all of them, or none)",
+                "security": _AUTH,
+                "requestBody": _json_body(
+                    _object(
+                        ids={
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": MAX_TRIPLETS,
+                            "items": _int(1),
+                        }
+                    )
+                ),
+                "responses": {
+                    "200": _json(_object(deleted={"type": "integer"})),
+                    **_errors(400, 401, 403, 503, s404="an unknown triplet id: nothing deleted"),
                 },
             }
         },
