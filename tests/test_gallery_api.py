@@ -16,16 +16,12 @@ TOKEN = "gallery-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-class Row:
-    def __init__(self, box: tuple[float, ...], source: str):
-        self.box, self.source = box, source
-
-
 class RowSearcher(FakeSearcher):
-    """The stand-in index, with the box each image was indexed with (like Searcher.row)."""
+    """The stand-in index, with the box each image was indexed with (like Searcher's)."""
 
-    def row(self, image_id: str, position: int = -1) -> Row:
-        return Row((1.0, 2.0, 30.0, 20.0), "annotation" if image_id == "img0" else "detection")
+    def indexed_boxes(self, hits) -> list:
+        box = [1.0, 2.0, 30.0, 20.0]
+        return [(box, "annotation" if h.id == "img0" else "detection") for h in hits]
 
 
 @pytest.fixture

@@ -60,10 +60,13 @@ def test_search_by_id_excludes_self_unless_asked(searcher):
     ]
     assert len(searcher.search("p003", k=50).hits) == 9  # k above the catalog size
     # every hit knows its row in the index, so its box is read without an id lookup
-    for hit in [*res.hits, *searcher.neighbours("p003", 4)]:
-        assert searcher.ids[hit.row] == hit.id
-        assert searcher.row(hit.id, hit.row) == searcher.row(hit.id)
-    assert searcher.row("p003", 0) == searcher.row("p003")  # a wrong position is not trusted
+    hits = [*res.hits, *searcher.neighbours("p003", 4)]
+    assert all(searcher.ids[h.row] == h.id for h in hits)
+    rows = [searcher.row(h.id) for h in hits]
+    assert searcher.indexed_boxes(hits) == [(list(r.box), r.source) for r in rows]
+    # a hit of another build (the index was rebuilt since) is looked up by its id
+    stale = [Hit("p003", 0.5, 0, "an-older-build"), Hit("gone", 0.4, 1, "an-older-build")]
+    assert searcher.indexed_boxes(stale) == [(list(searcher.row("p003").box), "whole"), None]
 
 
 def test_file_bytes_and_pil_queries(built, searcher):

@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -54,12 +55,13 @@ Query = Any  # str id | path | bytes | PIL.Image.Image | PreparedQuery
 
 @dataclass(frozen=True)
 class Hit:
-    """A catalog image found, its score, and its row in the index (-1: not known) so that
-    what the index holds of it is read without looking its id up again."""
+    """A catalog image found, its score, and its row in the index build named ``build`` (-1:
+    not known), so what the index holds of it is read without looking its id up again."""
 
     id: str
     score: float
     row: int = field(default=-1, compare=False)
+    build: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -227,13 +229,21 @@ class Searcher:
             ],
         }
 
-    def row(self, image_id: str, position: int = -1) -> Row:
-        """The indexed row (box, source, probability) of a catalog image; ``position``: its
-        row number when known (a :class:`Hit`'s), which saves the id lookup."""
+    def row(self, image_id: str) -> Row:
+        """The indexed row (box, source, probability) of a catalog image."""
         st = self._state
-        if not 0 <= position < len(st.rows) or st.rows.id(position) != image_id:
-            position = self._position(st, image_id)
-        return st.rows.row(position)
+        return st.rows.row(self._position(st, image_id))
+
+    def indexed_boxes(self, hits: Sequence[Hit]) -> list[tuple[list[float], str] | None]:
+        """The box each hit's image was indexed with and where it came from (None: no longer
+        indexed), read for every hit at once: a hit of the current build carries its row, any
+        other is looked up by id (the index may have been rebuilt since it was found)."""
+        st = self._state
+        rows = [
+            h.row if h.build == st.name and h.row >= 0 else st.rows.position(h.id) for h in hits
+        ]
+        found = iter(st.rows.boxes([r for r in rows if r is not None]))
+        return [None if r is None else next(found) for r in rows]
 
     # -- searching --------------------------------------------------------------------------------
     def search(
@@ -335,7 +345,7 @@ class Searcher:
             for j, i in enumerate(order):
                 own_pos, row = rows[i]
                 hits = [
-                    Hit(st.rows.id(int(p)), float(s), int(p))
+                    Hit(st.rows.id(int(p)), float(s), int(p), st.name)
                     for p, s in zip(ids[j], scores[j], strict=True)
                     if p >= 0 and (include_self or int(p) != own_pos)
                 ][:k]
@@ -360,7 +370,9 @@ class Searcher:
             return self.search(image_id, k, mode).hits
         row = ms.neighbours[pos][:k]
         ids, scores = row["id"].tolist(), row["score"].tolist()
-        return [Hit(st.rows.id(i), s, i) for i, s in zip(ids, scores, strict=True) if i >= 0]
+        return [
+            Hit(st.rows.id(i), s, i, st.name) for i, s in zip(ids, scores, strict=True) if i >= 0
+        ]
 
     def neighbour_table(self, mode: str) -> tuple[np.ndarray, np.ndarray]:
         """Every catalog image's precomputed neighbours in ``mode``, best first: row positions

@@ -305,11 +305,16 @@ def main() -> int:
             with Child(["--serve-floor", str(port_floor), str(floor_body)], port_floor) as floor:
                 floor_reqs = [get(f"/similar/{quote(i, safe='')}") for i in ids]
                 load(floor.port, floor_reqs, args.clients, 1.0, args.max_requests)  # warm-up
-                load(app.port, warm, args.clients, 1.0, args.max_requests)
+                # every round goes on where the last stopped, so a big catalog's rounds ask for
+                # images not asked before (not answers the server's cache kept from round one)
+                asked = load(app.port, warm, args.clients, 1.0, args.max_requests)["requests"]
                 rounds = []
                 for _ in range(args.rounds):
                     f = load(floor.port, floor_reqs, args.clients, args.seconds, args.max_requests)
-                    a = load(app.port, warm, args.clients, args.seconds, args.max_requests)
+                    start = asked % len(warm)
+                    ahead = warm[start:] + warm[:start]
+                    a = load(app.port, ahead, args.clients, args.seconds, args.max_requests)
+                    asked += a["requests"]
                     rounds.append((f, a))
                     print(f"floor {f}\nsimilar {a}", file=sys.stderr)
         best = max(rounds, key=lambda fa: fa[1]["req_s"] / max(fa[0]["req_s"], 1e-9))

@@ -139,6 +139,12 @@ class RowTable:
             bool(c["fallback"][pos]),
         )
 
+    def boxes(self, positions: Sequence[int]) -> list[tuple[list[float], str]]:
+        """(box, source) of these rows, read in one go (a search's hits)."""
+        index = np.asarray(positions, np.int64)
+        sources = [SOURCES[s] for s in self.c["source"][index].tolist()]
+        return list(zip(self.c["box"][index].tolist(), sources, strict=True))
+
     def position(self, image_id: Any) -> int | None:
         """The row of ``image_id``, or None."""
         if not isinstance(image_id, str):

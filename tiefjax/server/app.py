@@ -167,18 +167,19 @@ def hits_json(hits: Any, searcher: Any = None) -> list[dict[str, Any]]:
     """Hits as JSON, each with the box its image was indexed with and where that box came from
     (``annotation``, ``detection`` or ``whole``), so a result can show why it matched; both
     None when ``searcher`` does not say (or no longer indexes the image)."""
-    return [{"id": str(h.id), "score": _num(h.score), **_indexed_box(searcher, h)} for h in hits]
+    boxes_of = getattr(searcher, "indexed_boxes", None)  # a Searcher; stand-ins may not say
+    indexed = [None] * len(hits) if boxes_of is None else boxes_of(hits)
+    return [
+        {"id": str(h.id), "score": _num(h.score), **_indexed_box(box)}
+        for h, box in zip(hits, indexed, strict=True)
+    ]
 
 
-def _indexed_box(searcher: Any, hit: Any) -> dict[str, Any]:
-    row_of = getattr(searcher, "row", None)  # a Searcher; stand-ins may not have rows
-    try:
-        row = None if row_of is None else row_of(str(hit.id), getattr(hit, "row", -1))
-    except NotFound:
-        row = None
-    if row is None:
+def _indexed_box(indexed: tuple[Any, str] | None) -> dict[str, Any]:
+    if indexed is None:
         return {"box": None, "box_source": None}
-    return {"box": box_coords(row.box), "box_source": row.source}
+    box, source = indexed
+    return {"box": box_coords(box), "box_source": source}
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
