@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from tiefjax.errors import InvalidInput, NotFound, TiefjaxError
 from tiefjax.images import load_rgb
-from tiefjax.server.app import hits_json, image_item, index_summary, modes_of
+from tiefjax.server.app import catalog_changes, hits_json, image_item, index_summary, modes_of
 from tiefjax.server.site import require_site_dir
 from tiefjax.server.thumbs import image_path, thumbnail
 from tiefjax.server.uploads import sniff
@@ -256,7 +256,8 @@ def export_site(
                     report.images += 1
 
         # as /api/stats answers: staleness against the catalog exported included
-        index = index_summary(searcher, [r.id for r in records], ws.root)
+        ids = [r.id for r in records]
+        index = index_summary(searcher, lambda info: catalog_changes(searcher, info, ids, ws.root))
         write_data(static / "stats.js", {**counts, "index": index})
         manifest = {
             "static": True,

@@ -44,6 +44,8 @@ from tiefjax.workspace import read_only
 #: Seconds a connection waits for another writer's lock before giving up.
 BUSY_TIMEOUT_S = 30.0
 _CATALOG_VERSION = "catalog_version"  # meta key, see Store.catalog_version
+#: A triplet row as :class:`Triplet` takes it.
+_TRIPLETS = "SELECT id, reference, positive, negative, created_at FROM triplets"
 
 
 # -- records --------------------------------------------------------------------------------------
@@ -634,8 +636,7 @@ class Store:
         if box is not None:
             self._record_box_deleted(box, by, now)
         for row in self._db.execute(
-            "SELECT id, reference, positive, negative, created_at FROM triplets "
-            "WHERE reference = ?1 OR positive = ?1 OR negative = ?1 ORDER BY id",
+            _TRIPLETS + " WHERE reference = ?1 OR positive = ?1 OR negative = ?1 ORDER BY id",
             (image_id,),
         ).fetchall():
             self._record_triplet(Triplet(*row), by, "triplet.deleted", now)
@@ -956,8 +957,7 @@ class Store:
             (*ids, now),
         ).rowcount
         row = self._db.execute(
-            "SELECT id, reference, positive, negative, created_at FROM triplets "
-            "WHERE reference = ? AND positive = ? AND negative = ?",
+            _TRIPLETS + " WHERE reference = ? AND positive = ? AND negative = ?",
             ids,
         ).fetchone()
         triplet = Triplet(*row)
@@ -971,11 +971,10 @@ class Store:
 
     def list_triplets(self, reference: str | None = None) -> list[Triplet]:
         """All triplets (or those of one reference image) in the order they were added."""
-        sql = "SELECT id, reference, positive, negative, created_at FROM triplets"
         if reference is None:
-            rows = self._all(sql + " ORDER BY id")
+            rows = self._all(_TRIPLETS + " ORDER BY id")
         else:
-            rows = self._all(sql + " WHERE reference = ? ORDER BY id", (reference,))
+            rows = self._all(_TRIPLETS + " WHERE reference = ? ORDER BY id", (reference,))
         return [Triplet(*row) for row in rows]
 
     def delete_triplet(self, triplet_id: int, *, by: str = history.LOCAL) -> None:
@@ -989,8 +988,7 @@ class Store:
         with self.transaction():
             for triplet_id in dict.fromkeys(triplet_ids):  # each once
                 row = self._db.execute(
-                    "SELECT id, reference, positive, negative, created_at FROM triplets "
-                    "WHERE id = ?",
+                    _TRIPLETS + " WHERE id = ?",
                     (int(triplet_id),),
                 ).fetchone()
                 if row is None:
