@@ -34,6 +34,7 @@ def test_open_writes_the_columns_once_then_memory_maps_them(tmp_path):
     assert [table.row(p) for p in range(len(table))] == ROWS
     assert table.ids == ("a", "b\u00e9 odd/id", "c") and table.ids[-1] == "c"
     assert table.ids[1:] == ["b\u00e9 odd/id", "c"] and list(table.ids) == [r.id for r in ROWS]
+    assert table.ids_at(np.array([2, 0, 1, 0])) == ["c", "a", "b\u00e9 odd/id", "a"]  # hits' order
     assert "c" in table.ids and "d" not in table.ids and 3 not in table.ids
     assert [table.position(i) for i in ("a", "b\u00e9 odd/id", "c", "x", None)] == [
         0, 1, 2, None, None,
@@ -65,6 +66,7 @@ def test_ids_sharing_a_hash_are_told_apart(tmp_path, monkeypatch):
 def test_an_empty_build(tmp_path):
     table = RowTable.open(_build(tmp_path, []))
     assert len(table) == 0 and table.ids == () and table.position("a") is None
+    assert table.ids_at(np.array([], np.int64)) == []
     assert table.by_sha("1" * 64) is None
     with pytest.raises(IndexError):
         table.ids[0]

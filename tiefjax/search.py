@@ -53,10 +53,12 @@ from tiefjax.workspace import Workspace
 Query = Any  # str id | path | bytes | PIL.Image.Image | PreparedQuery
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Hit:
     """A catalog image found, its score, and its row in the index build named ``build`` (-1:
-    not known), so what the index holds of it is read without looking its id up again."""
+    not known), so what the index holds of it is read without looking its id up again. Not
+    frozen: a frozen dataclass's ``__init__`` cost 1.5 µs against 0.4, ten of them per
+    similar-by-id request."""
 
     id: str
     score: float
@@ -369,9 +371,14 @@ class Searcher:
         if k > ms.neighbours.shape[1] and ms.neighbours.shape[1] < len(st.rows) - 1:
             return self.search(image_id, k, mode).hits
         row = ms.neighbours[pos][:k]
-        ids, scores = row["id"].tolist(), row["score"].tolist()
+        positions, scores = row["id"], row["score"]
+        if len(positions) and positions[-1] < 0:  # -1 pads lists shorter than k (tiny catalogs)
+            keep = positions >= 0
+            positions, scores = positions[keep], scores[keep]
+        ids = st.rows.ids_at(positions)
         return [
-            Hit(st.rows.id(i), s, i, st.name) for i, s in zip(ids, scores, strict=True) if i >= 0
+            Hit(i, s, p, st.name)
+            for i, s, p in zip(ids, scores.tolist(), positions.tolist(), strict=True)
         ]
 
     def neighbour_table(self, mode: str) -> tuple[np.ndarray, np.ndarray]:

@@ -53,7 +53,7 @@ def id_problem(value: object) -> str | None:
         value.encode("utf-8")
     except UnicodeEncodeError:
         return "it is not valid Unicode (a lone surrogate, or a file name that is not UTF-8)"
-    if any(unicodedata.category(c) == "Cc" for c in value):
+    if not value.isprintable() and any(unicodedata.category(c) == "Cc" for c in value):
         return "it contains a control character (a newline, tab, ...)"
     return None
 

@@ -119,6 +119,18 @@ class RowTable:
         start = int(ends[pos - 1]) if pos > 0 else 0
         return self.c["id_blob"][start : int(ends[pos])].tobytes().decode()
 
+    def ids_at(self, positions: np.ndarray) -> list[str]:
+        """The ids of these rows, read in one go (a result's hits): two indexes into the ends
+        and a slice of the blob per id, without NumPy scalars."""
+        positions = np.asarray(positions, np.int64)
+        ends = self.c["id_end"]
+        stop, start = ends[positions].tolist(), ends[positions - 1].tolist()
+        blob = self.c["id_blob"].data
+        return [
+            blob[a if p else 0 : b].tobytes().decode()
+            for p, a, b in zip(positions.tolist(), start, stop, strict=True)
+        ]
+
     def row(self, pos: int) -> Row:
         c = self.c
         prob = float(c["probability"][pos])
@@ -143,11 +155,11 @@ class RowTable:
             return None
         h = np.uint64(_id_hash(image_id))
         hashes, order = self.c["id_hash"], self.c["id_order"]
-        lo = int(np.searchsorted(hashes, h, "left"))
-        hi = int(np.searchsorted(hashes, h, "right"))
-        for i in range(lo, hi):  # more than one only when two ids share a 64-bit hash
+        i = int(hashes.searchsorted(h))
+        while i < len(hashes) and hashes[i] == h:  # a second only when two ids share a hash
             if self.id(int(order[i])) == image_id:
                 return int(order[i])
+            i += 1
         return None
 
     def by_sha(self, sha256: str) -> int | None:
@@ -174,7 +186,7 @@ class IdList(Sequence[str]):
     def __getitem__(self, i: slice) -> list[str]: ...
     def __getitem__(self, i: int | slice) -> str | list[str]:
         if isinstance(i, slice):
-            return [self._t.id(p) for p in range(*i.indices(len(self)))]
+            return self._t.ids_at(np.arange(*i.indices(len(self))))
         n = len(self)
         p = int(i) + n if int(i) < 0 else int(i)
         if not 0 <= p < n:

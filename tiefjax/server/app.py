@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import hmac
-import json
 import logging
 import math
 import os
@@ -42,7 +41,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -52,6 +51,7 @@ from tiefjax.gallery_query import CatalogQuery
 from tiefjax.server.batching import MicroBatcher
 from tiefjax.server.config import ServerConfig
 from tiefjax.server.headers import SecurityHeaders
+from tiefjax.server.json_response import JSONResponse, dumps
 from tiefjax.server.openapi import openapi_schema
 from tiefjax.server.review import build_review_routes
 from tiefjax.server.site import find_site_dir
@@ -117,13 +117,6 @@ def _error_of(err: TiefjaxError) -> Response:
     return response
 
 
-def _dumps(value: Any) -> bytes:
-    """JSON bytes exactly as Starlette's JSONResponse renders them."""
-    return json.dumps(
-        value, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
-    ).encode("utf-8")
-
-
 def _num(value: float | None) -> float | None:
     """A JSON-safe float: None for None, NaN and infinities."""
     if value is None:
@@ -132,13 +125,13 @@ def _num(value: float | None) -> float | None:
     return value if math.isfinite(value) else None
 
 
+BOX_KEYS = ("left", "top", "right", "bottom")
+
+
 def box_coords(box: Any) -> dict[str, float]:
     """{left, top, right, bottom} from a store Box or a 4-sequence."""
-    if hasattr(box, "left"):
-        values = (box.left, box.top, box.right, box.bottom)
-    else:
-        values = tuple(box)
-    return dict(zip(("left", "top", "right", "bottom"), map(float, values), strict=True))
+    values = (box.left, box.top, box.right, box.bottom) if hasattr(box, "left") else box
+    return dict(zip(BOX_KEYS, map(float, values), strict=True))
 
 
 def stored_box_json(stored: Any) -> dict[str, Any] | None:
@@ -169,17 +162,14 @@ def hits_json(hits: Any, searcher: Any = None) -> list[dict[str, Any]]:
     None when ``searcher`` does not say (or no longer indexes the image)."""
     boxes_of = getattr(searcher, "indexed_boxes", None)  # a Searcher; stand-ins may not say
     indexed = [None] * len(hits) if boxes_of is None else boxes_of(hits)
-    return [
-        {"id": str(h.id), "score": _num(h.score), **_indexed_box(box)}
-        for h, box in zip(hits, indexed, strict=True)
-    ]
-
-
-def _indexed_box(indexed: tuple[Any, str] | None) -> dict[str, Any]:
-    if indexed is None:
-        return {"box": None, "box_source": None}
-    box, source = indexed
-    return {"box": box_coords(box), "box_source": source}
+    out = []
+    for h, found in zip(hits, indexed, strict=True):  # the hot path of similar-by-id: kept lean
+        box = source = None
+        if found is not None:
+            (left, top, right, bottom), source = found
+            box = {"left": left, "top": top, "right": right, "bottom": bottom}
+        out.append({"id": h.id, "score": _num(h.score), "box": box, "box_source": source})
+    return out
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -473,7 +463,7 @@ def build_routes(state: ServerState) -> list[Route]:
         body = state.similar_cache.get(key)
         if body is None:
             hits = searcher.neighbours(image_id, k, mode)  # precomputed: a lookup, on the loop
-            body = _dumps({"id": image_id, "mode": mode, "hits": hits_json(hits[:k], searcher)})
+            body = dumps({"id": image_id, "mode": mode, "hits": hits_json(hits[:k], searcher)})
             if len(state.similar_cache) >= SIMILAR_CACHE_MAX:
                 state.similar_cache.clear()
             state.similar_cache[key] = body

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from tiefjax.review import (
     BOX_REASONS,
@@ -33,6 +33,7 @@ from tiefjax.review import (
     near_ties,
     rankings_disagreement,
 )
+from tiefjax.server.json_response import JSONResponse
 from tiefjax.validate import BadRequest, check_id, parse_int, shown
 
 if TYPE_CHECKING:
