@@ -9,6 +9,7 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 from PIL import Image
 
 from tiefjax.errors import NotFound
@@ -46,6 +47,14 @@ class FakeSearcher:
             raise NotFound(f"no {mode} index")
         others = [i for i in self.ids if i != image_id]
         return [Hit(i, 1.0 - 0.1 * n) for n, i in enumerate(others)][:k]
+
+    def indexed_json(self, hits):
+        """JSON members of each hit (no boxes: the stand-in indexes none)."""
+        return [orjson.dumps({"id": h.id, "box": None, "box_source": None})[1:-1] for h in hits]
+
+    def neighbour_members(self, image_id, k, mode):
+        hits = self.neighbours(image_id, k, mode)
+        return [h.score for h in hits], self.indexed_json(hits)
 
     def neighbour_table(self, mode):
         """Row positions and scores of every image's neighbours (as ``neighbours``)."""

@@ -3,6 +3,7 @@ box each similar-image hit was matched with."""
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from _server_fakes import FakeSearcher, _jpeg
 from starlette.testclient import TestClient
@@ -19,9 +20,18 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 class RowSearcher(FakeSearcher):
     """The stand-in index, with the box each image was indexed with (like Searcher's)."""
 
-    def indexed_boxes(self, hits) -> list:
-        box = [1.0, 2.0, 30.0, 20.0]
-        return [(box, "annotation" if h.id == "img0" else "detection") for h in hits]
+    def indexed_json(self, hits) -> list:
+        box = dict(zip(("left", "top", "right", "bottom"), [1.0, 2.0, 30.0, 20.0], strict=True))
+        return [
+            orjson.dumps(
+                {
+                    "id": h.id,
+                    "box": box,
+                    "box_source": "annotation" if h.id == "img0" else "detection",
+                }
+            )[1:-1]
+            for h in hits
+        ]
 
 
 @pytest.fixture

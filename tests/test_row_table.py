@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import orjson
 import pytest
 
 import tiefjax.index.row_table as row_table
@@ -79,3 +80,29 @@ def test_a_build_replaces_the_rows_of_a_killed_attempt(tmp_path):
     assert len(RowTable.open(tmp_path)) == 3
     RowTable.from_rows(ROWS[:1]).save(folder, replace=True)
     assert len(RowTable.open(tmp_path)) == 1 and not list(tmp_path.glob(".rows*"))
+
+
+def test_rows_written_before_hits_were_pre_rendered_get_them(tmp_path, monkeypatch):
+    build = _build(tmp_path)
+    RowTable.open(build)
+    folder = build / "rows"
+    expected = RowTable.open(build).hits_at(np.arange(3))
+    assert orjson.loads(b"{%b}" % expected[1]) == {
+        "id": "b\u00e9 odd/id",
+        "box": {"left": 1.5, "top": 2.25, "right": 3.0, "bottom": 4.0},
+        "box_source": "detection",
+    }
+    for name in ("hit_end.npy", "hit_blob.npy"):
+        (folder / name).unlink()
+    refused = []
+
+    def refuse(src, dst):  # a read-only build: rendered in memory, nothing written
+        refused.append(dst)
+        raise PermissionError("read-only")
+
+    monkeypatch.setattr(row_table.os, "replace", refuse)
+    assert RowTable.open(build).hits_at(np.arange(3)) == expected
+    assert refused and not (folder / "hit_blob.npy").exists() and not list(folder.glob(".hit*"))
+    monkeypatch.undo()
+    assert RowTable.open(build).hits_at(np.array([2, 0])) == [expected[2], expected[0]]
+    assert (folder / "hit_blob.npy").is_file() and not list(folder.glob(".hit*"))

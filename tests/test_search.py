@@ -6,6 +6,7 @@ import io
 import threading
 
 import numpy as np
+import orjson
 import pytest
 from _index_fakes import FakeEncoder, make_catalog, make_workspace, photo
 from PIL import Image
@@ -16,7 +17,9 @@ from tiefjax.images import content_box
 from tiefjax.index import build as build_mod
 from tiefjax.index.build import build_index
 from tiefjax.index.config import IndexConfig
+from tiefjax.index.row_table import BOX_KEYS
 from tiefjax.search import Hit, Searcher
+from tiefjax.server.app import hits_json, similar_body
 
 CFG = IndexConfig.tiny()
 
@@ -63,10 +66,29 @@ def test_search_by_id_excludes_self_unless_asked(searcher):
     hits = [*res.hits, *searcher.neighbours("p003", 4)]
     assert all(searcher.ids[h.row] == h.id for h in hits)
     rows = [searcher.row(h.id) for h in hits]
-    assert searcher.indexed_boxes(hits) == [(list(r.box), r.source) for r in rows]
+    assert [orjson.loads(b"{%b}" % m) for m in searcher.indexed_json(hits)] == [
+        {"id": r.id, "box": dict(zip(BOX_KEYS, r.box, strict=True)), "box_source": r.source}
+        for r in rows
+    ]
     # a hit of another build (the index was rebuilt since) is looked up by its id
     stale = [Hit("p003", 0.5, 0, "an-older-build"), Hit("gone", 0.4, 1, "an-older-build")]
-    assert searcher.indexed_boxes(stale) == [(list(searcher.row("p003").box), "whole"), None]
+    first, gone = searcher.indexed_json(stale)
+    assert orjson.loads(b"{%b}" % first)["box"] == dict(
+        zip(BOX_KEYS, searcher.row("p003").box, strict=True)
+    )
+    assert gone is None
+    # the similar-by-id answer's form: the same hits, scores and members, without Hit objects
+    scores, members = searcher.neighbour_members("p003", 4)
+    assert scores == [h.score for h in searcher.neighbours("p003", 4)]
+    assert members == searcher.indexed_json(searcher.neighbours("p003", 4))
+    scores, members = searcher.neighbour_members("p003", 50)  # more than the lists hold
+    assert len(scores) == len(members) == 9
+    answer = orjson.loads(similar_body(searcher, "p003", 4, "unsupervised"))
+    assert answer == {
+        "id": "p003",
+        "mode": "unsupervised",
+        "hits": hits_json(searcher.neighbours("p003", 4), searcher),
+    }
 
 
 def test_file_bytes_and_pil_queries(built, searcher):

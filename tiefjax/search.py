@@ -236,16 +236,32 @@ class Searcher:
         st = self._state
         return st.rows.row(self._position(st, image_id))
 
-    def indexed_boxes(self, hits: Sequence[Hit]) -> list[tuple[list[float], str] | None]:
-        """The box each hit's image was indexed with and where it came from (None: no longer
-        indexed), read for every hit at once: a hit of the current build carries its row, any
-        other is looked up by id (the index may have been rebuilt since it was found)."""
+    def indexed_json(self, hits: Sequence[Hit]) -> list[bytes | None]:
+        """What the index shows of each hit's image as JSON members (its id, the box it was
+        indexed with and where that box came from; None: no longer indexed), read for every hit
+        at once: a hit of the current build carries its row, any other is looked up by id (the
+        index may have been rebuilt since it was found)."""
         st = self._state
         rows = [
             h.row if h.build == st.name and h.row >= 0 else st.rows.position(h.id) for h in hits
         ]
-        found = iter(st.rows.boxes([r for r in rows if r is not None]))
+        found = iter(st.rows.hits_at(np.array([r for r in rows if r is not None], np.int64)))
         return [None if r is None else next(found) for r in rows]
+
+    def neighbour_members(
+        self, image_id: str, k: int = 10, mode: str = "unsupervised"
+    ) -> tuple[list[float], list[bytes]]:
+        """:meth:`neighbours` as their scores and :meth:`indexed_json`, read straight from the
+        precomputed lists and the rows' pre-rendered JSON, with no Python object per hit (the
+        similar-by-id answer)."""
+        st = self._state
+        found = self._neighbour_rows(st, image_id, k, mode)
+        if found is None:
+            hits = self.search(image_id, k, mode).hits  # of this build: every one is indexed
+            members = self.indexed_json(hits)
+            return [h.score for h in hits], [m for m in members if m is not None]
+        positions, scores = found
+        return scores, st.rows.hits_at(positions)
 
     # -- searching --------------------------------------------------------------------------------
     def search(
@@ -365,21 +381,31 @@ class Searcher:
     def neighbours(self, image_id: str, k: int = 10, mode: str = "unsupervised") -> list[Hit]:
         """Precomputed most-similar catalog images of ``image_id`` (itself excluded)."""
         st = self._state
+        found = self._neighbour_rows(st, image_id, k, mode)
+        if found is None:
+            return self.search(image_id, k, mode).hits
+        positions, scores = found
+        return [
+            Hit(i, s, p, st.name)
+            for i, s, p in zip(st.rows.ids_at(positions), scores, positions.tolist(), strict=True)
+        ]
+
+    def _neighbour_rows(
+        self, st: _State, image_id: str, k: int, mode: str
+    ) -> tuple[np.ndarray, list[float]] | None:
+        """Rows and scores of ``image_id``'s precomputed neighbours; None when ``k`` is more
+        than the lists hold and the catalog has more (a search is needed)."""
         ms = self._mode(st, mode)
         k = self._check_k(k)
         pos = self._position(st, image_id)
         if k > ms.neighbours.shape[1] and ms.neighbours.shape[1] < len(st.rows) - 1:
-            return self.search(image_id, k, mode).hits
+            return None
         row = ms.neighbours[pos][:k]
         positions, scores = row["id"], row["score"]
         if len(positions) and positions[-1] < 0:  # -1 pads lists shorter than k (tiny catalogs)
             keep = positions >= 0
             positions, scores = positions[keep], scores[keep]
-        ids = st.rows.ids_at(positions)
-        return [
-            Hit(i, s, p, st.name)
-            for i, s, p in zip(ids, scores.tolist(), positions.tolist(), strict=True)
-        ]
+        return positions, scores.tolist()
 
     def neighbour_table(self, mode: str) -> tuple[np.ndarray, np.ndarray]:
         """Every catalog image's precomputed neighbours in ``mode``, best first: row positions

@@ -16,17 +16,20 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
 
 import numpy as np
+import orjson
 
 from tiefjax.index.encode import Row
 
 SOURCES = ("annotation", "detection", "whole")
+BOX_KEYS = ("left", "top", "right", "bottom")  # a box in JSON
 COLUMNS = ("id_blob", "id_end", "id_hash", "id_order", "sha", "sha_order", "box", "source",
-           "probability", "fallback")  # fmt: skip
+           "probability", "fallback", "hit_end", "hit_blob")  # fmt: skip
+HIT_COLUMNS = COLUMNS[-2:]  # derived from the others; hit_blob.npy is written last
 FOLDER = "rows"  # inside a build
 
 
@@ -41,6 +44,26 @@ def served_array(path: Path) -> np.ndarray:
     return np.asarray(np.load(path, mmap_mode="r"))
 
 
+def _blob(parts: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Byte strings as one uint8 blob and their end offsets."""
+    ends = np.cumsum([len(p) for p in parts], dtype=np.int64)
+    return np.frombuffer(b"".join(parts), np.uint8), ends
+
+
+def _hit_columns(ids: Iterable[str], boxes: np.ndarray, sources: np.ndarray) -> dict[str, Any]:
+    """Each row as the JSON members a search hit shows of it (id, box, box_source), rendered
+    once at build time: a similar-by-id answer is then ten slices of a mapped blob joined with
+    their scores, not ten dicts built and encoded per request."""
+    parts = [
+        orjson.dumps(
+            {"id": i, "box": dict(zip(BOX_KEYS, b, strict=True)), "box_source": SOURCES[s]}
+        )[1:-1]
+        for i, b, s in zip(ids, boxes.tolist(), sources.tolist(), strict=True)
+    ]
+    blob, ends = _blob(parts)
+    return {"hit_end": ends, "hit_blob": blob}
+
+
 class RowTable:
     """Rows ``0..N-1`` of one build; positions are the index's row numbers."""
 
@@ -51,23 +74,46 @@ class RowTable:
     # -- making ----------------------------------------------------------------------------------
     @classmethod
     def from_rows(cls, rows: Sequence[Row]) -> RowTable:
-        encoded = [r.id.encode() for r in rows]
-        hashes = np.fromiter((_id_hash(r.id) for r in rows), np.uint64, len(rows))
-        sha = np.array([r.sha256.encode() for r in rows], "S").reshape(len(rows))
+        return cls.from_columns(
+            [r.id for r in rows],
+            [r.sha256 for r in rows],
+            np.array([r.box for r in rows], np.float64).reshape(len(rows), 4),
+            [r.source for r in rows],
+            np.array([np.nan if r.probability is None else r.probability for r in rows]),
+            np.array([r.fallback for r in rows], bool),
+        )
+
+    @classmethod
+    def from_columns(
+        cls,
+        ids: Sequence[str],
+        sha256: Sequence[str],
+        boxes: np.ndarray,
+        sources: Sequence[str],
+        probability: np.ndarray,
+        fallback: np.ndarray,
+    ) -> RowTable:
+        """A table from its columns (``probability`` NaN where there is none): how a caller
+        with a million rows makes one without a million :class:`Row` objects."""
+        n = len(ids)
+        hashes = np.fromiter((_id_hash(i) for i in ids), np.uint64, n)
+        sha = np.array([h.encode() for h in sha256], "S").reshape(n)
+        id_blob, id_end = _blob([i.encode() for i in ids])
+        source = np.array([SOURCES.index(s) for s in sources], np.uint8).reshape(n)
+        boxes = np.asarray(boxes, np.float64).reshape(n, 4)
         return cls(
             {
-                "id_blob": np.frombuffer(b"".join(encoded), np.uint8),
-                "id_end": np.cumsum([len(e) for e in encoded], dtype=np.int64),
+                "id_blob": id_blob,
+                "id_end": id_end,
                 "id_hash": np.sort(hashes),
                 "id_order": np.argsort(hashes, kind="stable"),
                 "sha": sha,
                 "sha_order": np.argsort(sha, kind="stable"),
-                "box": np.array([r.box for r in rows], np.float64).reshape(len(rows), 4),
-                "source": np.array([SOURCES.index(r.source) for r in rows], np.uint8),
-                "probability": np.array(
-                    [np.nan if r.probability is None else r.probability for r in rows], np.float64
-                ),
-                "fallback": np.array([r.fallback for r in rows], bool),
+                "box": boxes,
+                "source": source,
+                "probability": np.asarray(probability, np.float64).reshape(n),
+                "fallback": np.asarray(fallback, bool).reshape(n),
+                **_hit_columns(ids, boxes, source),
             }
         )
 
@@ -78,7 +124,12 @@ class RowTable:
         build is read-only)."""
         folder = build / FOLDER
         if (folder / "done").is_file():
-            return cls({k: served_array(folder / f"{k}.npy") for k in COLUMNS})
+            if not (folder / "hit_blob.npy").is_file():  # written before hits were pre-rendered
+                _add_hit_columns(folder)
+            return cls(
+                {k: served_array(folder / f"{k}.npy") for k in COLUMNS if k not in HIT_COLUMNS}
+                | _open_hit_columns(folder)
+            )
         rows = [Row.from_json(r) for r in json.loads((build / "rows.json").read_text())]
         table = cls.from_rows(rows)
         del rows
@@ -120,14 +171,22 @@ class RowTable:
         return self.c["id_blob"][start : int(ends[pos])].tobytes().decode()
 
     def ids_at(self, positions: np.ndarray) -> list[str]:
-        """The ids of these rows, read in one go (a result's hits): two indexes into the ends
-        and a slice of the blob per id, without NumPy scalars."""
+        """The ids of these rows, read in one go (a result's hits)."""
+        return [b.decode() for b in self._slices("id", positions)]
+
+    def hits_at(self, positions: np.ndarray) -> list[bytes]:
+        """The JSON members (id, box, box_source) a search hit shows of these rows."""
+        return self._slices("hit", positions)
+
+    def _slices(self, name: str, positions: np.ndarray) -> list[bytes]:
+        """Items of the ``{name}_blob`` column at these rows: two indexes into the ends and a
+        slice of the blob per row, without NumPy scalars."""
         positions = np.asarray(positions, np.int64)
-        ends = self.c["id_end"]
+        ends = self.c[f"{name}_end"]
         stop, start = ends[positions].tolist(), ends[positions - 1].tolist()
-        blob = self.c["id_blob"].data
+        blob = self.c[f"{name}_blob"].data
         return [
-            blob[a if p else 0 : b].tobytes().decode()
+            blob[a if p else 0 : b].tobytes()
             for p, a, b in zip(positions.tolist(), start, stop, strict=True)
         ]
 
@@ -142,12 +201,6 @@ class RowTable:
             None if np.isnan(prob) else prob,
             bool(c["fallback"][pos]),
         )
-
-    def boxes(self, positions: Sequence[int]) -> list[tuple[list[float], str]]:
-        """(box, source) of these rows, read in one go (a search's hits)."""
-        index = np.asarray(positions, np.int64)
-        sources = [SOURCES[s] for s in self.c["source"][index].tolist()]
-        return list(zip(self.c["box"][index].tolist(), sources, strict=True))
 
     def position(self, image_id: Any) -> int | None:
         """The row of ``image_id``, or None."""
@@ -168,6 +221,36 @@ class RowTable:
         sha, order = self.c["sha"], self.c["sha_order"]
         i = int(np.searchsorted(sha, key, "right", sorter=order)) - 1
         return int(order[i]) if i >= 0 and sha[order[i]] == key else None
+
+
+def _add_hit_columns(folder: Path) -> None:
+    """Render the hit columns of a ``rows/`` folder written before they existed, each file
+    written whole under a temporary name and renamed (``hit_blob.npy`` last); a read-only
+    build is left as it is (:func:`_open_hit_columns` renders them in memory)."""
+    columns = _rendered_hits(folder)
+    try:
+        for k in HIT_COLUMNS:
+            tmp = folder / f".{k}.tmp-{os.getpid()}.npy"
+            with open(tmp, "wb") as f:
+                np.save(f, columns[k])
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, folder / f"{k}.npy")
+    except OSError:
+        for k in HIT_COLUMNS:
+            (folder / f".{k}.tmp-{os.getpid()}.npy").unlink(missing_ok=True)
+
+
+def _rendered_hits(folder: Path) -> dict[str, Any]:
+    table = RowTable({k: served_array(folder / f"{k}.npy") for k in ("id_blob", "id_end")})
+    boxes, sources = (served_array(folder / f"{k}.npy") for k in ("box", "source"))
+    return _hit_columns(iter(table.ids), boxes, sources)
+
+
+def _open_hit_columns(folder: Path) -> dict[str, Any]:
+    if (folder / "hit_blob.npy").is_file():
+        return {k: served_array(folder / f"{k}.npy") for k in HIT_COLUMNS}
+    return _rendered_hits(folder)
 
 
 class IdList(Sequence[str]):

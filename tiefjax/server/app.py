@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -160,16 +161,28 @@ def hits_json(hits: Any, searcher: Any = None) -> list[dict[str, Any]]:
     """Hits as JSON, each with the box its image was indexed with and where that box came from
     (``annotation``, ``detection`` or ``whole``), so a result can show why it matched; both
     None when ``searcher`` does not say (or no longer indexes the image)."""
-    boxes_of = getattr(searcher, "indexed_boxes", None)  # a Searcher; stand-ins may not say
-    indexed = [None] * len(hits) if boxes_of is None else boxes_of(hits)
-    out = []
-    for h, found in zip(hits, indexed, strict=True):  # the hot path of similar-by-id: kept lean
-        box = source = None
-        if found is not None:
-            (left, top, right, bottom), source = found
-            box = {"left": left, "top": top, "right": right, "bottom": bottom}
-        out.append({"id": h.id, "score": _num(h.score), "box": box, "box_source": source})
-    return out
+    members_of = getattr(searcher, "indexed_json", None)  # a Searcher; stand-ins may not say
+    members = [None] * len(hits) if members_of is None else members_of(hits)
+    return [
+        {"id": h.id, "score": _num(h.score), "box": None, "box_source": None}
+        if m is None
+        else {"score": _num(h.score), **orjson.loads(b"{%b}" % m)}
+        for h, m in zip(hits, members, strict=True)
+    ]
+
+
+def similar_body(searcher: Any, image_id: str, k: int, mode: str) -> bytes:
+    """GET /api/images/{id}/similar's answer: the precomputed neighbours' scores joined to their
+    rows' pre-rendered JSON (:func:`hits_json`'s values, rendered without a dict per hit)."""
+    scores, members = searcher.neighbour_members(image_id, k, mode)
+    hits = b",".join(
+        b'{"score":%b,%b}' % (_score_json(s), m) for s, m in zip(scores, members, strict=True)
+    )
+    return b'{"id":%b,"mode":%b,"hits":[%b]}' % (dumps(image_id), dumps(mode), hits)
+
+
+def _score_json(score: float) -> bytes:
+    return repr(score).encode() if math.isfinite(score) else b"null"
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -462,8 +475,7 @@ def build_routes(state: ServerState) -> list[Route]:
         key = (getattr(searcher, "built_at", None), image_id, mode, k)
         body = state.similar_cache.get(key)
         if body is None:
-            hits = searcher.neighbours(image_id, k, mode)  # precomputed: a lookup, on the loop
-            body = dumps({"id": image_id, "mode": mode, "hits": hits_json(hits[:k], searcher)})
+            body = similar_body(searcher, image_id, k, mode)  # precomputed: a lookup, on the loop
             if len(state.similar_cache) >= SIMILAR_CACHE_MAX:
                 state.similar_cache.clear()
             state.similar_cache[key] = body
