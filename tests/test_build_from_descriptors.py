@@ -9,6 +9,7 @@ from tiefjax.errors import InvalidInput
 from tiefjax.index.build import build_from_descriptors, current_build
 from tiefjax.index.config import IndexConfig
 from tiefjax.index.encode import Row
+from tiefjax.index.row_table import RowTable
 from tiefjax.index.scann_index import l2_normalize
 from tiefjax.search import Searcher
 from tiefjax.store import ImageRecord, Store
@@ -22,7 +23,8 @@ def test_index_built_from_descriptors_is_searchable(tmp_path):
     with Store(ws.store_path) as store:
         store.upsert_images(ImageRecord(i, f"x/{i}.jpg", 64, 48, i * 4) for i in ids)
     x = l2_normalize(np.random.default_rng(0).standard_normal((40, 24)))
-    rows = [Row(i, i * 4, (0.0, 0.0, 64.0, 48.0), "whole", None, True) for i in ids]
+    listed = [Row(i, i * 4, (0.0, 0.0, 64.0, 48.0), "whole", None, True) for i in ids]
+    rows = RowTable.from_rows(listed)
     report = build_from_descriptors(ws, x, rows, IndexConfig.tiny(), log=lambda m: None)
     assert report.images == 40 and report.modes["unsupervised"]["recall_at_10"] == 1.0
     assert current_build(ws).name == f"index-{report.path.split('index-')[-1]}"
@@ -31,4 +33,4 @@ def test_index_built_from_descriptors_is_searchable(tmp_path):
     best = int(np.argsort(-(x[7] @ x.T))[1])
     assert searcher.neighbours("img-007", k=1, mode="unsupervised")[0].id == ids[best]
     with pytest.raises(InvalidInput, match="39 rows for 40 descriptors"):
-        build_from_descriptors(ws, x, rows[:39], IndexConfig.tiny())
+        build_from_descriptors(ws, x, RowTable.from_rows(listed[:39]), IndexConfig.tiny())

@@ -106,3 +106,19 @@ def test_rows_written_before_hits_were_pre_rendered_get_them(tmp_path, monkeypat
     monkeypatch.undo()
     assert RowTable.open(build).hits_at(np.array([2, 0])) == [expected[2], expected[0]]
     assert (folder / "hit_blob.npy").is_file() and not list(folder.glob(".hit*"))
+
+
+def test_a_table_opened_from_files_is_saved_as_a_copy_of_them(tmp_path):
+    build = _build(tmp_path)
+    table = RowTable.open(build)
+    assert table.folder == build / "rows"
+    (tmp_path / "copy").mkdir()
+    table.save(tmp_path / "copy" / "rows")
+    copied = RowTable.open(tmp_path / "copy")
+    assert [copied.row(p) for p in range(3)] == ROWS
+    assert copied.hits_at(np.arange(3)) == table.hits_at(np.arange(3))
+    for name in ("box.npy", "hit_blob.npy", "id_hash.npy"):
+        assert (tmp_path / "copy" / "rows" / name).read_bytes() == (
+            build / "rows" / name
+        ).read_bytes()
+    assert RowTable.from_rows(ROWS).folder is None

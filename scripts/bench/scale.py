@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import multiprocessing
 import os
 import platform
 import subprocess
@@ -57,10 +58,14 @@ def _reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def _write_catalog(root: Path, n: int, dim: int, clusters: int, seed: int = 0):
+def _write_catalog(
+    root: Path, n: int, dim: int, clusters: int, seed: int = 0, size: tuple[int, int] = (640, 480)
+):
     """A workspace with ``n`` image rows and ``n`` clustered unit descriptors (memory-mapped,
-    written 50,000 rows at a time): (workspace, descriptors, index rows)."""
-    from tiefjax.index.encode import Row
+    written 50,000 rows at a time): (workspace, descriptors, index rows). The index rows (each
+    image whole, ``size``) are a :class:`RowTable` saved under ``root`` and memory-mapped, as a
+    build's are: the caller holds no Python object per row."""
+    from tiefjax.index.row_table import RowTable
     from tiefjax.store import ImageRecord, Store
     from tiefjax.workspace import Workspace
 
@@ -80,13 +85,16 @@ def _write_catalog(root: Path, n: int, dim: int, clusters: int, seed: int = 0):
             block += 0.6 * rng.standard_normal(block.shape).astype(np.float32)
             vectors[s:e] = block / np.linalg.norm(block, axis=1, keepdims=True)
             store.upsert_images(
-                ImageRecord(i, f"synthetic/{i}.jpg", 640, 480, h)
+                ImageRecord(i, f"synthetic/{i}.jpg", *size, h)
                 for i, h in zip(ids[s:e], shas[s:e], strict=True)
             )
     vectors.flush()
-    whole = (0.0, 0.0, 640.0, 480.0)
-    rows = [Row(i, h, whole, "whole", None, True) for i, h in zip(ids, shas, strict=True)]
-    return ws, np.load(root / "descriptors.npy", mmap_mode="r"), rows
+    whole = np.broadcast_to(np.array([0.0, 0.0, *size]), (n, 4))
+    RowTable.from_columns(
+        ids, shas, whole, ["whole"] * n, np.full(n, np.nan), np.ones(n, bool)
+    ).save(root / "rows")
+    del ids, shas
+    return ws, np.load(root / "descriptors.npy", mmap_mode="r"), RowTable.open(root)
 
 
 def synthetic_workspace(n: int, photos: bool = False):  # noqa: ANN201
@@ -94,7 +102,6 @@ def synthetic_workspace(n: int, photos: bool = False):  # noqa: ANN201
     and descriptors of :func:`_write_catalog`, indexed by ``build_from_descriptors``; with
     ``photos``, a 64x48 JPEG per image (thumbnails, the box editor) and one box. Built the first
     time in ``/tmp/tiefjax-synthetic-N[-photos]``, re-used after."""
-    import dataclasses
     import shutil
 
     from tiefjax.index.build import build_from_descriptors
@@ -108,12 +115,12 @@ def synthetic_workspace(n: int, photos: bool = False):  # noqa: ANN201
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     t0 = time.perf_counter()
-    ws, vectors, rows = _write_catalog(folder, n, 256, clusters=max(50, n // 200))
+    size = (64, 48) if photos else (640, 480)
+    ws, vectors, rows = _write_catalog(folder, n, 256, clusters=max(50, n // 200), size=size)
     if photos:
         from scale_export import _write_photos
 
-        _write_photos(ws, folder / "photos")
-        rows = [dataclasses.replace(r, box=(0.0, 0.0, 64.0, 48.0)) for r in rows]
+        _write_photos(ws, folder / "photos", size)
     build_from_descriptors(ws, vectors, rows, IndexConfig(), log=lambda m: None)
     if photos:
         with Store(ws.store_path) as store:
@@ -126,10 +133,22 @@ def child(n: int, dim: int, folder: Path) -> dict:
     """One size, in its own process (its own peak RSS): write the catalog, build, measure."""
     from tiefjax.index.build import build_from_descriptors
     from tiefjax.index.config import IndexConfig
+    from tiefjax.index.row_table import RowTable
+    from tiefjax.workspace import Workspace
 
+    # the catalog is written by a process of its own: what its writer held (a million ids and
+    # hashes as Python strings) would otherwise stay in this process's heap, counted in the peak
     t0 = time.perf_counter()
-    ws, vectors, rows = _write_catalog(folder, n, dim, clusters=max(50, n // 200))
+    writer = multiprocessing.get_context("spawn").Process(
+        target=_write_catalog, args=(folder, n, dim, max(50, n // 200))
+    )
+    writer.start()
+    writer.join()
+    if writer.exitcode != 0:
+        raise RuntimeError(f"writing the synthetic catalog failed (exit {writer.exitcode})")
     write_s = time.perf_counter() - t0
+    ws, vectors = Workspace(folder / "ws"), np.load(folder / "descriptors.npy", mmap_mode="r")
+    rows = RowTable.open(folder)
     _reset_peak()
     before_kib = _status_kib("VmRSS")
     t0 = time.perf_counter()

@@ -430,12 +430,13 @@ def _swap_in(ws: Workspace, tmp: Path, final: Path, keep: int) -> None:
 def build_from_descriptors(
     ws: Workspace,
     descriptors: np.ndarray,
-    rows: list[Row],
+    rows: RowTable,
     config: IndexConfig | None = None,
     log: Callable[[str], None] | None = None,
 ) -> IndexReport:
     """Build and swap in an unsupervised-only index over ``descriptors`` (N, D unit rows, may
-    be a memory map) for the catalog ``rows``, skipping the encoder: the hook
+    be a memory map) for the catalog ``rows`` (a table, which may be memory-mapped too: a
+    million :class:`Row` objects would hold half a gigabyte), skipping the encoder: the hook
     ``scripts/bench/scale.py`` uses to time index builds of a million synthetic descriptors.
     Its ``build.json`` names the encoder "external-descriptors": not the workspace's."""
     if len(rows) != len(descriptors):
@@ -447,7 +448,7 @@ def build_from_descriptors(
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         tmp = ws.index_dir / f".tmp-descriptors-{stamp}"
         tmp.mkdir(parents=True)
-        RowTable.from_rows(rows).save(tmp / ROWS_FOLDER, replace=True)
+        rows.save(tmp / ROWS_FOLDER, replace=True)
         built_at = datetime.now(UTC).isoformat(timespec="seconds")
         report = IndexReport(str(tmp), built_at, len(rows), 0, 0, 0)
         report.modes["unsupervised"] = _build_mode(descriptors, tmp / "unsupervised", cfg, log)
