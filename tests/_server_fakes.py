@@ -9,10 +9,10 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-import orjson
 from PIL import Image
 
 from tiefjax.errors import NotFound
+from tiefjax.hit_members import hit_members
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class FakeSearcher:
 
     def indexed_json(self, hits):
         """JSON members of each hit (no boxes: the stand-in indexes none)."""
-        return [orjson.dumps({"id": h.id, "box": None, "box_source": None})[1:-1] for h in hits]
+        return [hit_members(h.id, None, None) for h in hits]
 
     def neighbour_members(self, image_id, k, mode):
         hits = self.neighbours(image_id, k, mode)

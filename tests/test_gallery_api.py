@@ -3,12 +3,12 @@ box each similar-image hit was matched with."""
 
 from __future__ import annotations
 
-import orjson
 import pytest
 from _server_fakes import FakeSearcher, _jpeg
 from starlette.testclient import TestClient
 
 from tiefjax.catalog import init_workspace
+from tiefjax.hit_members import hit_members
 from tiefjax.server import ServerConfig, create_app
 from tiefjax.store import Detection, Store
 from tiefjax.workspace import Workspace
@@ -21,17 +21,8 @@ class RowSearcher(FakeSearcher):
     """The stand-in index, with the box each image was indexed with (like Searcher's)."""
 
     def indexed_json(self, hits) -> list:
-        box = dict(zip(("left", "top", "right", "bottom"), [1.0, 2.0, 30.0, 20.0], strict=True))
-        return [
-            orjson.dumps(
-                {
-                    "id": h.id,
-                    "box": box,
-                    "box_source": "annotation" if h.id == "img0" else "detection",
-                }
-            )[1:-1]
-            for h in hits
-        ]
+        source = {"img0": "annotation"}
+        return [hit_members(h.id, (1, 2, 30, 20), source.get(h.id, "detection")) for h in hits]
 
 
 @pytest.fixture

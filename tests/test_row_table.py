@@ -94,6 +94,9 @@ def test_rows_written_before_hits_were_pre_rendered_get_them(tmp_path, monkeypat
     }
     for name in ("hit_end.npy", "hit_blob.npy"):
         (folder / name).unlink()
+    reader = RowTable.open(build, hits=False)  # a build re-using rows: nothing rendered, written
+    assert reader.row(1) == ROWS[1] and "hit_blob" not in reader.c
+    assert not (folder / "hit_end.npy").exists()
     refused = []
 
     def refuse(src, dst):  # a read-only build: rendered in memory, nothing written
@@ -113,6 +116,7 @@ def test_a_table_opened_from_files_is_saved_as_a_copy_of_them(tmp_path):
     table = RowTable.open(build)
     assert table.folder == build / "rows"
     (tmp_path / "copy").mkdir()
+    (tmp_path / "unserved").mkdir()
     table.save(tmp_path / "copy" / "rows")
     copied = RowTable.open(tmp_path / "copy")
     assert [copied.row(p) for p in range(3)] == ROWS
@@ -122,3 +126,6 @@ def test_a_table_opened_from_files_is_saved_as_a_copy_of_them(tmp_path):
             build / "rows" / name
         ).read_bytes()
     assert RowTable.from_rows(ROWS).folder is None
+    RowTable.from_rows(ROWS, hits=False).save(tmp_path / "unserved" / "rows")  # ranking's rows
+    assert not (tmp_path / "unserved" / "rows" / "hit_blob.npy").exists()
+    assert RowTable.open(tmp_path / "unserved").hits_at(np.arange(3)) == table.hits_at(np.arange(3))

@@ -13,11 +13,11 @@ from PIL import Image
 
 from tiefjax.catalog import init_workspace
 from tiefjax.errors import InvalidInput, NotFound
+from tiefjax.hit_members import BOX_KEYS
 from tiefjax.images import content_box
 from tiefjax.index import build as build_mod
 from tiefjax.index.build import build_index
 from tiefjax.index.config import IndexConfig
-from tiefjax.index.row_table import BOX_KEYS
 from tiefjax.search import Hit, Searcher
 from tiefjax.server.app import hits_json, similar_body
 
@@ -89,6 +89,24 @@ def test_search_by_id_excludes_self_unless_asked(searcher):
         "mode": "unsupervised",
         "hits": hits_json(searcher.neighbours("p003", 4), searcher),
     }
+
+
+def test_similar_past_the_precomputed_lists_searches(tmp_path, monkeypatch):
+    ws, _ = make_workspace(tmp_path, 8)
+    cfg = IndexConfig.tiny().with_(neighbours_k=3)
+    build_index(ws, cfg, encoder=FakeEncoder(), locator=None, progress=False)
+    searcher = Searcher.load(ws, cfg, encoder=FakeEncoder())
+    answer = orjson.loads(similar_body(searcher, "p002", 5, "unsupervised"))  # 5 > the 3 kept
+    expected = hits_json(searcher.search("p002", 5).hits, searcher)
+    assert answer["hits"] == expected and len(expected) == 5
+    # a hit whose image left the index between the search and reading its row is left out,
+    # with its score (the answer's lists stay paired)
+    indexed = searcher.indexed_json
+    monkeypatch.setattr(searcher, "indexed_json", lambda hits: [None, *indexed(hits)[1:]])
+    scores, members = searcher.neighbour_members("p002", 5)
+    assert len(scores) == len(members) == 4
+    assert [orjson.loads(b"{%b}" % m)["id"] for m in members] == [h["id"] for h in expected[1:]]
+    assert scores == [h["score"] for h in expected[1:]]
 
 
 def test_file_bytes_and_pil_queries(built, searcher):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +33,10 @@ class CopyScores:
     hits_at_1: dict[str, int] = field(default_factory=dict)
     hits_at_k: dict[str, int] = field(default_factory=dict)
     copies: dict[str, int] = field(default_factory=dict)
+    #: misses whose first hit is another photo of the source's product (when products are known)
+    same_product_misses: dict[str, int] = field(default_factory=dict)
+    #: summed score gap from the first hit down to the source, over misses with it in the top K
+    gap_sum: dict[str, float] = field(default_factory=dict)
     errors: int = 0
     seconds: float = 0.0
 
@@ -63,14 +67,18 @@ def copy_detection(
     transforms: Sequence[str] = tuple(TRANSFORMS),
     mode: str = "unsupervised",
     seed: int = 0,
+    product_of: Mapping[str, str] | None = None,
 ) -> CopyScores:
     """Search one copy per transform of every ``(id, path)`` in ``photos`` with ``searcher``
-    (a :class:`tiefjax.search.Searcher`) and count where its source ranks."""
+    (a :class:`tiefjax.search.Searcher`) and count where its source ranks; with
+    ``product_of`` (image id -> product), also how many misses found a photo of the same
+    product first."""
     unknown = [t for t in transforms if t not in TRANSFORMS]
     if unknown:
         raise InvalidInput(f"unknown transform(s) {unknown}; choose from {', '.join(TRANSFORMS)}")
     zeros = dict.fromkeys(transforms, 0)
-    scores = CopyScores(mode, dict(zeros), dict(zeros), dict(zeros))
+    scores = CopyScores(mode, dict(zeros), dict(zeros), dict(zeros), dict(zeros))
+    scores.gap_sum = dict.fromkeys(transforms, 0.0)
     t0 = time.perf_counter()
     indexed = list(enumerate(photos))
     for start in range(0, len(indexed), PHOTOS_PER_CALL):
@@ -88,5 +96,11 @@ def copy_detection(
             ids = [h.id for h in res.hits]
             scores.hits_at_1[name] += int(ids[:1] == [image_id])
             scores.hits_at_k[name] += int(image_id in ids[:K])
+            if ids[:1] == [image_id] or not ids:
+                continue
+            if product_of is not None and product_of.get(ids[0]) == product_of.get(image_id):
+                scores.same_product_misses[name] += 1
+            if image_id in ids[:K]:
+                scores.gap_sum[name] += res.hits[0].score - res.hits[ids.index(image_id)].score
     scores.seconds = time.perf_counter() - t0
     return scores

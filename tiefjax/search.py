@@ -257,9 +257,10 @@ class Searcher:
         st = self._state
         found = self._neighbour_rows(st, image_id, k, mode)
         if found is None:
-            hits = self.search(image_id, k, mode).hits  # of this build: every one is indexed
-            members = self.indexed_json(hits)
-            return [h.score for h in hits], [m for m in members if m is not None]
+            hits = self.search(image_id, k, mode).hits
+            members = self.indexed_json(hits)  # None: gone in a rebuild since the search
+            pairs = [(h.score, m) for h, m in zip(hits, members, strict=True) if m is not None]
+            return [s for s, _ in pairs], [m for _, m in pairs]
         positions, scores = found
         return scores, st.rows.hits_at(positions)
 

@@ -5,6 +5,7 @@ transform (mirror, crop, plain and textured padding, rescale, JPEG, colour, rota
     .venv/bin/python scripts/bench/copydetect.py                   # the default demo catalog
     .venv/bin/python scripts/bench/copydetect.py --folder PHOTOS   # any folder of photos
     .venv/bin/python scripts/bench/copydetect.py --workspace WS    # a workspace as it is
+        [--demo-catalog DIR]   # its demo catalog: how many misses find the same product
     .venv/bin/python scripts/bench/copydetect.py --pretrain        # + after `tiefjax pretrain`
 
 With a catalog (demo or ``--folder``) the photos go into a fresh workspace (no boxes, no trained
@@ -54,7 +55,7 @@ def measure(ws, label: str, photos, transforms, seed: int, product_of, mode: str
     from tiefjax.search import Searcher
 
     searcher = Searcher.load(ws)
-    scores = copy_detection(searcher, photos, transforms, mode, seed)
+    scores = copy_detection(searcher, photos, transforms, mode, seed, product_of or None)
     recall = product_recall(searcher, product_of) if product_of else None
     cells = [f"{scores.recall(t, 1):.3f} / {scores.recall(t, 10):.3f}" for t in transforms]
     overall = f"**{scores.recall(None, 1):.3f}** / {scores.recall(None, 10):.3f}"
@@ -66,6 +67,21 @@ def measure(ws, label: str, photos, transforms, seed: int, product_of, mode: str
         + (f", errors {scores.errors}" if scores.errors else ""),
         flush=True,
     )
+    if product_of:  # what the misses are: another photo of the same product first?
+        misses = {t: scores.copies[t] - scores.hits_at_1[t] for t in transforms}
+        within = {t: scores.hits_at_k[t] - scores.hits_at_1[t] for t in transforms}
+        print(
+            f"{label}: misses whose first hit is the same product: "
+            f"{sum(scores.same_product_misses.values())} of {sum(misses.values())} ("
+            + ", ".join(
+                f"{t} {scores.same_product_misses[t]}/{misses[t]}" for t in transforms if misses[t]
+            )
+            + "); mean score gap to the source when in the top 10: "
+            + ", ".join(
+                f"{t} {scores.gap_sum[t] / within[t]:.3f}" for t in transforms if within[t]
+            ),
+            flush=True,
+        )
     return [label, *cells, overall, same, f"{scores.seconds:.0f}"]
 
 
@@ -86,6 +102,9 @@ def main() -> int:
     ap.add_argument("--variants", default="plain,mirror,trim,both")
     ap.add_argument("--transforms", default="", help="comma list (default: every transform)")
     ap.add_argument("--mode", default="unsupervised", help="search mode (--workspace only)")
+    ap.add_argument(
+        "--demo-catalog", type=Path, help="with --workspace: its demo catalog (products of misses)"
+    )
     ap.add_argument("--photos", type=int, default=0, help="only the first N photos (0 = all)")
     ap.add_argument("--pretrain", action="store_true", help="also measure after pretraining")
     ap.add_argument("--pretrain-steps", type=int, default=0, help="0 = the [pretrain] default")
@@ -104,11 +123,12 @@ def main() -> int:
     if args.workspace:
         ws = Workspace(args.workspace)
         photos = catalog_photos(ws)[: args.photos or None]
-        table.append(
-            "| "
-            + " | ".join(measure(ws, str(ws.root), photos, transforms, args.seed, {}, args.mode))
-            + " |"
-        )
+        if args.demo_catalog:
+            from tiefjax.demo_catalog import load_manifest
+
+            product_of = {p.id: p.product for p in load_manifest(args.demo_catalog).photos}
+        cells = measure(ws, str(ws.root), photos, transforms, args.seed, product_of, args.mode)
+        table.append("| " + " | ".join(cells) + " |")
         print("\nrecall@1 / recall@10 per transform\n\n" + "\n".join(table))
         return 0
 

@@ -43,9 +43,10 @@ def child(n: int, dim: int, folder: Path, media: bool) -> dict:
     from tiefjax.index.build import build_from_descriptors
     from tiefjax.index.config import IndexConfig
 
-    ws, vectors, rows = _write_catalog(folder, n, dim, clusters=max(50, n // 200))
+    size = (64, 48) if media else (640, 480)
+    ws, vectors, rows = _write_catalog(folder, n, dim, clusters=max(50, n // 200), size=size)
     if media:
-        _write_photos(ws, folder / "photos")
+        _write_photos(ws, folder / "photos", size)
     else:
         export_module._copier = lambda ws, static, size: lambda rec: None
     build_from_descriptors(ws, vectors, rows, IndexConfig(), log=lambda m: None)

@@ -155,7 +155,7 @@ def _previous(build: Path | None, sub: str = "") -> Previous | None:
     folder = build / sub if sub else build
     try:
         meta = json.loads((build / "build.json").read_text())
-        rows = RowTable.open(folder)
+        rows = RowTable.open(folder, hits=False)  # read, never served from here
         features = np.load(folder / "features.npy", mmap_mode="r")
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -623,7 +623,9 @@ def _finish(
                 progress=False,
                 log=log,
             )
-            RowTable.from_rows(sub.rows).save(tmp / "ranking_encoder" / ROWS_FOLDER, replace=True)
+            RowTable.from_rows(sub.rows, hits=False).save(  # re-used by the next build only
+                tmp / "ranking_encoder" / ROWS_FOLDER, replace=True
+            )
             if len(sub.rows) != len(enc.rows):
                 raise InvalidInput("the catalog changed while it was being indexed; run again")
             meta["ranking_encoder"] = fp

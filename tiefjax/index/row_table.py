@@ -8,6 +8,12 @@ in the build's ``rows/`` folder, memory-mapped, so the server's processes share 
 page cache. ``rows/`` is the only form a build writes; a build made before it existed has only
 ``rows.json``, converted once the first time it is opened. A :class:`Row` is made only for the
 rows a request touches.
+
+The table also keeps each row's JSON as a search hit shows it (``hit_blob``, ``hit_end``:
+:func:`tiefjax.hit_members.hit_members`, about 100 bytes a row), rendered when the build is
+written, so a similar-by-id answer is ten slices of a mapped blob joined with their scores. A
+``rows/`` written before those columns existed gets them the first time it is opened for
+serving (in memory where the build is read-only).
 """
 
 from __future__ import annotations
@@ -21,12 +27,11 @@ from pathlib import Path
 from typing import Any, overload
 
 import numpy as np
-import orjson
 
+from tiefjax.hit_members import hit_members
 from tiefjax.index.encode import Row
 
 SOURCES = ("annotation", "detection", "whole")
-BOX_KEYS = ("left", "top", "right", "bottom")  # a box in JSON
 COLUMNS = ("id_blob", "id_end", "id_hash", "id_order", "sha", "sha_order", "box", "source",
            "probability", "fallback", "hit_end", "hit_blob")  # fmt: skip
 HIT_COLUMNS = COLUMNS[-2:]  # derived from the others; hit_blob.npy is written last
@@ -51,13 +56,9 @@ def _blob(parts: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _hit_columns(ids: Iterable[str], boxes: np.ndarray, sources: np.ndarray) -> dict[str, Any]:
-    """Each row as the JSON members a search hit shows of it (id, box, box_source), rendered
-    once at build time: a similar-by-id answer is then ten slices of a mapped blob joined with
-    their scores, not ten dicts built and encoded per request."""
+    """Each row's :func:`hit_members`, rendered once as one blob with end offsets."""
     parts = [
-        orjson.dumps(
-            {"id": i, "box": dict(zip(BOX_KEYS, b, strict=True)), "box_source": SOURCES[s]}
-        )[1:-1]
+        hit_members(i, b, SOURCES[s])
         for i, b, s in zip(ids, boxes.tolist(), sources.tolist(), strict=True)
     ]
     blob, ends = _blob(parts)
@@ -74,7 +75,7 @@ class RowTable:
 
     # -- making ----------------------------------------------------------------------------------
     @classmethod
-    def from_rows(cls, rows: Sequence[Row]) -> RowTable:
+    def from_rows(cls, rows: Sequence[Row], hits: bool = True) -> RowTable:
         return cls.from_columns(
             [r.id for r in rows],
             [r.sha256 for r in rows],
@@ -82,6 +83,7 @@ class RowTable:
             [r.source for r in rows],
             np.array([np.nan if r.probability is None else r.probability for r in rows]),
             np.array([r.fallback for r in rows], bool),
+            hits,
         )
 
     @classmethod
@@ -93,9 +95,11 @@ class RowTable:
         sources: Sequence[str],
         probability: np.ndarray,
         fallback: np.ndarray,
+        hits: bool = True,
     ) -> RowTable:
         """A table from its columns (``probability`` NaN where there is none): how a caller
-        with a million rows makes one without a million :class:`Row` objects."""
+        with a million rows makes one without a million :class:`Row` objects. ``hits``: render
+        the rows as search hits too (not for rows that are never served)."""
         n = len(ids)
         hashes = np.fromiter((_id_hash(i) for i in ids), np.uint64, n)
         sha = np.array([h.encode() for h in sha256], "S").reshape(n)
@@ -114,24 +118,26 @@ class RowTable:
                 "source": source,
                 "probability": np.asarray(probability, np.float64).reshape(n),
                 "fallback": np.asarray(fallback, bool).reshape(n),
-                **_hit_columns(ids, boxes, source),
+                **(_hit_columns(ids, boxes, source) if hits else {}),
             }
         )
 
     @classmethod
-    def open(cls, build: Path) -> RowTable:
+    def open(cls, build: Path, hits: bool = True) -> RowTable:
         """The table of ``build``: memory-mapped from ``build/rows/``. An older build's
         ``rows.json`` is converted to it the first time (atomically; kept in memory where the
-        build is read-only)."""
+        build is read-only), and a ``rows/`` written before the hit columns existed gets them
+        (the same way). ``hits=False``: without the hit columns, for reading rows only (a new
+        build re-using the previous one's encodings)."""
         folder = build / FOLDER
         if (folder / "done").is_file():
-            if not (folder / "hit_blob.npy").is_file():  # written before hits were pre-rendered
-                _add_hit_columns(folder)
-            return cls(
-                {k: served_array(folder / f"{k}.npy") for k in COLUMNS if k not in HIT_COLUMNS}
-                | _open_hit_columns(folder),
-                folder if (folder / "hit_blob.npy").is_file() else None,
-            )
+            columns = {
+                k: served_array(folder / f"{k}.npy") for k in COLUMNS if k not in HIT_COLUMNS
+            }
+            if not hits:
+                return cls(columns)
+            hit_columns, mapped = _hit_columns_of(folder)
+            return cls(columns | hit_columns, folder if mapped else None)
         rows = [Row.from_json(r) for r in json.loads((build / "rows.json").read_text())]
         table = cls.from_rows(rows)
         del rows
@@ -151,7 +157,7 @@ class RowTable:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
-            for k in COLUMNS:
+            for k in (k for k in COLUMNS if k in self.c):  # hit columns only where rendered
                 with open(tmp / f"{k}.npy", "wb") as f:
                     if self.folder is None:
                         np.save(f, self.c[k])
@@ -187,8 +193,8 @@ class RowTable:
         return self._slices("hit", positions)
 
     def _slices(self, name: str, positions: np.ndarray) -> list[bytes]:
-        """Items of the ``{name}_blob`` column at these rows: two indexes into the ends and a
-        slice of the blob per row, without NumPy scalars."""
+        """Items of the ``{name}_blob`` column at these rows (each in ``0..N-1``): two indexes
+        into the ends and a slice of the blob per row, without NumPy scalars."""
         positions = np.asarray(positions, np.int64)
         ends = self.c[f"{name}_end"]
         stop, start = ends[positions].tolist(), ends[positions - 1].tolist()
@@ -231,34 +237,27 @@ class RowTable:
         return int(order[i]) if i >= 0 and sha[order[i]] == key else None
 
 
-def _add_hit_columns(folder: Path) -> None:
-    """Render the hit columns of a ``rows/`` folder written before they existed, each file
-    written whole under a temporary name and renamed (``hit_blob.npy`` last); a read-only
-    build is left as it is (:func:`_open_hit_columns` renders them in memory)."""
-    columns = _rendered_hits(folder)
-    try:
-        for k in HIT_COLUMNS:
-            tmp = folder / f".{k}.tmp-{os.getpid()}.npy"
-            with open(tmp, "wb") as f:
-                np.save(f, columns[k])
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, folder / f"{k}.npy")
-    except OSError:
-        for k in HIT_COLUMNS:
-            (folder / f".{k}.tmp-{os.getpid()}.npy").unlink(missing_ok=True)
-
-
-def _rendered_hits(folder: Path) -> dict[str, Any]:
-    table = RowTable({k: served_array(folder / f"{k}.npy") for k in ("id_blob", "id_end")})
-    boxes, sources = (served_array(folder / f"{k}.npy") for k in ("box", "source"))
-    return _hit_columns(iter(table.ids), boxes, sources)
-
-
-def _open_hit_columns(folder: Path) -> dict[str, Any]:
-    if (folder / "hit_blob.npy").is_file():
-        return {k: served_array(folder / f"{k}.npy") for k in HIT_COLUMNS}
-    return _rendered_hits(folder)
+def _hit_columns_of(folder: Path) -> tuple[dict[str, Any], bool]:
+    """The hit columns of a ``rows/`` folder, and whether they are its files. A folder written
+    before they existed gets them: rendered, each file written under a temporary name and
+    renamed (``hit_blob.npy`` last); where the folder cannot be written they stay in memory."""
+    if not (folder / "hit_blob.npy").is_file():
+        table = RowTable({k: served_array(folder / f"{k}.npy") for k in ("id_blob", "id_end")})
+        boxes, sources = (served_array(folder / f"{k}.npy") for k in ("box", "source"))
+        columns = _hit_columns(iter(table.ids), boxes, sources)
+        temporary = {k: folder / f".{k}.tmp-{os.getpid()}.npy" for k in HIT_COLUMNS}
+        try:
+            for k in HIT_COLUMNS:
+                with open(temporary[k], "wb") as f:
+                    np.save(f, columns[k])
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(temporary[k], folder / f"{k}.npy")
+        except OSError:
+            for path in temporary.values():
+                path.unlink(missing_ok=True)
+            return columns, False
+    return {k: served_array(folder / f"{k}.npy") for k in HIT_COLUMNS}, True
 
 
 class IdList(Sequence[str]):

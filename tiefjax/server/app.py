@@ -49,6 +49,7 @@ from starlette.staticfiles import StaticFiles
 from tiefjax import history, triplet_marks
 from tiefjax.errors import InvalidInput, NotFound, TiefjaxError
 from tiefjax.gallery_query import CatalogQuery
+from tiefjax.hit_members import BOX_KEYS, hit_members
 from tiefjax.server.batching import MicroBatcher
 from tiefjax.server.config import ServerConfig
 from tiefjax.server.headers import SecurityHeaders
@@ -126,9 +127,6 @@ def _num(value: float | None) -> float | None:
     return value if math.isfinite(value) else None
 
 
-BOX_KEYS = ("left", "top", "right", "bottom")
-
-
 def box_coords(box: Any) -> dict[str, float]:
     """{left, top, right, bottom} from a store Box or a 4-sequence."""
     values = (box.left, box.top, box.right, box.bottom) if hasattr(box, "left") else box
@@ -164,9 +162,7 @@ def hits_json(hits: Any, searcher: Any = None) -> list[dict[str, Any]]:
     members_of = getattr(searcher, "indexed_json", None)  # a Searcher; stand-ins may not say
     members = [None] * len(hits) if members_of is None else members_of(hits)
     return [
-        {"id": h.id, "score": _num(h.score), "box": None, "box_source": None}
-        if m is None
-        else {"score": _num(h.score), **orjson.loads(b"{%b}" % m)}
+        {"score": _num(h.score), **orjson.loads(b"{%b}" % (m or hit_members(h.id, None, None)))}
         for h, m in zip(hits, members, strict=True)
     ]
 
@@ -182,7 +178,7 @@ def similar_body(searcher: Any, image_id: str, k: int, mode: str) -> bytes:
 
 
 def _score_json(score: float) -> bytes:
-    return repr(score).encode() if math.isfinite(score) else b"null"
+    return dumps(float(score))  # null for NaN and infinities, as _num makes them
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:

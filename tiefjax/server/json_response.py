@@ -2,8 +2,11 @@
 
 A similar-by-id answer (ten hits with their boxes) took Starlette's ``json.dumps`` about 54 µs to
 render on the development machine, a third of the whole request at a million images; orjson
-writes the same bytes in under 4 µs. NumPy arrays and scalars are written as numbers; NaN and
-infinities as ``null`` (handlers pass scores through ``_num`` first anyway).
+writes it in under 4 µs, byte for byte the same for such an answer. Where it differs from
+``json.dumps``: NaN and infinities are written as ``null`` (``json.dumps`` with
+``allow_nan=False`` raised, a 500; handlers pass scores through ``_num`` anyway), NumPy arrays
+and scalars, dataclasses, datetimes and enums are written instead of refused, dict keys that
+are not strings are written as strings, and integers wider than 64 bits are refused.
 """
 
 from __future__ import annotations
