@@ -293,6 +293,21 @@ def test_similar_supervised(fake_client, ids):
     _error(fake_client.get("/api/images/img00/similar", params={"mode": "magic"}), 400)
 
 
+def test_similar_answers_cache_keeps_the_recently_asked(fake_client, searcher, monkeypatch):
+    import tiefjax.server.app as app_module
+
+    monkeypatch.setattr(app_module, "SIMILAR_CACHE_MAX", 2)
+    asked = []
+    members = searcher.neighbour_members
+    monkeypatch.setattr(
+        searcher, "neighbour_members", lambda i, k, mode: asked.append(i) or members(i, k, mode)
+    )
+    for image_id in ("img00", "img01", "img00", "img02", "img00", "img01"):
+        assert fake_client.get(f"/api/images/{image_id}/similar").status_code == 200
+    # img00 was asked again before img02 came in, so img01 (the least recent) made room
+    assert asked == ["img00", "img01", "img02", "img01"]
+
+
 def test_no_index_yet(workspace, monkeypatch):
     import tiefjax.server.app as app_module
 

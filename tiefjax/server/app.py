@@ -29,6 +29,7 @@ import os
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -82,7 +83,8 @@ PAGE_LIMIT_MAX = 200
 ACCEPT_MAX = PAGE_LIMIT_MAX
 SIMILAR_K_MAX = 50
 JSON_BODY_MAX = 64 * 1024
-#: Serialised similar-by-id answers kept (keyed by index build, id, mode, k).
+#: Serialised similar-by-id answers kept (keyed by index build, id, mode, k; the least
+#: recently asked goes first when full).
 SIMILAR_CACHE_MAX = 20_000
 CODES = {
     400: "bad_request",
@@ -256,7 +258,9 @@ class ServerState:
         self._token_bytes = token.encode()
         self.store = Store(ws.store_path)
         self.searcher = searcher
-        self.similar_cache: dict[tuple[Any, ...], bytes] = {}
+        self.similar_cache: OrderedDict[tuple[Any, ...], bytes] = (
+            OrderedDict()
+        )  # least recent first
         self.search_thread = ThreadPoolExecutor(1, thread_name_prefix="tiefjax-search")
         self.decode_pool = ThreadPoolExecutor(2, thread_name_prefix="tiefjax-decode")
         self.heavy_decode_pool = ThreadPoolExecutor(1, thread_name_prefix="tiefjax-decode-heavy")
@@ -470,10 +474,12 @@ def build_routes(state: ServerState) -> list[Route]:
         searcher = await state.require_searcher()
         key = (getattr(searcher, "built_at", None), image_id, mode, k)
         body = state.similar_cache.get(key)
-        if body is None:
+        if body is not None:
+            state.similar_cache.move_to_end(key)
+        else:
             body = similar_body(searcher, image_id, k, mode)  # precomputed: a lookup, on the loop
             if len(state.similar_cache) >= SIMILAR_CACHE_MAX:
-                state.similar_cache.clear()
+                state.similar_cache.popitem(last=False)  # the least recently asked
             state.similar_cache[key] = body
         return Response(body, media_type="application/json")
 
