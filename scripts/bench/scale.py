@@ -94,7 +94,20 @@ def _write_catalog(
         ids, shas, whole, ["whole"] * n, np.full(n, np.nan), np.ones(n, bool)
     ).save(root / "rows")
     del ids, shas
-    return ws, np.load(root / "descriptors.npy", mmap_mode="r"), RowTable.open(root)
+    return _open_catalog(root)
+
+
+def _open_catalog(root: Path):
+    """What :func:`_write_catalog` wrote under ``root``, memory-mapped: (workspace,
+    descriptors, index rows)."""
+    from tiefjax.index.row_table import RowTable
+    from tiefjax.workspace import Workspace
+
+    return (
+        Workspace(root / "ws"),
+        np.load(root / "descriptors.npy", mmap_mode="r"),
+        RowTable.open(root),
+    )
 
 
 def synthetic_workspace(n: int, photos: bool = False):  # noqa: ANN201
@@ -133,8 +146,6 @@ def child(n: int, dim: int, folder: Path) -> dict:
     """One size, in its own process (its own peak RSS): write the catalog, build, measure."""
     from tiefjax.index.build import build_from_descriptors
     from tiefjax.index.config import IndexConfig
-    from tiefjax.index.row_table import RowTable
-    from tiefjax.workspace import Workspace
 
     # the catalog is written by a process of its own: what its writer held (a million ids and
     # hashes as Python strings) would otherwise stay in this process's heap, counted in the peak
@@ -147,8 +158,7 @@ def child(n: int, dim: int, folder: Path) -> dict:
     if writer.exitcode != 0:
         raise RuntimeError(f"writing the synthetic catalog failed (exit {writer.exitcode})")
     write_s = time.perf_counter() - t0
-    ws, vectors = Workspace(folder / "ws"), np.load(folder / "descriptors.npy", mmap_mode="r")
-    rows = RowTable.open(folder)
+    ws, vectors, rows = _open_catalog(folder)
     _reset_peak()
     before_kib = _status_kib("VmRSS")
     t0 = time.perf_counter()

@@ -173,14 +173,10 @@ def similar_body(searcher: Any, image_id: str, k: int, mode: str) -> bytes:
     """GET /api/images/{id}/similar's answer: the precomputed neighbours' scores joined to their
     rows' pre-rendered JSON (:func:`hits_json`'s values, rendered without a dict per hit)."""
     scores, members = searcher.neighbour_members(image_id, k, mode)
-    hits = b",".join(
-        b'{"score":%b,%b}' % (_score_json(s), m) for s, m in zip(scores, members, strict=True)
+    hits = b",".join(  # orjson writes NaN and infinities as null, as _num makes them
+        b'{"score":%b,%b}' % (dumps(float(s)), m) for s, m in zip(scores, members, strict=True)
     )
     return b'{"id":%b,"mode":%b,"hits":[%b]}' % (dumps(image_id), dumps(mode), hits)
-
-
-def _score_json(score: float) -> bytes:
-    return dumps(float(score))  # null for NaN and infinities, as _num makes them
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -258,9 +254,8 @@ class ServerState:
         self._token_bytes = token.encode()
         self.store = Store(ws.store_path)
         self.searcher = searcher
-        self.similar_cache: OrderedDict[tuple[Any, ...], bytes] = (
-            OrderedDict()
-        )  # least recent first
+        # least recently asked first
+        self.similar_cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
         self.search_thread = ThreadPoolExecutor(1, thread_name_prefix="tiefjax-search")
         self.decode_pool = ThreadPoolExecutor(2, thread_name_prefix="tiefjax-decode")
         self.heavy_decode_pool = ThreadPoolExecutor(1, thread_name_prefix="tiefjax-decode-heavy")
