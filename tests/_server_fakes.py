@@ -27,6 +27,8 @@ class Result:
     probability: float
     fallback: bool
     hits: list[Hit]
+    copy_of: str | None = None
+    copy_score: float | None = None
 
 
 class FakeSearcher:

@@ -99,3 +99,18 @@ def test_cli_score(setup, tmp_path, capsys, monkeypatch):
     assert main(["score", str(ws.root), str(new), "--out", str(out), "-k", "2"]) == 0
     assert "scored 5 photo(s)" in capsys.readouterr().out
     assert len(_lines(out)) == 6
+
+
+def test_a_copy_of_a_catalog_photo_names_its_source(setup, tmp_path):
+    ws, new, searcher = setup
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    with Image.open(ws.root.parent / "images" / "p003.jpg") as img:
+        img.convert("RGB").resize((150, 112), Image.Resampling.BICUBIC).save(copies / "c.jpg")
+    photo(200).save(copies / "other.jpg")
+    out = tmp_path / "copies.jsonl"
+    score(ws, copies, out, k=3, searcher=searcher, progress=False)
+    lines = {r["id"]: r for r in _lines(out)}
+    assert lines["c"]["copy_of"] == "p003" and lines["c"]["unsupervised"][0]["id"] == "p003"
+    assert lines["c"]["copy_score"] >= CFG.copy_threshold
+    assert "copy_of" not in lines["other"]

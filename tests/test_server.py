@@ -358,6 +358,14 @@ def test_search_upload(client, ids, workspace):
     photo = (workspace.root.parent / "images" / "img03.jpg").read_bytes()
     r = client.post("/api/search", params={"k": 1}, files={"image": ("x.jpg", photo)})
     assert r.status_code == 200 and r.json()["width"] == 88
+    assert body["copy_of"] is None and body["copy_score"] is None  # a new photo: no copy
+    # an enlarged, re-compressed copy of it: the copy check names its source and lists it first
+    out = io.BytesIO()
+    Image.open(io.BytesIO(photo)).resize((132, 72), Image.Resampling.BICUBIC).save(out, "JPEG")
+    r = client.post("/api/search", params={"k": 3}, files={"image": ("c.jpg", out.getvalue())})
+    copied = r.json()
+    assert copied["copy_of"] == "img03" and copied["hits"][0]["id"] == "img03", copied
+    assert copied["copy_score"] >= IndexConfig().copy_threshold
     _error(
         client.post("/api/search", params={"mode": "supervised"}, files={"image": ("x", photo)}),
         404,

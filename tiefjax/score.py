@@ -187,6 +187,11 @@ def score(
                     }
                     if first.query_id is not None:
                         record["catalog_id"] = first.query_id
+                    copies = [res[m] for m in modes if res[m].copy_of is not None]
+                    if copies:  # the copy check found the catalog photo this one copies
+                        best = max(copies, key=lambda r: r.copy_score or 0.0)
+                        record["copy_of"] = best.copy_of
+                        record["copy_score"] = round(best.copy_score or 0.0, 4)
                     for m in modes:
                         record[m] = [{"id": h.id, "score": round(h.score, 6)} for h in res[m].hits]
                     _write(fh, record)

@@ -24,8 +24,17 @@ from typing import Any
 
 import numpy as np
 
+from tiefjax.copy_check import FINE_SIDE, CatalogPhoto, catalog_photo, copy_scores
 from tiefjax.errors import Conflict, InvalidInput, NotFound, TiefjaxError
-from tiefjax.images import float_box, load_rgb_scaled, scale_box, whole_box, window_of
+from tiefjax.images import (
+    float_box,
+    link_outside,
+    load_rgb,
+    load_rgb_scaled,
+    scale_box,
+    whole_box,
+    window_of,
+)
 from tiefjax.index.build import (
     CURRENT,
     MODES,
@@ -80,6 +89,10 @@ class SearchResult:
     mode: str = "unsupervised"
     query_id: str | None = None  # set when the query is a catalog image
     box_source: str = "whole"  # annotation | detection | whole
+    #: the catalog photo an uploaded photo is a copy of (the copy check: listed first), and how
+    #: well the two aligned (normalised cross-correlation)
+    copy_of: str | None = None
+    copy_score: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -89,6 +102,8 @@ class SearchResult:
             "box_source": self.box_source,
             "probability": None if self.probability is None else round(self.probability, 4),
             "fallback": self.fallback,
+            "copy_of": self.copy_of,
+            "copy_score": None if self.copy_score is None else round(self.copy_score, 4),
             "hits": [{"id": h.id, "score": round(h.score, 6)} for h in self.hits],
         }
 
@@ -377,7 +392,65 @@ class Searcher:
                     query_id=row.id if own_pos >= 0 else None,
                     box_source=row.source,
                 )
+        if self.config.copy_check:
+            for i, p in photos:
+                results[i] = self._copies_first(results[i], p)
         return results
+
+    def _copies_first(
+        self, found: dict[str, SearchResult], query: PreparedQuery
+    ) -> dict[str, SearchResult]:
+        """An uploaded photo's first hits aligned with it (:mod:`tiefjax.copy_check`): those
+        scoring at least ``copy_threshold`` go first, best first, and the best is ``copy_of``."""
+        n = self.config.copy_check_hits
+        ids = list(dict.fromkeys(h.id for res in found.values() for h in res.hits[:n]))
+        pixel_size = (query.scale[0] + query.scale[1]) / 2
+        aligned = copy_scores(query.image, pixel_size, self._catalog_photos(ids))
+        scores = {i: s for i, s in zip(ids, aligned, strict=True) if s is not None}
+        out = {}
+        for mode, res in found.items():
+            copies = [
+                h for h in res.hits[:n] if scores.get(h.id, -1.0) >= self.config.copy_threshold
+            ]
+            if not copies:
+                out[mode] = res
+                continue
+            copies.sort(key=lambda h: -scores[h.id])
+            rest = [h for h in res.hits if h not in copies]
+            best = copies[0]
+            out[mode] = replace(
+                res, hits=copies + rest, copy_of=best.id, copy_score=scores[best.id]
+            )
+        return out
+
+    def _catalog_photos(self, ids: list[str]) -> list[CatalogPhoto | None]:
+        """The copy check's views of catalog photos (cached while their files stay the same);
+        None for one whose file is missing, unreadable or a link out of the images folder."""
+        from tiefjax.store import Store
+
+        out: list[CatalogPhoto | None] = []
+        with Store(self.ws.store_path) as store:
+            for image_id in ids:
+                try:
+                    rec = store.get_image(image_id)
+                except NotFound:
+                    out.append(None)
+                    continue
+                out.append(self._catalog_photo(rec.path, rec.sha256, max(rec.width, rec.height)))
+        return out
+
+    @functools.lru_cache(maxsize=1024)  # noqa: B019 - one searcher per workspace, kept for good
+    def _catalog_photo(self, path: str, sha256: str, long_side: int) -> CatalogPhoto | None:
+        """The copy check's views of one catalog file (``sha256`` keys the cache: an edited
+        photo is read again)."""
+        file = Path(path)
+        if link_outside(file) is not None:
+            return None
+        try:
+            side = 2 * FINE_SIDE
+            return catalog_photo(load_rgb(file, target_size=(side, side)), long_side)
+        except (TiefjaxError, OSError):
+            return None
 
     def neighbours(self, image_id: str, k: int = 10, mode: str = "unsupervised") -> list[Hit]:
         """Precomputed most-similar catalog images of ``image_id`` (itself excluded)."""

@@ -11,11 +11,13 @@ transform (mirror, crop, plain and textured padding, rescale, JPEG, colour, rota
 With a catalog (demo or ``--folder``) the photos go into a fresh workspace (no boxes, no trained
 heads: whole photos) and each descriptor variant is indexed and measured in turn: ``plain``
 (neither invariance), ``mirror`` ([index] mirror), ``trim`` ([index] trim_borders) and ``both``
-(the defaults). With ``--pretrain`` the encoder is then pretrained on the catalog
-(``tiefjax pretrain``, ``--pretrain-steps``) and the variants are measured again. On the demo
-catalog the same-product recall@10 of the whole-photo index is reported next to it. Copies are
-seeded (``--seed``): every run searches the same copies. ``--workspace`` measures a workspace's
-current index with its own settings, locator and encoder, and changes nothing in it.
+(the defaults), each without and with the copy check (``[index] copy_check``: the first hits'
+photos aligned with the copy; ``--copy-check on|off`` for one of them). With ``--pretrain`` the
+encoder is then pretrained on the catalog (``tiefjax pretrain``, ``--pretrain-steps``) and the
+variants are measured again. On the demo catalog the same-product recall@10 of the whole-photo
+index is reported next to it. Copies are seeded (``--seed``): every run searches the same
+copies. ``--workspace`` measures a workspace's current index with its own settings, locator and
+encoder, and changes nothing in it.
 """
 
 from __future__ import annotations
@@ -50,11 +52,15 @@ def product_recall(searcher, product_of: dict[str, str]) -> float | None:
     return same_product_recall(ranked, product_of)[0]
 
 
-def measure(ws, label: str, photos, transforms, seed: int, product_of, mode: str) -> list[str]:
+def measure(
+    ws, label: str, photos, transforms, seed: int, product_of, mode: str, check: bool
+) -> list[str]:
     from tiefjax.copydetect import copy_detection
+    from tiefjax.index.config import IndexConfig
     from tiefjax.search import Searcher
 
-    searcher = Searcher.load(ws)
+    label += " + copy check" if check else ""
+    searcher = Searcher.load(ws, ws.section("index", IndexConfig).with_(copy_check=check))
     scores = copy_detection(searcher, photos, transforms, mode, seed, product_of or None)
     recall = product_recall(searcher, product_of) if product_of else None
     cells = [f"{scores.recall(t, 1):.3f} / {scores.recall(t, 10):.3f}" for t in transforms]
@@ -109,7 +115,11 @@ def main() -> int:
     ap.add_argument("--pretrain", action="store_true", help="also measure after pretraining")
     ap.add_argument("--pretrain-steps", type=int, default=0, help="0 = the [pretrain] default")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--copy-check", choices=("on", "off", "both"), default="both", help="[index] copy_check"
+    )
     args = ap.parse_args()
+    checks = {"on": [True], "off": [False], "both": [False, True]}[args.copy_check]
 
     from tiefjax.augment import TRANSFORMS
     from tiefjax.catalog import init_workspace
@@ -127,8 +137,11 @@ def main() -> int:
             from tiefjax.demo_catalog import load_manifest
 
             product_of = {p.id: p.product for p in load_manifest(args.demo_catalog).photos}
-        cells = measure(ws, str(ws.root), photos, transforms, args.seed, product_of, args.mode)
-        table.append("| " + " | ".join(cells) + " |")
+        for check in checks:
+            cells = measure(
+                ws, str(ws.root), photos, transforms, args.seed, product_of, args.mode, check
+            )
+            table.append("| " + " | ".join(cells) + " |")
         print("\nrecall@1 / recall@10 per transform\n\n" + "\n".join(table))
         return 0
 
@@ -158,10 +171,18 @@ def main() -> int:
         for name in variants:
             write_variant(ws, *VARIANTS[name])
             build_index(ws, progress=False, log=lambda _m: None)
-            row = measure(
-                ws, prefix + name, photos, transforms, args.seed, product_of, "unsupervised"
-            )
-            table.append("| " + " | ".join(row) + " |")
+            for check in checks:
+                row = measure(
+                    ws,
+                    prefix + name,
+                    photos,
+                    transforms,
+                    args.seed,
+                    product_of,
+                    "unsupervised",
+                    check,
+                )
+                table.append("| " + " | ".join(row) + " |")
     print("\nrecall@1 / recall@10 per transform (whole photos: no boxes, no locator)\n")
     print("\n".join(table))
     return 0

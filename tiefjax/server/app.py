@@ -514,6 +514,9 @@ def build_routes(state: ServerState) -> list[Route]:
                 # no confident detection, or no locator trained: the whole photo was used
                 "fallback": bool(result.fallback) or getattr(result, "box_source", None) == "whole",
                 "mode": mode,
+                # the copy check: the catalog photo this upload is a copy of (listed first)
+                "copy_of": result.copy_of,
+                "copy_score": _num(result.copy_score),
                 "hits": hits_json(result.hits[:k], searcher),
             }
         )
