@@ -99,7 +99,7 @@ def test_a_copy_aligns_with_its_source_and_not_with_its_siblings(transform):
     for seed in range(3):
         copy = copy_of(source, transform, (seed, 7))
         scores = cc.copy_scores(copy, 1.0, photos)
-        assert scores[0] >= 0.85, (transform, seed, scores)
+        assert scores[0] >= IndexConfig().copy_threshold, (transform, seed, scores)
         assert scores[0] > max(scores[1:]), (transform, seed, scores)
 
 
@@ -108,7 +108,7 @@ def test_a_copy_decoded_smaller_still_aligns_at_its_pixel_scale():
     copy = copy_of(source, "pad_plain", (0, 1))
     half = copy.reduce(2)  # as a JPEG drafted at 1/2: two original pixels per decoded pixel
     scores = cc.copy_scores(half, 2.0, [cc.catalog_photo(source, 400), None])
-    assert scores[0] >= 0.85 and scores[1] is None
+    assert scores[0] >= IndexConfig().copy_threshold and scores[1] is None
 
 
 def test_settings_are_checked():

@@ -359,10 +359,12 @@ def test_search_upload(client, ids, workspace):
     r = client.post("/api/search", params={"k": 1}, files={"image": ("x.jpg", photo)})
     assert r.status_code == 200 and r.json()["width"] == 88
     assert body["copy_of"] is None and body["copy_score"] is None  # a new photo: no copy
-    # an enlarged, re-compressed copy of it: the copy check names its source and lists it first
+    # a copy of it on a wider backdrop: the copy check names its source and lists it first
+    padded = Image.new("RGB", (120, 80), (250, 250, 250))
+    padded.paste(Image.open(io.BytesIO(photo)), (20, 17))
     out = io.BytesIO()
-    Image.open(io.BytesIO(photo)).resize((132, 72), Image.Resampling.BICUBIC).save(out, "JPEG")
-    r = client.post("/api/search", params={"k": 3}, files={"image": ("c.jpg", out.getvalue())})
+    padded.save(out, "PNG")
+    r = client.post("/api/search", params={"k": 3}, files={"image": ("c.png", out.getvalue())})
     copied = r.json()
     assert copied["copy_of"] == "img03" and copied["hits"][0]["id"] == "img03", copied
     assert copied["copy_score"] >= IndexConfig().copy_threshold

@@ -35,6 +35,8 @@ COARSE_KEEP = 2  # best coarse poses per photo the fine pass starts from
 FINE_SIDE = 48  # ... and in the fine (colour) pass
 ANGLES = (-9.0, -6.0, -3.0, 3.0, 6.0, 9.0)  # turns the fine pass tries besides none
 FINE_RADIUS = 2  # fine pixels around the coarse shift the fine pass searches
+PHASES = (0.0, 1 / 3, 2 / 3)  # sub-pixel offsets (fine pixels) tried for the best photos ...
+PHASED = 3  # ... this many of them
 MIN_OVERLAP = 0.9  # the overlap must cover this share of the smaller image
 WORK_SIDE = 4 * FINE_SIDE  # the upload is shrunk to this longer side before any turning
 
@@ -107,8 +109,17 @@ def copy_scores(
     work, pixel_size = _working_copy(upload.convert("RGB"), pixel_size)
     poses = _coarse_poses(work, pixel_size, cands)
     views = _PosedViews(work)
-    for (i, photo), starts in zip(present, poses, strict=True):
-        out[i] = _fine_score(views, starts, photo)
+    found = [_fine_score(views, starts, photo) for starts, photo in zip(poses, cands, strict=True)]
+    # the best few again with the upload resampled a third of a pixel over: a photo whose
+    # stripes fell between the fine pixels' grid lines is not penalised for it
+    for k in sorted(range(len(found)), key=lambda k: -found[k][0])[:PHASED]:
+        score, pose, corner = found[k]
+        for phase in ((y, x) for y in PHASES for x in PHASES if y or x):
+            shifted = views.get(pose, colour=True, phase=phase)
+            score = max(score, _ncc_near(shifted, cands[k].fine, corner, 1))
+        found[k] = (score, pose, corner)
+    for (i, _), (score, _, _) in zip(present, found, strict=True):
+        out[i] = score
     return out
 
 
@@ -159,10 +170,10 @@ def _coarse_poses(
 
 def _fine_score(
     views: _PosedViews, starts: list[tuple[_Pose, tuple[float, float]]], photo: CatalogPhoto
-) -> float:
+) -> tuple[float, _Pose, tuple[int, int]]:
     """The colour NCC at fine resolution: each coarse pose, unturned and turned about the
     upload's centre, is tried in grey near its coarse shift, and the best is scored in
-    colour."""
+    colour; that score, pose and corner."""
     ratio = FINE_SIDE / COARSE_SIDE
     best = (-np.inf, starts[0][0], (0, 0))
     for pose, centre in starts:
@@ -175,7 +186,8 @@ def _fine_score(
             if score > best[0]:
                 best = (score, posed, corner)
     _, posed, corner = best
-    return _ncc_near(views.get(posed, colour=True), photo.fine, corner, FINE_RADIUS)
+    score = _ncc_near(views.get(posed, colour=True), photo.fine, corner, FINE_RADIUS)
+    return score, posed, corner
 
 
 # -- views --------------------------------------------------------------------------------------
@@ -185,15 +197,37 @@ def _opponent(rgb: np.ndarray) -> np.ndarray:
     return np.stack([0.299 * r + 0.587 * g + 0.114 * b, r - g, 0.5 * (r + g) - b], -1)
 
 
-def _view(img: Image.Image, factor: float, mask: Image.Image | None, colour: bool) -> View:
-    size = (max(4, round(img.width * factor)), max(4, round(img.height * factor)))
-    pixels = _opponent(np.asarray(img.resize(size, Image.Resampling.BOX)))
+def _view(
+    img: Image.Image,
+    factor: float,
+    mask: Image.Image | None,
+    colour: bool,
+    phase: tuple[float, float] = (0.0, 0.0),
+) -> View:
+    """``img`` scaled by ``factor`` in opponent colours (luminance alone unless ``colour``), and
+    its mask; ``phase`` (y, x) starts the sampling grid that many view pixels in."""
+    box = None
+    if phase == (0.0, 0.0):
+        size = (max(4, round(img.width * factor)), max(4, round(img.height * factor)))
+    else:
+        size = (
+            max(4, int(img.width * factor - phase[1])),
+            max(4, int(img.height * factor - phase[0])),
+        )
+        x0, y0 = phase[1] / factor, phase[0] / factor
+        box = (
+            x0,
+            y0,
+            min(img.width, x0 + size[0] / factor),
+            min(img.height, y0 + size[1] / factor),
+        )
+    pixels = _opponent(np.asarray(img.resize(size, Image.Resampling.BOX, box)))
     if not colour:
         pixels = pixels[..., :1]
     if mask is None:
         valid = np.ones(pixels.shape[:2], np.float32)
     else:  # only pixels wholly inside the turned photo count
-        valid = (np.asarray(mask.resize(size, Image.Resampling.BOX)) > 254).astype(np.float32)
+        valid = (np.asarray(mask.resize(size, Image.Resampling.BOX, box)) > 254).astype(np.float32)
     return pixels, valid
 
 
@@ -222,18 +256,18 @@ class _PosedViews:
     def __init__(self, work: Image.Image):
         self.work = work
         self._turns: dict[tuple[bool, float], tuple[Image.Image, Image.Image | None]] = {}
-        self._views: dict[tuple[_Pose, bool], _Centred] = {}
+        self._views: dict[tuple[_Pose, bool, tuple[float, float]], _Centred] = {}
 
-    def get(self, pose: _Pose, colour: bool) -> _Centred:
-        if (pose, True) not in self._views:
+    def get(self, pose: _Pose, colour: bool, phase: tuple[float, float] = (0.0, 0.0)) -> _Centred:
+        if (pose, True, phase) not in self._views:
             key = (pose.flip, pose.angle)
             if key not in self._turns:
                 self._turns[key] = _turned(self.work, *key)
             img, mask = self._turns[key]
-            view = _centred(_view(img, pose.scale * FINE_SIDE, mask, colour=True))
-            self._views[pose, True] = view
-            self._views[pose, False] = _grey(view)
-        return self._views[pose, colour]
+            view = _centred(_view(img, pose.scale * FINE_SIDE, mask, True, phase))
+            self._views[pose, True, phase] = view
+            self._views[pose, False, phase] = _grey(view)
+        return self._views[pose, colour, phase]
 
 
 # -- masked NCC ----------------------------------------------------------------------------------

@@ -5,10 +5,12 @@ Screenshots of every page land in test-artifacts/e2e/ (gitignored; CI keeps them
 
 from __future__ import annotations
 
+import io
 import re
 from urllib.parse import quote
 
 import pytest
+from PIL import Image
 from playwright.sync_api import expect
 
 from .conftest import ODD_ID, TOKEN, shot
@@ -189,6 +191,24 @@ def test_upload_shows_box_and_results(page, server_url, catalog) -> None:  # noq
     assert scores == sorted(scores, reverse=True)
     expect(page.locator("#search-grid rect.box-annotated").first).to_be_attached()
     shot(page, "search")
+
+    # the catalog's own file is a copy of itself: named, and first
+    expect(page.locator("#search-copy")).to_contain_text(query)
+    expect(grid.first).to_have_attribute("data-id", query)
+
+    # a copy of a catalog photo on a wider backdrop: the copy check names it and lists it first
+    with Image.open(catalog.image_file(query)) as img:
+        padded = Image.new("RGB", (img.width + 90, img.height + 60), (245, 240, 230))
+        padded.paste(img.convert("RGB"), (50, 20))
+    buf = io.BytesIO()
+    padded.save(buf, "JPEG", quality=92)
+    page.set_input_files(
+        "#search-file",
+        files=[{"name": "copy.jpg", "mimeType": "image/jpeg", "buffer": buf.getvalue()}],
+    )
+    expect(page.locator("#search-detection")).to_contain_text(f"{width + 90} × {height + 60} px")
+    expect(page.locator("#search-copy")).to_contain_text(query)
+    expect(grid.first).to_have_attribute("data-id", query)
 
     # a file that is not an image: the server's own message, no crash
     page.set_input_files(

@@ -32,11 +32,11 @@ class IndexConfig:
     copy_check: bool = setting(
         True,
         "uploads: align the first hits' photos with the upload pixel by pixel and list the "
-        "photo it is a copy of first (about 65 ms an upload on 2 CPU cores)",
+        "photo it is a copy of first (about 100 ms an upload on 2 CPU cores)",
     )
     copy_check_hits: int = setting(10, "uploads: how many first hits the copy check aligns")
     copy_threshold: float = setting(
-        0.85, "alignment score (normalised cross-correlation) from which a hit is the source"
+        0.9, "alignment score (normalised cross-correlation) from which a hit is the source"
     )
     reduction: str = setting("svd", "'svd' (projection fitted on the catalog) or 'none'")
     dim: int = setting(256, "descriptor dimension after reduction (widened until recall holds)")
