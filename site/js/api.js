@@ -331,7 +331,7 @@ export async function similar(id, mode = "unsupervised", k = 10) {
   return fetchJson(`${idPath(id)}/similar?mode=${encodeURIComponent(mode)}&k=${k}`);
 }
 
-/** Upload search: {width, height, box, probability, fallback, mode, hits}. `onProgress(phase,
+/** Upload search: {width, height, box, probability, fallback, mode, copy_of, copy_score, hits}. `onProgress(phase,
  * fraction)` hears "upload" with the share of the bytes sent, then "search" once all are sent
  * (XMLHttpRequest: fetch() reports no upload progress). */
 export async function search(file, mode = "unsupervised", k = 12, onProgress = () => {}) {

@@ -92,6 +92,9 @@ export async function render(main, ctx) {
       el("div.frame.large", {}, figure(last.url, res.width, res.height, [{ box: res.box, kind: res.fallback ? "detected" : "query", label: what }], "your picture with the detected product box")),
       el("h2.ref-name", {}, last.file.name || "pasted image"),
       el("p.muted#search-detection", {}, `${res.width} × ${res.height} px · ${what}`),
+      ...(res.copy_of
+        ? [el("p.notice.info#search-copy", {}, `A copy of catalog image ${res.copy_of}: its photo lines up with your picture pixel for pixel (match ${fmt(res.copy_score)}), so it comes first.`)]
+        : []),
     );
     const grid = resultList(res.hits, res.recs, { id: "search-grid", label: "Similar catalog images", mode: res.mode || mode });
     results.replaceChildren(
