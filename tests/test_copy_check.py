@@ -166,3 +166,16 @@ def test_a_missing_catalog_file_is_left_to_the_descriptor(garments, tmp_path):
     finally:
         moved.rename(images / "p001.jpg")
     assert res.copy_of != "p001" and "p001" in [h.id for h in res.hits]
+
+
+def test_cli_search_says_what_an_upload_copies(garments, tmp_path, capsys, monkeypatch):
+    import tiefjax.search as search_mod
+    from tiefjax.cli import main
+
+    ws, images = garments
+    monkeypatch.setattr(search_mod, "load_feature_encoder", lambda ws, batch: FakeEncoder())
+    copy = copy_of(Image.open(images / "p003.jpg").convert("RGB"), "crop", (0, 9))
+    copy.save(tmp_path / "upload.jpg", quality=95)
+    assert main(["search", str(ws.root), str(tmp_path / "upload.jpg"), "-k", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("# a copy of p003 (aligned at 0.9") and lines[2].startswith("p003 ")

@@ -77,6 +77,8 @@ def _search(args: argparse.Namespace) -> int:
     box = ", ".join(f"{v:.0f}" for v in result.box)
     prob = "" if result.probability is None else f", p={result.probability:.2f}"
     print(f"# {args.mode}; box ({box}) from {result.box_source}{prob}")
+    if result.copy_of is not None:
+        print(f"# a copy of {result.copy_of} (aligned at {result.copy_score:.3f}): listed first")
     for hit in result.hits:
         print(f"{hit.id} {hit.score:.4f}")
     return 0
