@@ -30,7 +30,7 @@ def reference_ncc(query: cc.View, photo: cc.View, dy: int, dx: int) -> float:
         return -1.0
     both = bm[y0:y1, x0:x1] * am[y0 + dy : y1 + dy, x0 + dx : x1 + dx]
     n = both.sum()
-    if n < cc.MIN_OVERLAP * min(bm.sum(), am.sum()):
+    if n < cc.MIN_OVERLAP * min(bm.sum(), am.sum()) or n < cc.MIN_SHARE * max(bm.sum(), am.sum()):
         return -1.0
     qb = b[y0:y1, x0:x1][both > 0].astype(np.float64)
     pa = a[y0 + dy : y1 + dy, x0 + dx : x1 + dx][both > 0].astype(np.float64)
@@ -155,27 +155,73 @@ def test_search_lists_an_uploads_source_first(garments, transform):
 
 def test_a_missing_catalog_file_is_left_to_the_descriptor(garments, tmp_path):
     ws, images = garments
-    source = Image.open(images / "p001.jpg").convert("RGB")
-    copy = copy_of(source, "pad_plain", (0, 5))
+    copy = copy_of(Image.open(images / "p001.jpg").convert("RGB"), "pad_plain", (0, 5))
     buf = io.BytesIO()
     copy.save(buf, "PNG")
+    searcher = Searcher.load(ws, IndexConfig.tiny(), encoder=FakeEncoder())
+    assert searcher.search(buf.getvalue()).copy_of == "p001"  # the control: found with its file
     moved = tmp_path / "p001.jpg"
     (images / "p001.jpg").rename(moved)
     try:
-        res = Searcher.load(ws, IndexConfig.tiny(), encoder=FakeEncoder()).search(buf.getvalue())
+        gone = Searcher.load(ws, IndexConfig.tiny(), encoder=FakeEncoder()).search(buf.getvalue())
     finally:
         moved.rename(images / "p001.jpg")
-    assert res.copy_of != "p001" and "p001" in [h.id for h in res.hits]
+    assert gone.copy_of != "p001" and "p001" in [h.id for h in gone.hits]
+    # the file is back: a searcher that missed it aligns it again (nothing stale was kept)
+    assert searcher.search(buf.getvalue()).copy_of == "p001"
 
 
-def test_cli_search_says_what_an_upload_copies(garments, tmp_path, capsys, monkeypatch):
+def test_the_check_sees_its_hits_whatever_k_is(garments):
+    ws, images = garments
+    cfg = IndexConfig.tiny()
+    plain = Searcher.load(ws, cfg.with_(copy_check=False), encoder=FakeEncoder())
+    checked = Searcher.load(ws, cfg, encoder=FakeEncoder())
+    behind = []  # copies whose source the descriptor alone does not put first
+    for i in range(4):
+        source = Image.open(images / f"p{i:03d}.jpg").convert("RGB")
+        for name in ("pad_textured", "crop", "rotate", "pad_plain"):
+            data = io.BytesIO()
+            copy_of(source, name, (1, i)).save(data, "JPEG", quality=95)
+            if plain.search(data.getvalue(), k=4).hits[0].id != f"p{i:03d}":
+                behind.append((f"p{i:03d}", data.getvalue()))
+    assert behind, "every source came first without the check: nothing to show"
+    for source_id, data in behind:
+        res = checked.search(data, k=1)
+        assert [h.id for h in res.hits] == [source_id] and res.copy_of == source_id
+
+
+def test_a_failing_check_keeps_the_descriptors_order(garments, monkeypatch, caplog):
     import tiefjax.search as search_mod
-    from tiefjax.cli import main
 
     ws, images = garments
-    monkeypatch.setattr(search_mod, "load_feature_encoder", lambda ws, batch: FakeEncoder())
-    copy = copy_of(Image.open(images / "p003.jpg").convert("RGB"), "crop", (0, 9))
-    copy.save(tmp_path / "upload.jpg", quality=95)
-    assert main(["search", str(ws.root), str(tmp_path / "upload.jpg"), "-k", "3"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[1].startswith("# a copy of p003 (aligned at 0.9") and lines[2].startswith("p003 ")
+    data = io.BytesIO()
+    copy_of(Image.open(images / "p002.jpg").convert("RGB"), "crop", (0, 2)).save(data, "PNG")
+    cfg = IndexConfig.tiny()
+    plain = Searcher.load(ws, cfg.with_(copy_check=False), encoder=FakeEncoder()).search(
+        data.getvalue(), k=3
+    )
+
+    def broken(*args, **kwargs):
+        raise ValueError("box can't be empty")
+
+    monkeypatch.setattr(search_mod, "copy_scores", broken)
+    res = Searcher.load(ws, cfg, encoder=FakeEncoder()).search(data.getvalue(), k=3)
+    assert res.hits == plain.hits and res.copy_of is None
+    assert "the copy check failed" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "upload",
+    [
+        Image.new("RGB", (16, 16), (90, 30, 30)),  # smaller than any view
+        Image.fromarray(np.random.default_rng(3).integers(0, 255, (19, 192, 3), np.uint8)),
+        Image.fromarray(np.random.default_rng(4).integers(0, 255, (300, 2, 3), np.uint8)),
+        Image.fromarray(np.random.default_rng(5).integers(0, 255, (60, 60), np.uint8), "L"),
+    ],
+    ids=["tiny", "wide strip", "thin strip", "grey"],
+)
+def test_small_or_elongated_uploads_are_not_called_copies(upload):
+    big = [garment_photo(i, (70, 80)).resize((1200, 1600)) for i in range(3)]
+    photos = [cc.catalog_photo(p, 1600) for p in big]
+    scores = cc.copy_scores(upload, 1.0, photos)
+    assert all(s is None or s < IndexConfig().copy_threshold for s in scores), scores

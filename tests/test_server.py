@@ -353,12 +353,12 @@ def test_search_upload(client, ids, workspace):
     assert body["box"] == {"left": 0.0, "top": 0.0, "right": 50.0, "bottom": 40.0}
     assert body["fallback"] is True and body["probability"] is None
     assert len(body["hits"]) == 2 and all(h["id"] in ids for h in body["hits"])
+    assert body["copy_of"] is None and body["copy_score"] is None  # a new photo: no copy
     assert not list(workspace.root.rglob("passwd"))  # the client's name is never used
     # a catalog photo uploaded again finds itself
     photo = (workspace.root.parent / "images" / "img03.jpg").read_bytes()
     r = client.post("/api/search", params={"k": 1}, files={"image": ("x.jpg", photo)})
     assert r.status_code == 200 and r.json()["width"] == 88
-    assert body["copy_of"] is None and body["copy_score"] is None  # a new photo: no copy
     # a copy of it on a wider backdrop: the copy check names its source and lists it first
     padded = Image.new("RGB", (120, 80), (250, 250, 250))
     padded.paste(Image.open(io.BytesIO(photo)), (20, 17))

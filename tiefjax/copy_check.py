@@ -30,14 +30,16 @@ import numpy as np
 from PIL import Image, ImageOps
 from scipy import fft
 
-COARSE_SIDE = 24  # longer side of a catalog photo in the coarse (grey) pass
+COARSE_SIDE = 24  # longer side of a catalog photo in the coarse pass (grey)
 COARSE_KEEP = 2  # best coarse poses per photo the fine pass starts from
-FINE_SIDE = 48  # ... and in the fine (colour) pass
+FINE_SIDE = 48  # ... and in the fine pass (grey, the final score in colour)
+MIN_SIDE = 12  # an upload's fine view shorter than this (or enlarged) is not aligned
 ANGLES = (-9.0, -6.0, -3.0, 3.0, 6.0, 9.0)  # turns the fine pass tries besides none
 FINE_RADIUS = 2  # fine pixels around the coarse shift the fine pass searches
 PHASES = (0.0, 1 / 3, 2 / 3)  # sub-pixel offsets (fine pixels) tried for the best photos ...
 PHASED = 3  # ... this many of them
-MIN_OVERLAP = 0.9  # the overlap must cover this share of the smaller image
+MIN_OVERLAP = 0.9  # the overlap must cover this share of the smaller image ...
+MIN_SHARE = 0.25  # ... and this share of the larger one
 WORK_SIDE = 4 * FINE_SIDE  # the upload is shrunk to this longer side before any turning
 
 View = tuple[np.ndarray, np.ndarray]  # pixels (h, w, channels) float32, mask (h, w) float32
@@ -107,19 +109,19 @@ def copy_scores(
         return out
     cands = [p for _, p in present]
     work, pixel_size = _working_copy(upload.convert("RGB"), pixel_size)
-    poses = _coarse_poses(work, pixel_size, cands)
     views = _PosedViews(work)
-    found = [_fine_score(views, starts, photo) for starts, photo in zip(poses, cands, strict=True)]
+    poses = _coarse_poses(views, pixel_size, cands)
+    found = {k: _fine_score(views, starts, cands[k]) for k, starts in enumerate(poses) if starts}
     # the best few again with the upload resampled a third of a pixel over: a photo whose
     # stripes fell between the fine pixels' grid lines is not penalised for it
-    for k in sorted(range(len(found)), key=lambda k: -found[k][0])[:PHASED]:
+    for k in sorted(found, key=lambda k: -found[k][0])[:PHASED]:
         score, pose, corner = found[k]
         for phase in ((y, x) for y in PHASES for x in PHASES if y or x):
             shifted = views.get(pose, colour=True, phase=phase)
             score = max(score, _ncc_near(shifted, cands[k].fine, corner, 1))
         found[k] = (score, pose, corner)
-    for (i, _), (score, _, _) in zip(present, found, strict=True):
-        out[i] = score
+    for k, (i, _) in enumerate(present):
+        out[i] = found[k][0] if k in found else None
     return out
 
 
@@ -133,27 +135,31 @@ def _working_copy(img: Image.Image, pixel_size: float) -> tuple[Image.Image, flo
 
 
 def _coarse_poses(
-    work: Image.Image, pixel_size: float, cands: list[CatalogPhoto]
+    views: _PosedViews, pixel_size: float, cands: list[CatalogPhoto]
 ) -> list[list[tuple[_Pose, tuple[float, float]]]]:
     """Each photo's best few unturned poses in the coarse pass, best first, and where the
-    upload's centre then falls in the photo (coarse pixels)."""
-    longer = max(work.size)
+    upload's centre then falls in the photo (coarse pixels); none for a photo the upload is
+    too small to be aligned with (its view would be enlarged or under ``MIN_SIDE``)."""
+    longer, shorter = max(views.work.size), min(views.work.size)
     # the same extent (a copy resized whole), shared by every photo; the same pixel size (a
     # copy cropped, padded or turned at the catalog's resolution), one per photo size
     scales: list[tuple[float, float | None]] = [(1.0 / longer, None)]
     scales += [(pixel_size / side, side) for side in sorted({c.long_side for c in cands})]
+    scales = [(s, only) for s, only in scales if 1 >= s * FINE_SIDE >= MIN_SIDE / shorter]
     poses: list[_Pose] = []
-    views: list[View] = []
+    coarse: list[View] = []
     pairs: list[tuple[int, int]] = []
     for flip in (False, True):
         for scale, only in scales:
             poses.append(_Pose(flip, 0.0, scale))
-            views.append(_posed_view(work, poses[-1], COARSE_SIDE, colour=False))
+            coarse.append(views.raw(poses[-1], COARSE_SIDE, colour=False))
             pairs += [
                 (len(poses) - 1, k) for k, c in enumerate(cands) if only in (None, c.long_side)
             ]
-    scores, shifts = _ncc_every_shift(views, [c.coarse for c in cands], pairs)
     found: list[list[tuple[float, int, tuple[int, int]]]] = [[] for _ in cands]
+    if not pairs:
+        return [[] for _ in cands]
+    scores, shifts = _ncc_every_shift(coarse, [c.coarse for c in cands], pairs)
     for (q, k), s, shift in zip(pairs, scores, shifts, strict=True):
         found[k].append((float(s), q, shift))
     out = []
@@ -161,7 +167,7 @@ def _coarse_poses(
         tries.sort(key=lambda t: -t[0])
         out.append(
             [
-                (poses[q], (dy + views[q][1].shape[0] / 2, dx + views[q][1].shape[1] / 2))
+                (poses[q], (dy + coarse[q][1].shape[0] / 2, dx + coarse[q][1].shape[1] / 2))
                 for _, q, (dy, dx) in tries[:COARSE_KEEP]
             ]
         )
@@ -231,11 +237,6 @@ def _view(
     return pixels, valid
 
 
-def _posed_view(work: Image.Image, pose: _Pose, side: int, colour: bool) -> View:
-    img, mask = _turned(work, pose.flip, pose.angle)
-    return _view(img, pose.scale * side, mask, colour)
-
-
 def _turned(work: Image.Image, flip: bool, angle: float) -> tuple[Image.Image, Image.Image | None]:
     """The upload mirrored and turned, and the mask of its own pixels (None: all of them)."""
     img, mask = work, None
@@ -251,23 +252,30 @@ def _turned(work: Image.Image, flip: bool, angle: float) -> tuple[Image.Image, I
 
 
 class _PosedViews:
-    """Fine colour views of the upload, each pose made once for all the photos it meets."""
+    """Views of the upload in any pose: each turn made once, each fine view (grey and colour)
+    once for all the photos it meets."""
 
     def __init__(self, work: Image.Image):
         self.work = work
         self._turns: dict[tuple[bool, float], tuple[Image.Image, Image.Image | None]] = {}
-        self._views: dict[tuple[_Pose, bool, tuple[float, float]], _Centred] = {}
+        self._fine: dict[tuple[_Pose, bool, tuple[float, float]], _Centred] = {}
+
+    def raw(
+        self, pose: _Pose, side: int, colour: bool, phase: tuple[float, float] = (0.0, 0.0)
+    ) -> View:
+        key = (pose.flip, pose.angle)
+        if key not in self._turns:
+            self._turns[key] = _turned(self.work, *key)
+        img, mask = self._turns[key]
+        return _view(img, pose.scale * side, mask, colour, phase)
 
     def get(self, pose: _Pose, colour: bool, phase: tuple[float, float] = (0.0, 0.0)) -> _Centred:
-        if (pose, True, phase) not in self._views:
-            key = (pose.flip, pose.angle)
-            if key not in self._turns:
-                self._turns[key] = _turned(self.work, *key)
-            img, mask = self._turns[key]
-            view = _centred(_view(img, pose.scale * FINE_SIDE, mask, True, phase))
-            self._views[pose, True, phase] = view
-            self._views[pose, False, phase] = _grey(view)
-        return self._views[pose, colour, phase]
+        """The fine view, centred for :func:`_ncc_near`."""
+        if (pose, True, phase) not in self._fine:
+            view = _centred(self.raw(pose, FINE_SIDE, True, phase))
+            self._fine[pose, True, phase] = view
+            self._fine[pose, False, phase] = _grey(view)
+        return self._fine[pose, colour, phase]
 
 
 # -- masked NCC ----------------------------------------------------------------------------------
@@ -293,14 +301,17 @@ def _ncc_from_sums(
     saa: np.ndarray,
     sbb: np.ndarray,
     smaller: np.ndarray,
+    larger: np.ndarray,
 ) -> np.ndarray:
     """NCC over the overlap from its sums (channel axis 1 in ``sa``/``sb``), -1 where the
-    overlap is too small or flat."""
+    overlap is too small (against the smaller and the larger image's areas) or flat."""
     n = np.maximum(np.rint(n), 1.0)
     cov = sab - (sa * sb).sum(1) / n
     var_a = saa - (sa * sa).sum(1) / n
     var_b = sbb - (sb * sb).sum(1) / n
-    ok = (n >= MIN_OVERLAP * smaller) & (var_a > 3 * n) & (var_b > 3 * n)
+    ok = (
+        (n >= MIN_OVERLAP * smaller) & (n >= MIN_SHARE * larger) & (var_a > 3 * n) & (var_b > 3 * n)
+    )
     return np.where(ok, cov / np.sqrt(np.maximum(var_a * var_b, 1e-9)), -1.0)
 
 
@@ -330,9 +341,8 @@ def _ncc_every_shift(
     def corr(spectrum: np.ndarray) -> np.ndarray:
         return fft.irfft2(spectrum, s=(rows, cols))
 
-    smaller = np.minimum(
-        np.array([v[1].sum() for v in queries])[q], np.array([v[1].sum() for v in photos])[k]
-    )[:, None, None]
+    areas = np.array([v[1].sum() for v in queries])[q], np.array([v[1].sum() for v in photos])[k]
+    smaller, larger = np.minimum(*areas)[:, None, None], np.maximum(*areas)[:, None, None]
     ncc = _ncc_from_sums(
         corr(fam[k] * fbm[q]),
         corr(fa[k] * fbm[q][:, None]),
@@ -341,6 +351,7 @@ def _ncc_every_shift(
         corr(faa[k] * fbm[q]),
         corr(fam[k] * fbb[q]),
         smaller,
+        larger,
     )
     flat = ncc.reshape(len(pairs), -1)
     at = flat.argmax(1)
@@ -371,6 +382,7 @@ def _ncc_near(query: _Centred, photo: _Centred, corner: tuple[int, int], radius:
         under_query[:, channels + 1][None],
         under_photo[:, channels][None],
         np.array(min(query.area, photo.area)),
+        np.array(max(query.area, photo.area)),
     )
     return float(ncc.max())
 

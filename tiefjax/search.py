@@ -14,7 +14,9 @@ import functools
 import hashlib
 import io
 import json
+import logging
 import os
+import sqlite3
 import sys
 import threading
 from collections.abc import Sequence
@@ -60,6 +62,7 @@ from tiefjax.nets.alexnet import PATCH, WINDOW
 from tiefjax.workspace import Workspace
 
 Query = Any  # str id | path | bytes | PIL.Image.Image | PreparedQuery
+_log = logging.getLogger("tiefjax.search")
 
 
 @dataclass(slots=True)
@@ -371,18 +374,20 @@ class Searcher:
         order = sorted(rows)
         for i in order:
             results[i] = {}
+        # an upload's copy check looks at its first copy_check_hits hits, whatever k is
+        wanted = max(k, self.config.copy_check_hits) if self.config.copy_check else k
         for m in modes:
             if not order:
                 break
             q = np.stack([vectors[m][i] for i in order])
-            ids, scores = mstates[m].index.search(q, min(k + 1, len(st.rows)))
+            ids, scores = mstates[m].index.search(q, min(wanted + 1, len(st.rows)))
             for j, i in enumerate(order):
                 own_pos, row = rows[i]
                 hits = [
                     Hit(st.rows.id(int(p)), float(s), int(p), st.name)
                     for p, s in zip(ids[j], scores[j], strict=True)
                     if p >= 0 and (include_self or int(p) != own_pos)
-                ][:k]
+                ][: k if own_pos >= 0 else wanted]
                 results[i][m] = SearchResult(
                     box=float_box(row.box),
                     probability=row.probability,
@@ -394,63 +399,53 @@ class Searcher:
                 )
         if self.config.copy_check:
             for i, p in photos:
-                results[i] = self._copies_first(results[i], p)
+                results[i] = self._copies_first(results[i], p, k)
         return results
 
     def _copies_first(
-        self, found: dict[str, SearchResult], query: PreparedQuery
+        self, found: dict[str, SearchResult], query: PreparedQuery, k: int
     ) -> dict[str, SearchResult]:
-        """An uploaded photo's first hits aligned with it (:mod:`tiefjax.copy_check`): those
-        scoring at least ``copy_threshold`` go first, best first, and the best is ``copy_of``."""
+        """An uploaded photo's first ``copy_check_hits`` hits aligned with it
+        (:mod:`tiefjax.copy_check`): those scoring at least ``copy_threshold`` go first, best
+        first, and the best is ``copy_of``; then the list is cut to ``k``. The check only
+        re-orders: if it fails, the descriptor's order stands (and the failure is logged)."""
         n = self.config.copy_check_hits
         ids = list(dict.fromkeys(h.id for res in found.values() for h in res.hits[:n]))
-        pixel_size = (query.scale[0] + query.scale[1]) / 2
-        aligned = copy_scores(query.image, pixel_size, self._catalog_photos(ids))
+        try:
+            pixel_size = (query.scale[0] + query.scale[1]) / 2
+            aligned = copy_scores(query.image, pixel_size, self._catalog_photos(ids))
+        except Exception:  # noqa: BLE001 - a best-effort re-ordering never fails a search
+            _log.exception("the copy check failed; the hits keep the descriptor's order")
+            aligned = [None] * len(ids)
         scores = {i: s for i, s in zip(ids, aligned, strict=True) if s is not None}
         out = {}
         for mode, res in found.items():
             copies = [
-                h for h in res.hits[:n] if scores.get(h.id, -1.0) >= self.config.copy_threshold
+                h
+                for h in res.hits[:n]
+                if h.id in scores and scores[h.id] >= self.config.copy_threshold
             ]
-            if not copies:
-                out[mode] = res
-                continue
             copies.sort(key=lambda h: -scores[h.id])
-            rest = [h for h in res.hits if h not in copies]
-            best = copies[0]
-            out[mode] = replace(
-                res, hits=copies + rest, copy_of=best.id, copy_score=scores[best.id]
-            )
+            hits = (copies + [h for h in res.hits if h not in copies])[:k]
+            best = copies[0].id if copies else None
+            score = scores[best] if best else None
+            out[mode] = replace(res, hits=hits, copy_of=best, copy_score=score)
         return out
 
     def _catalog_photos(self, ids: list[str]) -> list[CatalogPhoto | None]:
-        """The copy check's views of catalog photos (cached while their files stay the same);
-        None for one whose file is missing, unreadable or a link out of the images folder."""
+        """The copy check's views of catalog photos; None for one whose file is missing,
+        unreadable or a link out of the images folder (all None if the store cannot be read)."""
         from tiefjax.store import Store
 
-        out: list[CatalogPhoto | None] = []
-        with Store(self.ws.store_path) as store:
-            for image_id in ids:
-                try:
-                    rec = store.get_image(image_id)
-                except NotFound:
-                    out.append(None)
-                    continue
-                out.append(self._catalog_photo(rec.path, rec.sha256, max(rec.width, rec.height)))
-        return out
-
-    @functools.lru_cache(maxsize=1024)  # noqa: B019 - one searcher per workspace, kept for good
-    def _catalog_photo(self, path: str, sha256: str, long_side: int) -> CatalogPhoto | None:
-        """The copy check's views of one catalog file (``sha256`` keys the cache: an edited
-        photo is read again)."""
-        file = Path(path)
-        if link_outside(file) is not None:
-            return None
         try:
-            side = 2 * FINE_SIDE
-            return catalog_photo(load_rgb(file, target_size=(side, side)), long_side)
-        except (TiefjaxError, OSError):
-            return None
+            with Store(self.ws.store_path) as store:
+                records = [store.get_image(i) if store.has_image(i) else None for i in ids]
+        except (TiefjaxError, OSError, sqlite3.Error) as err:
+            _log.warning("the copy check cannot read the catalog (%s); skipped", err)
+            return [None] * len(ids)
+        return [
+            None if r is None else _catalog_photo(r.path, max(r.width, r.height)) for r in records
+        ]
 
     def neighbours(self, image_id: str, k: int = 10, mode: str = "unsupervised") -> list[Hit]:
         """Precomputed most-similar catalog images of ``image_id`` (itself excluded)."""
@@ -634,6 +629,25 @@ class Searcher:
                 desc = feats / np.float32(PATCH)
             vecs[mode] = l2_normalize(ms.projection.apply(desc))
         return [({m: vecs[m][j] for m in modes}, rows[j]) for j in range(len(images))]
+
+
+def _catalog_photo(path: str, long_side: int) -> CatalogPhoto | None:
+    """The copy check's views of one catalog file, cached while the file keeps its size and
+    modification time; None (not cached: it may come back) when it cannot be read."""
+    file = Path(path)
+    try:
+        if link_outside(file) is not None:
+            return None
+        stat = file.stat()
+        return _load_catalog_photo(path, long_side, stat.st_mtime_ns, stat.st_size)
+    except (TiefjaxError, OSError):
+        return None
+
+
+@functools.lru_cache(maxsize=512)  # about 60 KB each
+def _load_catalog_photo(path: str, long_side: int, mtime_ns: int, size: int) -> CatalogPhoto:
+    side = 2 * FINE_SIDE
+    return catalog_photo(load_rgb(Path(path), target_size=(side, side)), long_side)
 
 
 def image_bytes(img: Any) -> bytes:

@@ -83,8 +83,8 @@ class IndexConfig:
         ):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
-        if not -1.0 <= self.copy_threshold <= 1.0:
-            problems.append("copy_threshold must lie in [-1, 1]")
+        if not -1.0 < self.copy_threshold <= 1.0:
+            problems.append("copy_threshold must lie in (-1, 1]")
         for name in ("min_reduction_recall", "target_recall"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must lie in [0, 1]")
