@@ -225,3 +225,31 @@ def test_small_or_elongated_uploads_are_not_called_copies(upload):
     photos = [cc.catalog_photo(p, 1600) for p in big]
     scores = cc.copy_scores(upload, 1.0, photos)
     assert all(s is None or s < IndexConfig().copy_threshold for s in scores), scores
+
+
+@pytest.mark.parametrize(
+    ("aligned", "first", "named"),
+    [
+        ({"p000": 0.92, "p001": 0.95}, ["p001", "p000"], "p001"),  # above the threshold: named
+        ({"p002": 0.8, "p001": 0.6}, ["p002"], None),  # a clear winner: first, not named
+        ({"p002": 0.8, "p001": 0.7}, [], None),  # not clear: the descriptor's order stands
+        ({"p002": 0.65}, [], None),  # below copy_floor
+    ],
+)
+def test_which_hits_the_check_moves_first(garments, monkeypatch, aligned, first, named):
+    import tiefjax.search as search_mod
+
+    ws, images = garments
+    data = io.BytesIO()
+    Image.open(images / "p003.jpg").convert("RGB").save(data, "PNG")
+    cfg = IndexConfig.tiny()
+    plain = Searcher.load(ws, cfg.with_(copy_check=False), encoder=FakeEncoder())
+    before = [h.id for h in plain.search(data.getvalue(), k=4).hits]
+    monkeypatch.setattr(Searcher, "_catalog_photos", lambda self, ids: ids)
+    monkeypatch.setattr(
+        search_mod, "copy_scores", lambda img, px, ids: [aligned.get(i, 0.0) for i in ids]
+    )
+    res = Searcher.load(ws, cfg, encoder=FakeEncoder()).search(data.getvalue(), k=4)
+    ids = [h.id for h in res.hits]
+    assert ids == first + [i for i in before if i not in first]
+    assert res.copy_of == named

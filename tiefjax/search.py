@@ -426,11 +426,22 @@ class Searcher:
                 if h.id in scores and scores[h.id] >= self.config.copy_threshold
             ]
             copies.sort(key=lambda h: -scores[h.id])
-            hits = (copies + [h for h in res.hits if h not in copies])[:k]
             best = copies[0].id if copies else None
+            first = copies or self._clear_winner(res.hits[:n], scores)
+            hits = (first + [h for h in res.hits if h not in first])[:k]
             score = scores[best] if best else None
             out[mode] = replace(res, hits=hits, copy_of=best, copy_score=score)
         return out
+
+    def _clear_winner(self, hits: list[Hit], scores: dict[str, float]) -> list[Hit]:
+        """The hit that aligns far better than every other (``copy_floor``, by
+        ``copy_margin``) though below the threshold: first, but not called a copy (a turned
+        copy often aligns at 0.8 while its siblings stay near 0.6)."""
+        ranked = sorted((h for h in hits if h.id in scores), key=lambda h: -scores[h.id])
+        if not ranked or scores[ranked[0].id] < self.config.copy_floor:
+            return []
+        second = scores[ranked[1].id] if len(ranked) > 1 else -1.0
+        return ranked[:1] if scores[ranked[0].id] - second >= self.config.copy_margin else []
 
     def _catalog_photos(self, ids: list[str]) -> list[CatalogPhoto | None]:
         """The copy check's views of catalog photos; None for one whose file is missing,

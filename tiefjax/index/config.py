@@ -38,6 +38,10 @@ class IndexConfig:
     copy_threshold: float = setting(
         0.9, "alignment score (normalised cross-correlation) from which a hit is the source"
     )
+    copy_floor: float = setting(
+        0.7, "a hit aligning at least this and copy_margin above every other goes first too"
+    )
+    copy_margin: float = setting(0.15, "see copy_floor (such a hit is not named copy_of)")
     reduction: str = setting("svd", "'svd' (projection fitted on the catalog) or 'none'")
     dim: int = setting(256, "descriptor dimension after reduction (widened until recall holds)")
     min_reduction_recall: float = setting(
@@ -83,8 +87,10 @@ class IndexConfig:
         ):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
-        if not -1.0 < self.copy_threshold <= 1.0:
-            problems.append("copy_threshold must lie in (-1, 1]")
+        if not -1.0 < self.copy_threshold <= 1.0 or not -1.0 < self.copy_floor <= 1.0:
+            problems.append("copy_threshold and copy_floor must lie in (-1, 1]")
+        if not 0.0 <= self.copy_margin <= 2.0:
+            problems.append("copy_margin must lie in [0, 2]")
         for name in ("min_reduction_recall", "target_recall"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must lie in [0, 1]")
