@@ -156,9 +156,9 @@ def _coarse_poses(
             pairs += [
                 (len(poses) - 1, k) for k, c in enumerate(cands) if only in (None, c.long_side)
             ]
-    found: list[list[tuple[float, int, tuple[int, int]]]] = [[] for _ in cands]
     if not pairs:
         return [[] for _ in cands]
+    found: list[list[tuple[float, int, tuple[int, int]]]] = [[] for _ in cands]
     scores, shifts = _ncc_every_shift(coarse, [c.coarse for c in cands], pairs)
     for (q, k), s, shift in zip(pairs, scores, shifts, strict=True):
         found[k].append((float(s), q, shift))

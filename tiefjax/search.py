@@ -375,7 +375,7 @@ class Searcher:
         for i in order:
             results[i] = {}
         # an upload's copy check looks at its first copy_check_hits hits, whatever k is
-        wanted = max(k, self.config.copy_check_hits) if self.config.copy_check else k
+        wanted = max(k, self.config.copy_check_hits) if self.config.copy_check and photos else k
         for m in modes:
             if not order:
                 break
@@ -448,9 +448,15 @@ class Searcher:
         unreadable or a link out of the images folder (all None if the store cannot be read)."""
         from tiefjax.store import Store
 
+        def record(store: Store, image_id: str) -> Any:
+            try:
+                return store.get_image(image_id)
+            except NotFound:  # removed from the catalog since the build
+                return None
+
         try:
             with Store(self.ws.store_path) as store:
-                records = [store.get_image(i) if store.has_image(i) else None for i in ids]
+                records = [record(store, i) for i in ids]
         except (TiefjaxError, OSError, sqlite3.Error) as err:
             _log.warning("the copy check cannot read the catalog (%s); skipped", err)
             return [None] * len(ids)
